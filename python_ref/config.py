@@ -149,6 +149,7 @@ class FusionConfig:
     max_regions: int = 50
     num_answers: int = 3129  # VQA v2 answer vocabulary
     max_caption_tokens: int = 20  # generated tokens, not counting [CLS]/[SEP]
+    dropout: float = 0.1  # BERT hidden/attention dropout (training only; identity in eval and in every graph)
 
     @property
     def head_dim(self) -> int:
@@ -234,7 +235,50 @@ def tiny() -> MiniVLMConfig:
     return MiniVLMConfig(name="minivlm-tiny", tee=tee, fusion=fusion)
 
 
+def minivlm_demo() -> MiniVLMConfig:
+    """The bundled demo model: the MiniVLM architecture scaled to retrain on 2 CPU cores in under 30 minutes.
+
+    Scenes are 256x256 with 1–4 objects of 28–90 px (DESIGN §2), so the input stays 256 (no resampling), the
+    trunk is a narrow EfficientNet, and a few dozen proposals and 10 regions cover every object. Classes are
+    the 18 "<colour> <shape>" labels plus background; the 6 attributes are the colours.
+    """
+    backbone = EfficientNetConfig(
+        stages=(
+            MBConvStage(1, 3, 1, 16, 1),
+            MBConvStage(3, 3, 2, 24, 1),
+            MBConvStage(3, 5, 2, 32, 2),  # stride 8
+            MBConvStage(3, 3, 2, 48, 1),
+            MBConvStage(3, 5, 1, 64, 1),  # stride 16
+            MBConvStage(3, 5, 2, 96, 1),
+            MBConvStage(3, 3, 1, 128, 1),  # stride 32
+        ),
+        stem_channels=16,
+    )
+    tee = TEEConfig(
+        backbone=backbone,
+        bifpn=BiFPNConfig(channels=32, num_cells=2),
+        rpn=RPNConfig(pre_nms_top_n=200, post_nms_top_n=48),
+        roi_head=RoIHeadConfig(representation_size=256, num_classes=19, num_attributes=6, max_regions=10),
+        image_size=256,
+    )
+    fusion = FusionConfig(
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=64,
+        region_dim=256 + 6,
+        max_text_len=24,
+        max_text_tags_len=48,
+        max_regions=10,
+        num_answers=15,
+        max_caption_tokens=20,
+    )
+    return MiniVLMConfig(name="minivlm-demo", tee=tee, fusion=fusion)
+
+
 PRESETS: dict[str, Callable[[], MiniVLMConfig]] = {
+    "minivlm-demo": minivlm_demo,
     "minivlm-paper": minivlm_paper,
     "minivlm-minilm-l6": minilm_l6,
     "minivlm-tiny": tiny,
