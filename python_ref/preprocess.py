@@ -54,7 +54,7 @@ def preprocess(image: np.ndarray, size: int, mean: tuple[float, ...], std: tuple
         dtype = getattr(image, "dtype", type(image).__name__)
         raise InputError(f"image is {dtype} with shape {shape}, expected uint8 (H, W, 3) RGB")
     box = letterbox_geometry(image.shape[0], image.shape[1], size)
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
     if (box.resized_height, box.resized_width) != (box.height, box.width):
         pixels = F.interpolate(pixels, size=(box.resized_height, box.resized_width), mode="bilinear", align_corners=False)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)

@@ -4,6 +4,13 @@ from minivlm.errors import ArtifactError, ConfigError, ConversionError, InputErr
 
 __version__ = "0.1.0"
 
+
+def load(model: str = "minivlm-demo", *, random_init: bool = False):
+    """The eager reference pipeline (see `minivlm.loading.load`)."""
+    from minivlm.loading import load as _load
+
+    return _load(model, random_init=random_init)
+
 __all__ = [
     "ArtifactError",
     "ConfigError",
@@ -13,4 +20,5 @@ __all__ = [
     "ParityError",
     "WeightsError",
     "__version__",
+    "load",
 ]

@@ -1,0 +1,179 @@
+"""The whole reference pipeline: image -> detections, caption, answer, match score (DESIGN §3, §6).
+
+preprocess -> TEE stage 1 -> proposals -> TEE stage 2 -> region selection -> fusion (+ heads) -> caption
+decoding. Every step here is the definition that each phone build and native port is checked against.
+Images are uint8 (H, W, 3) RGB arrays; `minivlm.load` accepts paths and PIL images on top of this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import MiniVLMConfig
+from .errors import ConfigError, InputError
+from .fusion import AttentionKind, Fusion, FusionInputs, pack_inputs
+from .generate import beam_search, greedy
+from .postprocess import Regions, region_geometry, select_proposals, select_regions
+from .preprocess import Letterbox, preprocess
+from .tee import TEE
+from .tokenizer import Tokenizer
+
+BACKGROUND = "__background__"
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    """Names of the model's outputs: detector classes (index 0 is background), attributes, VQA answers."""
+
+    classes: tuple[str, ...]
+    attributes: tuple[str, ...]
+    answers: tuple[str, ...]
+
+    def check(self, cfg: MiniVLMConfig) -> None:
+        """ConfigError unless every vocabulary has the size its head predicts."""
+        sizes = {
+            "classes": (len(self.classes), cfg.tee.roi_head.num_classes),
+            "attributes": (len(self.attributes), cfg.tee.roi_head.num_attributes),
+            "answers": (len(self.answers), cfg.fusion.num_answers),
+        }
+        for name, (have, need) in sizes.items():
+            if have != need:
+                raise ConfigError(f"{name} vocabulary has {have} entries, the model predicts {need}")
+
+    @classmethod
+    def placeholder(cls, cfg: MiniVLMConfig) -> "Vocabularies":
+        """Numbered names, for presets whose label sets are not shipped (e.g. the paper's 1592 VG classes)."""
+        roi = cfg.tee.roi_head
+        return cls(
+            classes=(BACKGROUND, *(f"class_{i}" for i in range(1, roi.num_classes))),
+            attributes=tuple(f"attribute_{i}" for i in range(roi.num_attributes)),
+            answers=tuple(f"answer_{i}" for i in range(cfg.fusion.num_answers)),
+        )
+
+
+class MiniVLM(nn.Module):
+    """The two networks: `tee` (image -> regions) and `fusion` (text + tags + regions -> task heads)."""
+
+    def __init__(self, cfg: MiniVLMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tee = TEE(cfg.tee)
+        self.fusion = Fusion(cfg.fusion)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected region, in original-image pixels."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    label: str
+    score: float
+    attribute: str
+
+
+@dataclass(frozen=True)
+class ImageRegions:
+    """What the detector hands the fusion model for one image."""
+
+    regions: Regions  # boxes in input (letterboxed) pixels
+    letterbox: Letterbox
+    boxes: torch.Tensor  # (K, 4) in original-image pixels
+    tags: tuple[str, ...]  # class names, confidence order
+    tokens: torch.Tensor  # (K, D + 6) region tokens: fc7 feature ⊕ geometry in the original image
+
+
+class Pipeline:
+    """Eager reference pipeline over a MiniVLM, its tokenizer and its vocabularies (always in eval mode)."""
+
+    def __init__(self, model: MiniVLM, tokenizer: Tokenizer, vocab: Vocabularies) -> None:
+        vocab.check(model.cfg)
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self._stage1 = model.tee.stage1()
+        self._stage2 = model.tee.stage2()
+
+    @torch.no_grad()
+    def regions(self, image: np.ndarray) -> ImageRegions:
+        """Run the TEE on one uint8 (H, W, 3) image: detections, tags and region tokens."""
+        tee = self.cfg.tee
+        pixels, box = preprocess(image, tee.image_size, tee.pixel_mean, tee.pixel_std)
+        *levels, objectness, deltas = self._stage1(pixels)
+        proposals, valid = select_proposals(
+            objectness[0], deltas[0], self.model.tee.anchors, self.model.tee.level_sizes, tee.rpn, tee.image_size
+        )
+        features, class_logits, box_deltas, attribute_logits = self._stage2(*levels, proposals[None])
+        regions = select_regions(
+            proposals, valid, class_logits[0], box_deltas[0], attribute_logits[0], features[0], tee.roi_head, tee.image_size
+        )
+        boxes = box.boxes_to_image(regions.boxes.clone())
+        tokens = torch.cat([regions.features, region_geometry(boxes, box.width, box.height)], dim=1)
+        tags = tuple(self.vocab.classes[i] for i in regions.labels.tolist())
+        return ImageRegions(regions, box, boxes, tags, tokens)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Detections by descending score: box in image pixels, class name, score, attribute name."""
+        return self.detections_of(self.regions(image))
+
+    def caption(self, image: np.ndarray, num_beams: int = 1) -> str:
+        """A caption: greedy decoding (num_beams = 1) or beam search, with the cached prefix."""
+        return self.caption_of(self.regions(image), num_beams)
+
+    def answer(self, image: np.ndarray, question: str) -> str:
+        """The most likely answer from the model's answer vocabulary."""
+        return self.answer_of(self.regions(image), question)
+
+    def match(self, image: np.ndarray, text: str) -> float:
+        """Probability that `text` describes the image (the 2-way match head on [CLS])."""
+        return self.match_of(self.regions(image), text)
+
+    # The same four tasks on regions already extracted: several questions about one image run the TEE once.
+
+    def detections_of(self, found: ImageRegions) -> list[Detection]:
+        attributes = found.regions.attribute_logits.argmax(dim=1).tolist() if len(found.regions) else []
+        return [
+            Detection(tuple(float(v) for v in b), tag, float(s), self.vocab.attributes[a])
+            for b, tag, s, a in zip(found.boxes.tolist(), found.tags, found.regions.scores.tolist(), attributes)
+        ]
+
+    @torch.no_grad()
+    def caption_of(self, found: ImageRegions, num_beams: int = 1) -> str:
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise InputError(f"num_beams is {num_beams!r}, expected an integer >= 1")
+        inputs = self.pack(found, "", require_text=False)
+        fusion = self.model.fusion
+        result = greedy(fusion, self.tokenizer, inputs) if num_beams == 1 else beam_search(fusion, self.tokenizer, inputs, num_beams)
+        return self.tokenizer.decode(list(result.token_ids))
+
+    @torch.no_grad()
+    def answer_logits_of(self, found: ImageRegions, question: str) -> torch.Tensor:
+        """VQA logits (num_answers,) for a question about the image."""
+        inputs = self.pack(found, check_text(question, "question"))
+        return self.model.fusion.vqa_logits(self._encode(inputs))[0]
+
+    def answer_of(self, found: ImageRegions, question: str) -> str:
+        return self.vocab.answers[int(self.answer_logits_of(found, question).argmax())]
+
+    @torch.no_grad()
+    def match_of(self, found: ImageRegions, text: str) -> float:
+        inputs = self.pack(found, check_text(text, "text"))
+        return float(torch.softmax(self.model.fusion.match_logits(self._encode(inputs)), dim=-1)[0, 1])
+
+    def pack(self, found: ImageRegions, text: str, *, require_text: bool = True) -> FusionInputs:
+        """The fusion inputs `[CLS] text [SEP] tags [SEP] regions` of one image."""
+        return pack_inputs(self.tokenizer, text, list(found.tags), found.tokens, self.cfg.fusion, require_text=require_text)
+
+    def _encode(self, inputs: FusionInputs) -> torch.Tensor:
+        return self.model.fusion.encode(*inputs.as_tuple(), AttentionKind.FULL)
+
+
+def check_text(text: object, what: str) -> str:
+    """InputError unless `text` is a non-empty string."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{what} is {text!r}, expected a non-empty string")
+    return text

@@ -1,0 +1,110 @@
+"""Parameters and FLOPs per architectural part, counted by running the model (`minivlm info`).
+
+FLOPs are what `torch.utils.flop_counter` counts (2 per multiply-add, convolutions and matmuls only) on one
+image at the preset's input size, `post_nms_top_n` proposals through the box head, and a fusion sequence
+of `max_text_tags_len` tokens + `max_regions` regions. The RoIAlign row counts our separable-matmul form,
+which spends more FLOPs than a gather-based RoIAlign would in exchange for running on every phone backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import MiniVLMConfig, get_config, replace
+from .fusion import AttentionKind
+from .pipeline import MiniVLM
+
+
+@dataclass(frozen=True)
+class PartReport:
+    model: str
+    part: str
+    params: int
+    flops: int
+
+
+def _params(*modules: nn.Module | nn.Parameter) -> int:
+    total = 0
+    for m in modules:
+        total += m.numel() if isinstance(m, nn.Parameter) else sum(p.numel() for p in m.parameters())
+    return total
+
+
+def _flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def profile_model(preset: str | MiniVLMConfig, image_size: int | None = None) -> list[PartReport]:
+    """One row per part (TEE: backbone, BiFPN, RPN head, RoIAlign, box head, predictors, attribute head;
+    fusion: word embeddings, other embeddings, encoder, heads), then a total per network and overall."""
+    cfg = get_config(preset) if isinstance(preset, str) else preset
+    if image_size is not None:
+        cfg = replace(cfg, tee=replace(cfg.tee, image_size=image_size))
+    model = MiniVLM(cfg).eval()
+    tee, fusion = model.tee, model.fusion
+    s, r = cfg.tee.image_size, cfg.tee.rpn.post_nms_top_n
+    images = torch.randn(1, 3, s, s)
+    backbone_out = tee.backbone(images)
+    levels = tee.bifpn(backbone_out)
+    pooled_levels = tuple(levels[lv - cfg.tee.bifpn.min_level] for lv in cfg.tee.roi_head.pooler_levels)
+    xy = torch.rand(1, r, 2) * s * 0.7
+    boxes = torch.cat([xy, xy + 16 + torch.rand(1, r, 2) * s * 0.3], dim=2)
+    pooled = tee.pooler(pooled_levels, boxes)
+    head = tee.box_head
+    region = torch.relu(head.fc7(torch.relu(head.fc6(pooled.flatten(1)))))
+    one_hot = torch.zeros(r, cfg.tee.roi_head.num_classes)
+    one_hot[:, 1] = 1
+
+    f = cfg.fusion
+    ids = torch.randint(0, f.vocab_size, (1, f.max_text_tags_len))
+    types = torch.zeros_like(ids)
+    token_mask = torch.ones(1, f.max_text_tags_len)
+    regions = torch.randn(1, f.max_regions, f.region_dim)
+    region_mask = torch.ones(1, f.max_regions)
+    hidden = fusion.encode(ids, types, token_mask, regions, region_mask, AttentionKind.FULL)
+    emb = fusion.encoder.embeddings
+    word = emb.word_embeddings.weight
+    encoder_params = _params(fusion.encoder) - word.numel()
+
+    rows = [
+        ("tee", "backbone (EfficientNet)", _params(tee.backbone), _flops(lambda: tee.backbone(images))),
+        ("tee", "BiFPN", _params(tee.bifpn), _flops(lambda: tee.bifpn(backbone_out))),
+        ("tee", "RPN head", _params(tee.rpn), _flops(lambda: tee.rpn(levels))),
+        ("tee", f"RoIAlign ({r} boxes)", _params(tee.pooler), _flops(lambda: tee.pooler(pooled_levels, boxes))),
+        ("tee", "box head fc6+fc7", _params(head.fc6, head.fc7),
+         _flops(lambda: head.fc7(torch.relu(head.fc6(pooled.flatten(1)))))),
+        ("tee", "predictors (cls, box)", _params(head.cls_score, head.bbox_pred),
+         _flops(lambda: (head.cls_score(region), head.bbox_pred(region)))),
+        ("tee", "attribute head", _params(head.cls_embedding, head.fc_attr, head.attr_score),
+         _flops(lambda: head.attributes(region, one_hot))),
+        ("fusion", "word embeddings", word.numel(), 0),
+        ("fusion", f"encoder ({f.num_layers} layers, {f.max_text_tags_len}+{f.max_regions} tokens)", encoder_params,
+         _flops(lambda: fusion.encode(ids, types, token_mask, regions, region_mask, AttentionKind.FULL))),
+        ("fusion", "heads (pooler, VQA, match, MLM transform)",
+         _params(fusion.pooler, fusion.vqa_head, fusion.match_head, fusion.mlm_head),
+         _flops(lambda: (fusion.vqa_logits(hidden), fusion.match_logits(hidden), fusion.mlm_logits(hidden[:, :1])))),
+    ]
+    reports = [PartReport(*row) for row in rows]
+    for net in ("tee", "fusion"):
+        part = [x for x in reports if x.model == net]
+        reports.append(PartReport(net, "total", sum(x.params for x in part), sum(x.flops for x in part)))
+    totals = [x for x in reports if x.part == "total"]
+    reports.append(PartReport("minivlm", "total", sum(x.params for x in totals), sum(x.flops for x in totals)))
+    assert reports[-1].params == _params(model), "every parameter belongs to exactly one row"
+    return reports
+
+
+def format_report(reports: list[PartReport]) -> str:
+    """A fixed-width table: model, part, parameters (M), GFLOPs."""
+    lines = [f"{'model':<8} {'part':<52} {'params (M)':>10} {'GFLOPs':>8}"]
+    for x in reports:
+        lines.append(f"{x.model:<8} {x.part:<52} {x.params / 1e6:>10.3f} {x.flops / 1e9:>8.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""`minivlm.load`: the eager reference pipeline of a preset or a weights file, taking any image a user has."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from minivlm.errors import ConfigError, WeightsError
+from minivlm.images import ImageLike, load_image
+from minivlm.python_ref.config import PRESETS, get_config
+from minivlm.python_ref.pipeline import Detection, MiniVLM, Pipeline, Vocabularies
+from minivlm.python_ref.tokenizer import Tokenizer
+from minivlm.python_ref.weights import load_weights, read_safetensors
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "minivlm-demo"
+
+
+def bundled_weights(preset: str) -> Path | None:
+    """The weights file shipped for a preset, if any."""
+    path = WEIGHTS_DIR / f"{preset}.safetensors"
+    return path if path.is_file() else None
+
+
+class ReferencePipeline:
+    """The python_ref pipeline behind the public API: images may be paths, PIL images or uint8 arrays."""
+
+    def __init__(self, pipeline: Pipeline, source: str) -> None:
+        self.pipeline = pipeline
+        self.source = source  # what was loaded: a weights path, or "random init"
+
+    @property
+    def config(self):
+        return self.pipeline.cfg
+
+    @property
+    def vocab(self) -> Vocabularies:
+        return self.pipeline.vocab
+
+    def detect(self, image: ImageLike) -> list[Detection]:
+        """Detections by descending score: (box xyxy in image pixels, label, score, attribute)."""
+        return self.pipeline.detect(load_image(image))
+
+    def caption(self, image: ImageLike, num_beams: int = 1) -> str:
+        """A caption of the image (greedy, or beam search with `num_beams` > 1)."""
+        return self.pipeline.caption(load_image(image), num_beams)
+
+    def answer(self, image: ImageLike, question: str) -> str:
+        """The answer to a question about the image."""
+        return self.pipeline.answer(load_image(image), question)
+
+    def match(self, image: ImageLike, text: str) -> float:
+        """Probability in [0, 1] that `text` describes the image."""
+        return self.pipeline.match(load_image(image), text)
+
+
+def _vocabularies(metadata: dict[str, str], path: Path) -> Vocabularies:
+    try:
+        raw = json.loads(metadata["vocabularies"])
+        return Vocabularies(**{k: tuple(v) for k, v in raw.items()})
+    except (KeyError, TypeError, ValueError) as err:
+        raise WeightsError(f"{path} has no readable 'vocabularies' metadata ({type(err).__name__})") from None
+
+
+def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferencePipeline:
+    """The reference pipeline of `model`: a preset name (its bundled weights) or a `.safetensors` file
+    written by `minivlm train`. `random_init=True` builds an untrained preset (e.g. `minivlm-paper`, for
+    which no weights exist) with numbered placeholder vocabularies."""
+    path = Path(model)
+    if model not in PRESETS and path.suffix == ".safetensors":
+        if not path.is_file():
+            raise WeightsError(f"weights file {model!r} does not exist")
+        _, metadata = read_safetensors(path)
+        preset = metadata.get("preset")
+        if preset is None:
+            raise WeightsError(f"{path} names no 'preset' in its metadata")
+        return _from_file(get_config(preset), path)
+    cfg = get_config(model)  # ConfigError for an unknown name, listing the presets
+    if random_init:
+        net = MiniVLM(cfg)
+        return ReferencePipeline(Pipeline(net, Tokenizer.default(), Vocabularies.placeholder(cfg)), "random init")
+    weights = bundled_weights(model)
+    if weights is None:
+        raise ConfigError(
+            f"no weights ship for {model!r}; pass random_init=True for an untrained model of that architecture "
+            f"(bundled: {', '.join(sorted(p.stem for p in WEIGHTS_DIR.glob('*.safetensors'))) or 'none'})"
+        )
+    return _from_file(cfg, weights)
+
+
+def _from_file(cfg, path: Path) -> ReferencePipeline:
+    net = MiniVLM(cfg)
+    metadata = load_weights(net, path)
+    return ReferencePipeline(Pipeline(net, Tokenizer.default(), _vocabularies(metadata, path)), str(path))

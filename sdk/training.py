@@ -1,0 +1,489 @@
+"""Training the demo model on generated scenes, with MiniVLM's recipe (DESIGN §2; PAPERS.md §0).
+
+Stages, each resumable from its last checkpoint:
+1. `detector`  — TEE as a Faster R-CNN: RPN objectness/box losses + box-head classification, class-specific
+   regression and attribute (colour) losses, on freshly generated scenes every step.
+2. `regions`   — the trained TEE (eval mode, exactly the inference pipeline) turns a pool of scenes into
+   region tokens and tags once; fusion training reads them, as OSCAR trains on pre-extracted features.
+3. `pretrain`  — fusion pre-training: masked-token loss over text and tags (full attention) + the 2-way
+   match loss on [CLS] with tags polluted (swapped with another scene's) half of the time.
+4. `finetune`  — caption fine-tuning with the seq2seq mask (masked caption tokens, label smoothing 0.1)
+   together with VQA fine-tuning of the answer classifier and the match loss, so that one bundled model
+   serves every task (OSCAR fine-tunes one model per task; the demo ships one).
+
+Runs on CPU as it is, and unchanged under `torchrun --nproc_per_node N` (gloo, DistributedDataParallel):
+every rank draws its own scene indices, gradients are averaged by DDP, rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from minivlm.errors import ConfigError
+from minivlm.python_ref.config import MiniVLMConfig, get_config
+from minivlm.python_ref.fusion import AttentionKind, Fusion, pack_inputs
+from minivlm.python_ref.losses import IGNORE, box_head_loss, roi_targets, rpn_loss, token_loss
+from minivlm.python_ref.pipeline import BACKGROUND, MiniVLM, Pipeline, Vocabularies
+from minivlm.python_ref.postprocess import select_proposals
+from minivlm.python_ref.preprocess import preprocess
+from minivlm.python_ref.rpn import BoxCoder
+from minivlm.python_ref.scenes import ANSWERS, CLASSES, COLOURS, Scene, generate_scene
+from minivlm.python_ref.tee import TEE
+from minivlm.python_ref.tokenizer import Tokenizer
+from minivlm.python_ref.weights import load_weights, save_weights
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detector", "regions", "pretrain", "finetune")
+DEMO_VOCABULARIES = Vocabularies(classes=(BACKGROUND, *CLASSES), attributes=COLOURS, answers=ANSWERS)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that determines a training run; the same settings and seed reproduce the same weights."""
+
+    preset: str = "minivlm-demo"
+    seed: int = 1  # scene stream of the training data (evaluation uses other seeds)
+    detector_steps: int = 1800
+    detector_batch: int = 8
+    detector_lr: float = 2e-3
+    rpn_samples: int = 128  # anchors sampled per image
+    roi_samples: int = 32  # proposals sampled per image
+    region_scenes: int = 3000  # scenes whose regions feed the fusion stages
+    pretrain_steps: int = 400
+    finetune_steps: int = 1400
+    fusion_batch: int = 48
+    fusion_lr: float = 1e-3
+    mask_probability: float = 0.15  # pre-training masked tokens (OSCAR)
+    caption_mask_probability: float = 0.4  # caption fine-tuning (OSCAR uses 0.15; more masks learn faster)
+    label_smoothing: float = 0.1
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    checkpoint_every: int = 200
+
+    def scaled(self, factor: float) -> "TrainSettings":
+        """The same recipe with every step/scene count multiplied by `factor` (smoke runs, longer runs)."""
+        counts = ("detector_steps", "region_scenes", "pretrain_steps", "finetune_steps")
+        return dataclasses.replace(self, **{k: max(2, int(getattr(self, k) * factor)) for k in counts})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Distributed helpers: identity on one process.
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); initialises gloo once when launched by torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _wrap(module: nn.Module) -> nn.Module:
+    return DistributedDataParallel(module, find_unused_parameters=True) if dist.is_initialized() else module
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints: weights as safetensors, optimizer state as a tensors-only torch file, progress as JSON.
+
+
+def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Write a checkpoint folder atomically: a temporary folder renamed over the old one when complete."""
+    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=path.parent))
+    try:
+        save_weights(model, tmp / "model.safetensors", {"state": json.dumps(state)})
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        if path.exists():
+            old = path.with_name(path.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    load_weights(model, path / "model.safetensors")
+    if optimizer is not None and (path / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    return json.loads((path / "state.json").read_text())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def _scene_batch(seed: int, step: int, batch: int, rank: int, world_size: int) -> list[Scene]:
+    """The scenes of one step: disjoint across ranks and steps, independent of how the run was resumed."""
+    first = (step * world_size + rank) * batch
+    return [generate_scene(seed, first + i) for i in range(batch)]
+
+
+def _detector_inputs(scenes: list[Scene], cfg: MiniVLMConfig) -> tuple[torch.Tensor, list, list, list]:
+    tee = cfg.tee
+    images, boxes, labels, attributes = [], [], [], []
+    for scene in scenes:
+        pixels, box = preprocess(scene.image, tee.image_size, tee.pixel_mean, tee.pixel_std)
+        images.append(pixels)
+        boxes.append(torch.from_numpy(np.array(scene.boxes, dtype=np.float32)) * box.scale)
+        labels.append(torch.tensor([CLASSES.index(lab) + 1 for lab in scene.labels]))
+        attributes.append(torch.tensor([COLOURS.index(lab.split()[0]) for lab in scene.labels]))
+    return torch.cat(images), boxes, labels, attributes
+
+
+class DetectorObjective(nn.Module):
+    """Faster R-CNN losses of the TEE for one batch; an nn.Module so DDP can wrap it."""
+
+    def __init__(self, tee: TEE, settings: TrainSettings) -> None:
+        super().__init__()
+        self.tee = tee
+        self.settings = settings
+        self.rpn_coder = BoxCoder(tee.cfg.rpn.box_coder_weights)
+        self.roi_coder = BoxCoder(tee.cfg.roi_head.box_coder_weights)
+        levels = tee.cfg.roi_head.pooler_levels
+        self.pooled = tuple(lv - tee.cfg.bifpn.min_level for lv in levels)
+
+    def forward(self, images, gt_boxes, gt_labels, gt_attributes, generator) -> dict[str, torch.Tensor]:
+        cfg = self.tee.cfg
+        features = self.tee.features(images)  # P3..P7
+        objectness, deltas = self.tee.rpn(features)  # (B, N), (B, N, 4)
+        obj_loss, rpn_box_loss = rpn_loss(
+            objectness, deltas, self.tee.anchors, gt_boxes, self.rpn_coder, generator, self.settings.rpn_samples
+        )
+        proposals = []
+        with torch.no_grad():
+            for b in range(images.shape[0]):
+                boxes, valid = select_proposals(
+                    objectness[b].detach(), deltas[b].detach(), self.tee.anchors, self.tee.level_sizes, cfg.rpn, cfg.image_size
+                )
+                proposals.append(boxes[valid])
+        targets = roi_targets(
+            proposals, gt_boxes, gt_labels, gt_attributes, self.roi_coder, generator, self.settings.roi_samples
+        )
+        pooled = self.tee.pooler(tuple(features[i] for i in self.pooled), targets.boxes)  # (B*S, C, P, P)
+        region, class_logits, box_deltas, _ = self.tee.box_head(pooled)
+        one_hot = F.one_hot(targets.labels.flatten(), cfg.roi_head.num_classes).float()
+        attribute_logits = self.tee.box_head.attributes(region, one_hot)  # trained on the true class
+        b, s = targets.labels.shape
+        cls_loss, box_loss, attr_loss = box_head_loss(
+            class_logits.view(b, s, -1), box_deltas.view(b, s, -1), attribute_logits.view(b, s, -1), targets
+        )
+        return {"rpn_obj": obj_loss, "rpn_box": rpn_box_loss, "cls": cls_loss, "box": box_loss, "attr": attr_loss}
+
+
+@dataclass
+class RegionCache:
+    """Pre-extracted fusion inputs of a pool of scenes (tensors stacked over scenes)."""
+
+    regions: torch.Tensor  # (N, R, region_dim)
+    region_mask: torch.Tensor  # (N, R)
+    tag_ids: torch.Tensor  # (N, Tb) tags segment [+ SEP], padded
+    tag_types: torch.Tensor  # (N, Tb)
+    tag_mask: torch.Tensor  # (N, Tb)
+    caption_ids: torch.Tensor  # (N, Ta) [CLS] caption [SEP], padded
+    caption_mask: torch.Tensor  # (N, Ta)
+    question_ids: torch.Tensor  # (Q, Ta)
+    question_mask: torch.Tensor  # (Q, Ta)
+    question_scene: torch.Tensor  # (Q,) the scene each question is about
+    answers: torch.Tensor  # (Q,) answer index
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in dataclasses.asdict(self).items()}, str(tmp))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "RegionCache":
+        from safetensors.torch import load_file
+
+        return cls(**load_file(str(path)))
+
+
+@torch.no_grad()
+def build_region_cache(pipe: Pipeline, seed: int, first: int, count: int, progress: Callable) -> RegionCache:
+    """Run the reference TEE on scenes [first, first + count) of stream `seed` and pack their fusion inputs."""
+    cfg = pipe.cfg.fusion
+    rows: dict[str, list] = {k.name: [] for k in dataclasses.fields(RegionCache)}
+    for index in progress(range(first, first + count), desc="regions"):
+        scene = generate_scene(seed, index)
+        found = pipe.regions(scene.image)
+        packed = pipe.pack(found, scene.caption)
+        text, tags = slice(0, cfg.max_text_len), slice(cfg.max_text_len, None)
+        rows["regions"].append(packed.regions[0])
+        rows["region_mask"].append(packed.region_mask[0])
+        rows["tag_ids"].append(packed.input_ids[0, tags])
+        rows["tag_types"].append(packed.token_type_ids[0, tags])
+        rows["tag_mask"].append(packed.token_mask[0, tags])
+        rows["caption_ids"].append(packed.input_ids[0, text])
+        rows["caption_mask"].append(packed.token_mask[0, text])
+        for question, answer in scene.qa:
+            q = pack_inputs(pipe.tokenizer, question, [], torch.zeros(0, cfg.region_dim), cfg)
+            rows["question_ids"].append(q.input_ids[0, text])
+            rows["question_mask"].append(q.token_mask[0, text])
+            rows["question_scene"].append(torch.tensor(index - first))
+            rows["answers"].append(torch.tensor(ANSWERS.index(answer)))
+    return RegionCache(**{k: torch.stack(v) for k, v in rows.items()})
+
+
+def _mask_tokens(
+    ids: torch.Tensor, maskable: torch.Tensor, probability: float, tokenizer: Tokenizer, generator: torch.Generator,
+    *, always_mask: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking of `ids` (B, T) where `maskable`: returns (inputs, labels with IGNORE elsewhere).
+
+    At least one position per row is chosen. `always_mask` replaces every chosen token by [MASK] (caption
+    fine-tuning, matching generation); otherwise BERT's 80 % [MASK] / 10 % random / 10 % unchanged.
+    """
+    scores = torch.rand(ids.shape, generator=generator).masked_fill(~maskable, 2.0)
+    chosen = (scores < probability) | (scores == scores.min(dim=1, keepdim=True).values)
+    chosen &= maskable
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
+    inputs = ids.clone()
+    if always_mask:
+        inputs[chosen] = tokenizer.mask_id
+        return inputs, labels
+    roll = torch.rand(ids.shape, generator=generator)
+    inputs[chosen & (roll < 0.8)] = tokenizer.mask_id
+    random_ids = torch.randint(999, tokenizer.vocab_size, ids.shape, generator=generator)  # skip [unused]/specials
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[swap] = random_ids[swap]
+    return inputs, labels
+
+
+class FusionObjective(nn.Module):
+    """Fusion losses of one batch for the `pretrain` or `finetune` stage; an nn.Module so DDP can wrap it."""
+
+    def __init__(self, fusion: Fusion, tokenizer: Tokenizer, settings: TrainSettings) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.tokenizer = tokenizer
+        self.settings = settings
+
+    def _special(self, ids: torch.Tensor) -> torch.Tensor:
+        t = self.tokenizer
+        return (ids == t.cls_id) | (ids == t.sep_id) | (ids == t.pad_id)
+
+    def _polluted(self, cache: RegionCache, scenes: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tag rows for each scene, half swapped with another scene's, and whether they still match."""
+        swap = torch.rand(len(scenes), generator=generator) < 0.5
+        others = torch.randint(0, cache.tag_ids.shape[0], (len(scenes),), generator=generator)
+        tag_rows = torch.where(swap, others, scenes)
+        same = (cache.tag_ids[tag_rows] == cache.tag_ids[scenes]).all(dim=1)
+        return tag_rows, (~swap | same).long()
+
+    def forward(self, cache: RegionCache, stage: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        s = self.settings
+        n = cache.tag_ids.shape[0]
+        scenes = torch.randint(0, n, (s.fusion_batch,), generator=generator)
+        tag_rows, matched = self._polluted(cache, scenes, generator)
+        text_ids, text_mask = cache.caption_ids[scenes], cache.caption_mask[scenes]
+        tag_ids, tag_types, tag_mask = cache.tag_ids[tag_rows], cache.tag_types[tag_rows], cache.tag_mask[tag_rows]
+        regions, region_mask = cache.regions[scenes], cache.region_mask[scenes]
+        losses = {}
+        if stage == "pretrain":
+            ids = torch.cat([text_ids, tag_ids], dim=1)
+            maskable = (torch.cat([text_mask, tag_mask], dim=1) > 0) & ~self._special(ids)
+            inputs, labels = _mask_tokens(ids, maskable, s.mask_probability, self.tokenizer, generator, always_mask=False)
+            hidden = self._encode(inputs, tag_types, torch.cat([text_mask, tag_mask], 1), regions, region_mask, AttentionKind.FULL)
+            losses["mlm"] = self._mlm(hidden, labels, 0.0)
+            losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched)
+            return losses
+        # finetune: captions (true tags, seq2seq), VQA (true tags, full), match (polluted, full)
+        true_tags = (cache.tag_ids[scenes], cache.tag_types[scenes], cache.tag_mask[scenes])
+        maskable = (text_mask > 0) & (text_ids != self.tokenizer.cls_id) & (text_ids != self.tokenizer.pad_id)
+        inputs, labels = _mask_tokens(text_ids, maskable, s.caption_mask_probability, self.tokenizer, generator, always_mask=True)
+        hidden = self._encode(torch.cat([inputs, true_tags[0]], 1), true_tags[1], torch.cat([text_mask, true_tags[2]], 1),
+                              regions, region_mask, AttentionKind.SEQ2SEQ)
+        losses["caption"] = self._mlm(hidden, torch.cat([labels, torch.full_like(true_tags[0], IGNORE)], 1), s.label_smoothing)
+        q = torch.randint(0, cache.question_ids.shape[0], (s.fusion_batch,), generator=generator)
+        qs = cache.question_scene[q]
+        hidden = self._encode(torch.cat([cache.question_ids[q], cache.tag_ids[qs]], 1), cache.tag_types[qs],
+                              torch.cat([cache.question_mask[q], cache.tag_mask[qs]], 1), cache.regions[qs],
+                              cache.region_mask[qs], AttentionKind.FULL)
+        losses["vqa"] = F.cross_entropy(self.fusion.vqa_logits(hidden), cache.answers[q])
+        hidden = self._encode(torch.cat([text_ids, tag_ids], 1), tag_types, torch.cat([text_mask, tag_mask], 1),
+                              regions, region_mask, AttentionKind.FULL)
+        losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched)
+        return losses
+
+    def _encode(self, ids, tag_types, mask, regions, region_mask, kind) -> torch.Tensor:
+        types = torch.cat([torch.zeros(ids.shape[0], ids.shape[1] - tag_types.shape[1], dtype=torch.long), tag_types], 1)
+        return self.fusion.encode(ids, types, mask, regions, region_mask, kind)
+
+    def _mlm(self, hidden: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+        picked = labels != IGNORE  # the vocabulary projection only where there is a label: (M, V), not (B, T, V)
+        return token_loss(self.fusion.mlm_logits(hidden[:, : labels.shape[1]][picked]), labels[picked], smoothing)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _schedule(step: int, total: int, warmup_fraction: float) -> float:
+    """Linear warm-up then cosine decay to 5 %."""
+    warmup = max(1, int(total * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return float(0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def _step_seed(seed: int, stage: str, step: int, rank: int) -> int:
+    """A seed for one (stage, step, rank), stable across processes (unlike `hash`, which is salted)."""
+    return int(np.random.SeedSequence([seed, STAGES.index(stage), step, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _no_progress(iterable, **_):
+    return iterable
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return _no_progress
+    from tqdm import tqdm
+
+    return lambda iterable, **kw: tqdm(iterable, dynamic_ncols=True, mininterval=2.0, **kw)
+
+
+def _run_stage(
+    name: str, objective: nn.Module, params: list[nn.Parameter], steps: int, lr: float, settings: TrainSettings,
+    workdir: Path, model: MiniVLM, batch_fn: Callable[[int, torch.Generator], dict], progress: Callable,
+) -> None:
+    rank, _ = world()
+    ckpt = workdir / f"checkpoint-{name}"
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, steps, settings.warmup_fraction))
+    start = 0
+    if ckpt.exists():
+        state = _load_checkpoint(ckpt, model, optimizer)
+        start = state["step"]
+        for group in optimizer.param_groups:  # the schedule's value at `start`, as the uninterrupted run had it
+            group["lr"] = group["initial_lr"] * _schedule(start, steps, settings.warmup_fraction)
+        scheduler.last_epoch = start
+        log.info("resuming %s at step %d", name, start)
+    wrapped = _wrap(objective)
+    wrapped.train()
+    bar = progress(range(start, steps), desc=name, initial=start, total=steps) if progress is not _no_progress else range(start, steps)
+    for step in bar:
+        # Seeded per (stage, step, rank): a resumed run draws exactly what the uninterrupted run would have.
+        step_seed = _step_seed(settings.seed, name, step, rank)
+        generator = torch.Generator().manual_seed(step_seed)
+        torch.manual_seed(step_seed)  # dropout draws from the global generator
+        losses = wrapped(**batch_fn(step, generator))
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        scheduler.step()
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
+        done = step + 1
+        if rank == 0 and (done % settings.checkpoint_every == 0 or done == steps):
+            _save_checkpoint(ckpt, model, optimizer, {"stage": name, "step": done, "settings": dataclasses.asdict(settings)})
+        _barrier()
+    objective.eval()
+
+
+def model_metadata(cfg: MiniVLMConfig, vocab: Vocabularies, settings: TrainSettings | None) -> dict[str, str]:
+    """What a weights file says about itself: preset, vocabularies, and the recipe that made it."""
+    meta = {"preset": cfg.name, "vocabularies": json.dumps(dataclasses.asdict(vocab))}
+    if settings is not None:
+        meta["training"] = json.dumps(dataclasses.asdict(settings))
+    return meta
+
+
+def train(settings: TrainSettings, workdir: str | Path, *, progress: bool = True) -> Path:
+    """Run (or resume) every stage in `workdir`; returns the path of the final `model.safetensors`.
+
+    Rank 0 writes the final weights; other ranks return the same path once it exists.
+    """
+    cfg = get_config(settings.preset)
+    if cfg.tee.roi_head.num_classes != len(DEMO_VOCABULARIES.classes):
+        raise ConfigError(f"preset {settings.preset!r} predicts {cfg.tee.roi_head.num_classes} classes; the scenes have "
+                          f"{len(DEMO_VOCABULARIES.classes)} (with background)")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rank, world_size = world()
+    _seed_everything(settings.seed)
+    model = MiniVLM(cfg)
+    tokenizer = Tokenizer.default()
+    bar = _progress_bar(progress and rank == 0)
+    started = time.monotonic()
+
+    detector = DetectorObjective(model.tee, settings)
+
+    def detector_batch(step: int, generator: torch.Generator) -> dict:
+        images, boxes, labels, attributes = _detector_inputs(
+            _scene_batch(settings.seed, step, settings.detector_batch, rank, world_size), cfg
+        )
+        return {"images": images, "gt_boxes": boxes, "gt_labels": labels, "gt_attributes": attributes, "generator": generator}
+
+    _run_stage("detector", detector, list(model.tee.parameters()), settings.detector_steps, settings.detector_lr,
+               settings, workdir, model, detector_batch, bar)
+    _load_latest(workdir, "detector", model)
+
+    cache_path = workdir / "regions.safetensors"
+    if not cache_path.exists():
+        if rank == 0:
+            pipe = Pipeline(model, tokenizer, DEMO_VOCABULARIES)
+            # Scenes after every index the detector stage could have drawn: fusion sees fresh images.
+            first = settings.detector_steps * settings.detector_batch * world_size
+            build_region_cache(pipe, settings.seed, first, settings.region_scenes, bar).save(cache_path)
+        _barrier()
+    cache = RegionCache.load(cache_path)
+
+    fusion_objective = FusionObjective(model.fusion, tokenizer, settings)
+    for stage, steps in (("pretrain", settings.pretrain_steps), ("finetune", settings.finetune_steps)):
+        _run_stage(stage, fusion_objective, list(model.fusion.parameters()), steps, settings.fusion_lr, settings,
+                   workdir, model, lambda step, gen, stage=stage: {"cache": cache, "stage": stage, "generator": gen}, bar)
+        _load_latest(workdir, stage, model)
+
+    final = workdir / "model.safetensors"
+    if rank == 0:
+        save_weights(model.eval(), final, model_metadata(cfg, DEMO_VOCABULARIES, settings))
+        log.info("trained in %.0f s", time.monotonic() - started)
+    _barrier()
+    return final
+
+
+def _load_latest(workdir: Path, stage: str, model: MiniVLM) -> None:
+    """Every rank continues from the stage's final checkpoint (what rank 0 saved)."""
+    _barrier()
+    _load_checkpoint(workdir / f"checkpoint-{stage}", model, None)
