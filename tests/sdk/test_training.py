@@ -1,0 +1,79 @@
+"""The training pipeline: a few-step smoke run, exact resume after an interruption, and 2-process DDP."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+import minivlm
+from minivlm import training
+from minivlm.training import TrainSettings, train
+
+SMOKE = TrainSettings(
+    detector_steps=3, detector_batch=2, rpn_samples=32, roi_samples=8, region_scenes=4,
+    pretrain_steps=2, finetune_steps=3, fusion_batch=4, checkpoint_every=1,
+)
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_file(a), load_file(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not (wa[k] == wb[k]).all()]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    return train(SMOKE, out, progress=False)
+
+
+def test_smoke_run_writes_a_loadable_model(smoke_run):
+    pipe = minivlm.load(str(smoke_run))
+    assert pipe.config.name == "minivlm-demo"
+    assert pipe.vocab.classes[1] == "red circle" and "yes" in pipe.vocab.answers
+    assert isinstance(pipe.caption(__import__("numpy").zeros((256, 256, 3), "uint8")), str)
+    for stage in training.STAGES:
+        if stage != "regions":
+            assert (smoke_run.parent / f"checkpoint-{stage}" / "state.json").exists()
+
+
+def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monkeypatch):
+    saves = []
+    real_save = training._save_checkpoint
+
+    def save_then_crash(path, model, optimizer, state):
+        real_save(path, model, optimizer, state)
+        saves.append(state["stage"])
+        if state["stage"] == "finetune" and state["step"] == 1:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-stage
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(SMOKE, tmp_path, progress=False)
+    assert not (tmp_path / "model.safetensors").exists()
+    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    resumed = train(SMOKE, tmp_path, progress=False)
+    _same_weights(resumed, smoke_run)
+
+
+def test_two_process_ddp_run(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch.distributed as dist
+        from minivlm.training import TrainSettings, train
+        s = TrainSettings(detector_steps=2, detector_batch=1, rpn_samples=16, roi_samples=4, region_scenes=2,
+                          pretrain_steps=1, finetune_steps=2, fusion_batch=2, checkpoint_every=1)
+        path = train(s, {str(tmp_path / 'run')!r}, progress=False)
+        print("rank", dist.get_rank(), "of", dist.get_world_size(), "done", path)
+    """))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0 of 2 done" in result.stdout and "rank 1 of 2 done" in result.stdout
+    assert minivlm.load(str(tmp_path / "run" / "model.safetensors")).config.name == "minivlm-demo"
