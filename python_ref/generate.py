@@ -24,11 +24,13 @@ Beam search (`num_beams` > 1), kept simple and documented:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .config import FusionConfig
 from .fusion import AttentionKind, CaptionPrefixGraph, CaptionStepGraph, Fusion, FusionInputs
 from .tokenizer import Tokenizer
 
@@ -50,15 +52,31 @@ class Caption:
     finished: bool
 
 
+@dataclass(frozen=True)
+class CaptionGraphs:
+    """The two caption graphs as callables with the signatures of `CaptionPrefixGraph` / `CaptionStepGraph`.
+
+    `of(fusion)` gives the reference modules; a phone build supplies its runtime's graphs instead.
+    """
+
+    cfg: FusionConfig
+    prefix: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    step: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def of(cls, fusion: Fusion) -> "CaptionGraphs":
+        return cls(fusion.cfg, CaptionPrefixGraph(fusion), CaptionStepGraph(fusion))
+
+
 class CachedDecoder:
     """Logits of one step from the prefix/step graphs, with the caption K/V cache kept by the host."""
 
-    def __init__(self, fusion: Fusion, tokenizer: Tokenizer, inputs: FusionInputs, num_beams: int) -> None:
-        cfg = fusion.cfg
+    def __init__(self, graphs: CaptionGraphs, tokenizer: Tokenizer, inputs: FusionInputs, num_beams: int) -> None:
+        cfg = graphs.cfg
         self.mask_id = tokenizer.mask_id
-        self.step_graph = CaptionStepGraph(fusion)
+        self.step_graph = graphs.step
         prefix = inputs.caption_prefix(cfg.max_text_len)
-        keys, values = CaptionPrefixGraph(fusion)(*prefix)  # (L, 1, heads, P, head_dim): once per image
+        keys, values = graphs.prefix(*prefix)  # (L, 1, heads, P, head_dim): once per image
         self.prefix_keys = keys.expand(-1, num_beams, -1, -1, -1)
         self.prefix_values = values.expand(-1, num_beams, -1, -1, -1)
         self.prefix_mask = torch.cat([prefix[2], prefix[4]], dim=1).expand(num_beams, -1)  # (N, P)
@@ -122,29 +140,29 @@ class UncachedDecoder:
 
 
 def _setup(
-    fusion: Fusion,
-    tokenizer: Tokenizer,
-    inputs: FusionInputs,
-    num_beams: int,
-    max_caption_tokens: int | None,
-    cached: bool,
+    source: Fusion | CaptionGraphs, tokenizer: Tokenizer, inputs: FusionInputs, num_beams: int,
+    max_caption_tokens: int | None, cached: bool,
 ) -> tuple[CachedDecoder | UncachedDecoder, int]:
-    cfg = fusion.cfg
+    cfg = source.cfg
     steps = cfg.max_caption_tokens if max_caption_tokens is None else max_caption_tokens
     if not 1 <= steps <= cfg.max_text_len - 2:
         raise InputError(f"max_caption_tokens is {steps}, it must be in 1..{cfg.max_text_len - 2}")
     if inputs.input_ids.shape != (1, cfg.max_text_tags_len):
-        shape = tuple(inputs.input_ids.shape)
-        raise InputError(f"inputs have input_ids {shape}, expected (1, {cfg.max_text_tags_len}): one packed image")
+        raise InputError(f"inputs have input_ids {tuple(inputs.input_ids.shape)}, expected (1, {cfg.max_text_tags_len})")
     if num_beams < 1 or 2 * num_beams > cfg.vocab_size:
         raise InputError(f"num_beams is {num_beams}, it must be in 1..{cfg.vocab_size // 2}")
-    decoder_cls = CachedDecoder if cached else UncachedDecoder
-    return decoder_cls(fusion, tokenizer, inputs, num_beams), steps
+    if isinstance(source, CaptionGraphs):
+        if not cached:
+            raise InputError("the uncached reference path needs the Fusion module, not graphs")
+        return CachedDecoder(source, tokenizer, inputs, num_beams), steps
+    if cached:
+        return CachedDecoder(CaptionGraphs.of(source), tokenizer, inputs, num_beams), steps
+    return UncachedDecoder(source, tokenizer, inputs, num_beams), steps
 
 
 @torch.no_grad()
 def greedy(
-    fusion: Fusion,
+    fusion: Fusion | CaptionGraphs,
     tokenizer: Tokenizer,
     inputs: FusionInputs,
     *,
@@ -191,7 +209,7 @@ class _Hypotheses:
 
 @torch.no_grad()
 def beam_search(
-    fusion: Fusion,
+    fusion: Fusion | CaptionGraphs,
     tokenizer: Tokenizer,
     inputs: FusionInputs,
     num_beams: int = 5,
@@ -232,4 +250,4 @@ def beam_search(
     return hyps.items[0]
 
 
-__all__ = ["Caption", "CachedDecoder", "UncachedDecoder", "beam_search", "greedy"]
+__all__ = ["Caption", "CachedDecoder", "CaptionGraphs", "UncachedDecoder", "beam_search", "greedy"]

@@ -8,6 +8,7 @@ Images are uint8 (H, W, 3) RGB arrays; `minivlm.load` accepts paths and PIL imag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,10 +16,11 @@ from torch import nn
 
 from .config import MiniVLMConfig
 from .errors import ConfigError, InputError
-from .fusion import AttentionKind, Fusion, FusionInputs, pack_inputs
-from .generate import beam_search, greedy
+from .fusion import Fusion, FusionInputs, MatchGraph, VQAGraph, pack_inputs
+from .generate import CaptionGraphs, beam_search, greedy
 from .postprocess import Regions, region_geometry, select_proposals, select_regions
 from .preprocess import Letterbox, preprocess
+from .rpn import make_anchors
 from .tee import TEE
 from .tokenizer import Tokenizer
 
@@ -86,28 +88,62 @@ class ImageRegions:
     tokens: torch.Tensor  # (K, D + 6) region tokens: fc7 feature ⊕ geometry in the original image
 
 
-class Pipeline:
-    """Eager reference pipeline over a MiniVLM, its tokenizer and its vocabularies (always in eval mode)."""
+GRAPH_NAMES = ("tee_stage1", "tee_stage2", "caption_prefix", "caption_step", "vqa", "match")
 
-    def __init__(self, model: MiniVLM, tokenizer: Tokenizer, vocab: Vocabularies) -> None:
-        vocab.check(model.cfg)
-        self.model = model.eval()
-        self.cfg = model.cfg
+
+@dataclass(frozen=True)
+class Graphs:
+    """The graphs a phone runs, as callables on torch tensors returning tuples (DESIGN §3).
+
+    `of(model)` gives the reference modules; a build's runtime supplies its own with the same signatures.
+    """
+
+    tee_stage1: Callable[..., tuple[torch.Tensor, ...]]
+    tee_stage2: Callable[..., tuple[torch.Tensor, ...]]
+    caption: CaptionGraphs  # caption_prefix + caption_step
+    vqa: Callable[..., tuple[torch.Tensor]]
+    match: Callable[..., tuple[torch.Tensor]]
+
+    @classmethod
+    def of(cls, model: MiniVLM) -> "Graphs":
+        return cls(model.tee.stage1(), model.tee.stage2(), CaptionGraphs.of(model.fusion), VQAGraph(model.fusion),
+                   MatchGraph(model.fusion))
+
+    def modules(self) -> dict[str, Callable]:
+        """Graph name -> callable, in GRAPH_NAMES order."""
+        return dict(zip(GRAPH_NAMES, (self.tee_stage1, self.tee_stage2, self.caption.prefix, self.caption.step,
+                                      self.vqa, self.match)))
+
+
+class Pipeline:
+    """The reference pipeline: host steps of python_ref around six graphs (always inference mode).
+
+    `from_model` runs the eager modules; a phone build passes its runtime's graphs and gets the same host code.
+    """
+
+    def __init__(self, cfg: MiniVLMConfig, tokenizer: Tokenizer, vocab: Vocabularies, graphs: Graphs) -> None:
+        vocab.check(cfg)
+        self.cfg = cfg
         self.tokenizer = tokenizer
         self.vocab = vocab
-        self._stage1 = model.tee.stage1()
-        self._stage2 = model.tee.stage2()
+        self.graphs = graphs
+        self.anchors, self.level_sizes = make_anchors(cfg.tee.rpn, cfg.tee.image_size, cfg.tee.bifpn.min_level)
+        self.model: MiniVLM | None = None
+
+    @classmethod
+    def from_model(cls, model: MiniVLM, tokenizer: Tokenizer, vocab: Vocabularies) -> "Pipeline":
+        pipe = cls(model.cfg, tokenizer, vocab, Graphs.of(model.eval()))
+        pipe.model = model
+        return pipe
 
     @torch.no_grad()
     def regions(self, image: np.ndarray) -> ImageRegions:
         """Run the TEE on one uint8 (H, W, 3) image: detections, tags and region tokens."""
         tee = self.cfg.tee
         pixels, box = preprocess(image, tee.image_size, tee.pixel_mean, tee.pixel_std)
-        *levels, objectness, deltas = self._stage1(pixels)
-        proposals, valid = select_proposals(
-            objectness[0], deltas[0], self.model.tee.anchors, self.model.tee.level_sizes, tee.rpn, tee.image_size
-        )
-        features, class_logits, box_deltas, attribute_logits = self._stage2(*levels, proposals[None])
+        *levels, objectness, deltas = self.graphs.tee_stage1(pixels)
+        proposals, valid = select_proposals(objectness[0], deltas[0], self.anchors, self.level_sizes, tee.rpn, tee.image_size)
+        features, class_logits, box_deltas, attribute_logits = self.graphs.tee_stage2(*levels, proposals[None])
         regions = select_regions(
             proposals, valid, class_logits[0], box_deltas[0], attribute_logits[0], features[0], tee.roi_head, tee.image_size
         )
@@ -146,15 +182,15 @@ class Pipeline:
         if not isinstance(num_beams, int) or num_beams < 1:
             raise InputError(f"num_beams is {num_beams!r}, expected an integer >= 1")
         inputs = self.pack(found, "", require_text=False)
-        fusion = self.model.fusion
-        result = greedy(fusion, self.tokenizer, inputs) if num_beams == 1 else beam_search(fusion, self.tokenizer, inputs, num_beams)
+        graphs = self.graphs.caption
+        result = greedy(graphs, self.tokenizer, inputs) if num_beams == 1 else beam_search(graphs, self.tokenizer, inputs, num_beams)
         return self.tokenizer.decode(list(result.token_ids))
 
     @torch.no_grad()
     def answer_logits_of(self, found: ImageRegions, question: str) -> torch.Tensor:
         """VQA logits (num_answers,) for a question about the image."""
         inputs = self.pack(found, check_text(question, "question"))
-        return self.model.fusion.vqa_logits(self._encode(inputs))[0]
+        return self.graphs.vqa(*inputs.as_tuple())[0][0]
 
     def answer_of(self, found: ImageRegions, question: str) -> str:
         return self.vocab.answers[int(self.answer_logits_of(found, question).argmax())]
@@ -162,14 +198,11 @@ class Pipeline:
     @torch.no_grad()
     def match_of(self, found: ImageRegions, text: str) -> float:
         inputs = self.pack(found, check_text(text, "text"))
-        return float(torch.softmax(self.model.fusion.match_logits(self._encode(inputs)), dim=-1)[0, 1])
+        return float(torch.softmax(self.graphs.match(*inputs.as_tuple())[0], dim=-1)[0, 1])
 
     def pack(self, found: ImageRegions, text: str, *, require_text: bool = True) -> FusionInputs:
         """The fusion inputs `[CLS] text [SEP] tags [SEP] regions` of one image."""
         return pack_inputs(self.tokenizer, text, list(found.tags), found.tokens, self.cfg.fusion, require_text=require_text)
-
-    def _encode(self, inputs: FusionInputs) -> torch.Tensor:
-        return self.model.fusion.encode(*inputs.as_tuple(), AttentionKind.FULL)
 
 
 def check_text(text: object, what: str) -> str:

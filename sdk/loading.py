@@ -81,7 +81,7 @@ def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferenceP
     cfg = get_config(model)  # ConfigError for an unknown name, listing the presets
     if random_init:
         net = MiniVLM(cfg)
-        return ReferencePipeline(Pipeline(net, Tokenizer.default(), Vocabularies.placeholder(cfg)), "random init")
+        return ReferencePipeline(Pipeline.from_model(net, Tokenizer.default(), Vocabularies.placeholder(cfg)), "random init")
     weights = bundled_weights(model)
     if weights is None:
         raise ConfigError(
@@ -94,4 +94,4 @@ def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferenceP
 def _from_file(cfg, path: Path) -> ReferencePipeline:
     net = MiniVLM(cfg)
     metadata = load_weights(net, path)
-    return ReferencePipeline(Pipeline(net, Tokenizer.default(), _vocabularies(metadata, path)), str(path))
+    return ReferencePipeline(Pipeline.from_model(net, Tokenizer.default(), _vocabularies(metadata, path)), str(path))

@@ -61,15 +61,15 @@ class TrainSettings:
 
     preset: str = "minivlm-demo"
     seed: int = 1  # scene stream of the training data (evaluation uses other seeds)
-    detector_steps: int = 1800
+    detector_steps: int = 1200
     detector_batch: int = 8
     detector_lr: float = 2e-3
     rpn_samples: int = 128  # anchors sampled per image
     roi_samples: int = 32  # proposals sampled per image
-    region_scenes: int = 3000  # scenes whose regions feed the fusion stages
-    pretrain_steps: int = 400
-    finetune_steps: int = 1400
-    fusion_batch: int = 48
+    region_scenes: int = 2500  # scenes whose regions feed the fusion stages
+    pretrain_steps: int = 300
+    finetune_steps: int = 1200
+    fusion_batch: int = 32
     fusion_lr: float = 1e-3
     mask_probability: float = 0.15  # pre-training masked tokens (OSCAR)
     caption_mask_probability: float = 0.4  # caption fine-tuning (OSCAR uses 0.15; more masks learn faster)
@@ -462,7 +462,7 @@ def train(settings: TrainSettings, workdir: str | Path, *, progress: bool = True
     cache_path = workdir / "regions.safetensors"
     if not cache_path.exists():
         if rank == 0:
-            pipe = Pipeline(model, tokenizer, DEMO_VOCABULARIES)
+            pipe = Pipeline.from_model(model, tokenizer, DEMO_VOCABULARIES)
             # Scenes after every index the detector stage could have drawn: fusion sees fresh images.
             first = settings.detector_steps * settings.detector_batch * world_size
             build_region_cache(pipe, settings.seed, first, settings.region_scenes, bar).save(cache_path)
