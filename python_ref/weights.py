@@ -32,7 +32,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import FusionConfig
+from .config import FusionConfig, TEEConfig
 from .errors import ConfigError, InputError, WeightsError
 from .fusion import Fusion
 
@@ -321,6 +321,70 @@ OSCAR_TO_FUSION = KeyMap(
         ("match_head.", "only pretraining checkpoints carry cls.seq_relationship"),
     ),
 )
+
+
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+# BiFPN nodes in our order (effdet's `bifpn_config`) with the qd/Yet-Another-EfficientDet names of their
+# separable conv and fusion weights; then the first cell's channel resamplers: (node, input offset) -> name.
+_BIFPN_NODES = (("conv6_up", "p6_w1"), ("conv5_up", "p5_w1"), ("conv4_up", "p4_w1"), ("conv3_up", "p3_w1"),
+                ("conv4_down", "p4_w2"), ("conv5_down", "p5_w2"), ("conv6_down", "p6_w2"), ("conv7_down", "p7_w2"))
+_BIFPN_RESAMPLE = (((1, 2), "p5_down_channel"), ((2, 1), "p4_down_channel"), ((3, 0), "p3_down_channel"),
+                   ((4, 1), "p4_down_channel_2"), ((5, 2), "p5_down_channel_2"))
+
+
+def _module_rules(source: str, target: str, params: tuple[str, ...]) -> list[KeyRule]:
+    return [KeyRule(f"{source}.{p}", f"{target}.{p}") for p in params]
+
+
+def minivlm_detector_key_map(tee_cfg: TEEConfig) -> KeyMap:
+    """The original MiniVLM detector layout (qd / maskrcnn-benchmark module names, PAPERS.md §1.4) -> our TEE.
+
+    The EfficientNet blocks are numbered globally there (`_blocks.N`, EfficientNet-PyTorch names) and per
+    stage here, so the table is generated from the stage table; everything else is a fixed rename. No
+    MiniVLM checkpoint is public: the names are derived from the authors' code, not checked against a file.
+    """
+    src = "backbone.backbone_net.model."
+    rules = [KeyRule(f"{src}_conv_stem.weight", "backbone.conv_stem.weight"),
+             *_module_rules(f"{src}_bn0", "backbone.bn1", _BN)]
+    index = 0
+    for stage_idx, stage in enumerate(tee_cfg.backbone.stages):
+        for block_idx in range(stage.repeats):
+            s, t = f"{src}_blocks.{index}", f"backbone.blocks.{stage_idx}.{block_idx}"
+            if stage.expand_ratio != 1:
+                rules += [KeyRule(f"{s}._expand_conv.weight", f"{t}.conv_pw.weight"), *_module_rules(f"{s}._bn0", f"{t}.bn1", _BN)]
+            rules += [KeyRule(f"{s}._depthwise_conv.weight", f"{t}.conv_dw.weight"), *_module_rules(f"{s}._bn1", f"{t}.bn2", _BN),
+                      *_module_rules(f"{s}._se_reduce", f"{t}.se.conv_reduce", ("weight", "bias")),
+                      *_module_rules(f"{s}._se_expand", f"{t}.se.conv_expand", ("weight", "bias")),
+                      KeyRule(f"{s}._project_conv.weight", f"{t}.conv_pwl.weight"), *_module_rules(f"{s}._bn2", f"{t}.bn3", _BN)]
+            index += 1
+    for node, (conv, weight) in enumerate(_BIFPN_NODES):
+        s, t = f"backbone.bifpn.{{}}.{conv}", f"bifpn.cells.{{}}.nodes.{node}"
+        rules += [KeyRule(f"backbone.bifpn.{{}}.{weight}", f"{t}.edge_weights"),
+                  KeyRule(f"{s}.depthwise_conv.conv.weight", f"{t}.conv.conv_dw.weight"),
+                  *_module_rules(f"{s}.pointwise_conv.conv", f"{t}.conv.conv_pw", ("weight", "bias")),
+                  *_module_rules(f"{s}.bn", f"{t}.conv.bn", _BN)]
+    for (node, offset), name in _BIFPN_RESAMPLE:
+        s, t = f"backbone.bifpn.0.{name}", f"bifpn.cells.0.nodes.{node}.resample.{offset}"
+        rules += [*_module_rules(f"{s}.0.conv", f"{t}.conv", ("weight", "bias")), *_module_rules(f"{s}.1", f"{t}.bn", _BN)]
+    rules += [*_module_rules("backbone.bifpn.0.p5_to_p6.0.conv", "bifpn.extra_resample.conv", ("weight", "bias")),
+              *_module_rules("backbone.bifpn.0.p5_to_p6.1", "bifpn.extra_resample.bn", _BN)]
+    rules += _rules([("rpn.head.cls_logits", "rpn.cls_logits"), ("rpn.head.bbox_pred", "rpn.bbox_pred"),
+                     ("roi_heads.box.feature_extractor.fc6", "box_head.fc6"),
+                     ("roi_heads.box.feature_extractor.fc7", "box_head.fc7"),
+                     ("roi_heads.box.predictor.cls_score", "box_head.cls_score"),
+                     ("roi_heads.box.predictor.bbox_pred", "box_head.bbox_pred"),
+                     ("roi_heads.attribute.predictor.fc_attr", "box_head.fc_attr"),
+                     ("roi_heads.attribute.predictor.attr_score", "box_head.attr_score")])
+    rules.append(KeyRule("roi_heads.attribute.predictor.cls_embedding.weight", "box_head.cls_embedding.weight"))
+    return KeyMap(
+        name="MINIVLM_DETECTOR",
+        rules=tuple(rules),
+        optional_prefixes=("module.",),
+        ignored=(("rpn.anchor_generator.cell_anchors.{}", "anchors are derived from the config, not stored"),),
+        allow_missing=(("box_head.cls_embedding", "detector-only checkpoints may lack the attribute branch"),
+                       ("box_head.fc_attr", "detector-only checkpoints may lack the attribute branch"),
+                       ("box_head.attr_score", "detector-only checkpoints may lack the attribute branch")),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -477,8 +477,10 @@ def train(settings: TrainSettings, workdir: str | Path, *, progress: bool = True
 
     final = workdir / "model.safetensors"
     if rank == 0:
-        save_weights(model.eval(), final, model_metadata(cfg, DEMO_VOCABULARIES, settings))
-        log.info("trained in %.0f s", time.monotonic() - started)
+        seconds = time.monotonic() - started  # of this invocation: a resumed run counts only its own part
+        meta = {**model_metadata(cfg, DEMO_VOCABULARIES, settings), "training_seconds": f"{seconds:.0f}"}
+        save_weights(model.eval(), final, meta)
+        log.info("trained in %.0f s", seconds)
     _barrier()
     return final
 

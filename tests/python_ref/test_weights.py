@@ -306,3 +306,55 @@ def test_bad_metadata_writes_nothing(tmp_path):
     with pytest.raises(InputError, match="metadata must map str to str"):
         save_weights(Fusion(CFG), path, {"step": 7})
     assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+# --- the original MiniVLM detector layout ---------------------------------------------------------------------
+
+# Module names from the authors' qd code (PAPERS.md §1.4), written out by hand: the table must accept them.
+QD_DETECTOR_KEYS = (
+    "backbone.backbone_net.model._conv_stem.weight",
+    "backbone.backbone_net.model._bn0.running_var",
+    "backbone.backbone_net.model._blocks.0._depthwise_conv.weight",
+    "backbone.backbone_net.model._blocks.1._expand_conv.weight",
+    "backbone.backbone_net.model._blocks.15._project_conv.weight",
+    "backbone.bifpn.0.p3_down_channel.0.conv.weight",
+    "backbone.bifpn.0.p5_to_p6.1.running_mean",
+    "backbone.bifpn.2.conv7_down.depthwise_conv.conv.weight",
+    "backbone.bifpn.1.p4_w2",
+    "rpn.head.cls_logits.weight",
+    "roi_heads.box.feature_extractor.fc7.bias",
+    "roi_heads.box.predictor.bbox_pred.weight",
+    "roi_heads.attribute.predictor.attr_score.weight",
+)
+
+
+def test_detector_key_map_covers_the_qd_layout_both_ways():
+    from minivlm.python_ref.config import minivlm_paper
+    from minivlm.python_ref.tee import TEE
+    from minivlm.python_ref.weights import apply_key_map, minivlm_detector_key_map
+
+    cfg = minivlm_paper().tee
+    tee = TEE(cfg)
+    key_map = minivlm_detector_key_map(cfg)
+    ours = tee.state_dict()
+    # Build a qd-layout checkpoint: every hand-written name must map onto one of our keys ...
+    for key in QD_DETECTOR_KEYS:
+        assert key_map.target_of(key) is not None and key_map.target_of(key)[0] in ours, key
+    # ... and renaming all our keys back and forth is the identity with every key used exactly once.
+    inverse = {}
+    for rule in key_map.rules:
+        if "{}" not in rule.source:
+            inverse[rule.target] = rule.source
+    for i in range(cfg.bifpn.num_cells):
+        for rule in key_map.rules:
+            if "{}" in rule.source:
+                inverse[rule.target.replace("{}", str(i))] = rule.source.replace("{}", str(i))
+    source = {inverse[k]: v.clone() + 1 for k, v in ours.items()}
+    mapped = apply_key_map(source, key_map, tee)
+    assert mapped.left_at_init == ()
+    assert all(torch.equal(mapped.state[k], ours[k] + 1) for k in ours)
+    with pytest.raises(WeightsError, match="source keys unused"):
+        apply_key_map({**source, "backbone.backbone_net.model._blocks.16._bn0.weight": torch.ones(1)}, key_map, tee)
+    del source["rpn.head.bbox_pred.weight"]
+    with pytest.raises(WeightsError, match=r"target keys unfilled \(rpn.bbox_pred.weight\)"):
+        apply_key_map(source, key_map, tee)
