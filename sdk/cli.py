@@ -119,7 +119,7 @@ def evaluate(
     from minivlm.evaluate import evaluate as run
     from minivlm.loading import load
 
-    report = run(load(model).pipeline, n=n, seed=seed, progress=lambda it: tqdm(it, desc="eval", leave=False))
+    report = run(load(model).pipeline, n=n, seed=seed, progress=lambda it: tqdm(it, desc="eval", leave=False, disable=not sys.stderr.isatty()))
     typer.echo(report.table())
 
 

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minivlm.errors import ConfigError
 from minivlm.python_ref.config import MiniVLMConfig, get_config
-from minivlm.python_ref.fusion import AttentionKind, Fusion, pack_inputs
+from minivlm.python_ref.fusion import AttentionKind, Fusion, additive_mask, pack_inputs
 from minivlm.python_ref.losses import IGNORE, box_head_loss, roi_targets, rpn_loss, token_loss
 from minivlm.python_ref.pipeline import BACKGROUND, MiniVLM, Pipeline, Vocabularies
 from minivlm.python_ref.postprocess import select_proposals
@@ -72,7 +72,6 @@ class TrainSettings:
     fusion_batch: int = 32
     fusion_lr: float = 1e-3
     mask_probability: float = 0.15  # pre-training masked tokens (OSCAR)
-    caption_mask_probability: float = 0.4  # caption fine-tuning (OSCAR uses 0.15; more masks learn faster)
     label_smoothing: float = 0.1
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
@@ -256,28 +255,60 @@ def build_region_cache(pipe: Pipeline, seed: int, first: int, count: int, progre
 
 
 def _mask_tokens(
-    ids: torch.Tensor, maskable: torch.Tensor, probability: float, tokenizer: Tokenizer, generator: torch.Generator,
-    *, always_mask: bool,
+    ids: torch.Tensor, maskable: torch.Tensor, probability: float, tokenizer: Tokenizer, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking of `ids` (B, T) where `maskable`: returns (inputs, labels with IGNORE elsewhere).
 
-    At least one position per row is chosen. `always_mask` replaces every chosen token by [MASK] (caption
-    fine-tuning, matching generation); otherwise BERT's 80 % [MASK] / 10 % random / 10 % unchanged.
+    At least one position per row is chosen; chosen tokens become [MASK] 80 %, a random token 10 %, or stay.
     """
     scores = torch.rand(ids.shape, generator=generator).masked_fill(~maskable, 2.0)
     chosen = (scores < probability) | (scores == scores.min(dim=1, keepdim=True).values)
     chosen &= maskable
     labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
     inputs = ids.clone()
-    if always_mask:
-        inputs[chosen] = tokenizer.mask_id
-        return inputs, labels
     roll = torch.rand(ids.shape, generator=generator)
     inputs[chosen & (roll < 0.8)] = tokenizer.mask_id
     random_ids = torch.randint(999, tokenizer.vocab_size, ids.shape, generator=generator)  # skip [unused]/specials
     swap = chosen & (roll >= 0.8) & (roll < 0.9)
     inputs[swap] = random_ids[swap]
     return inputs, labels
+
+
+def caption_query_states(
+    fusion: Fusion, mask_id: int, text_ids: torch.Tensor, text_mask: torch.Tensor, tag_ids: torch.Tensor,
+    tag_types: torch.Tensor, tag_mask: torch.Tensor, regions: torch.Tensor, region_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Hidden states (B, Ta-1, H) of one [MASK] query per caption position 1..Ta-1, each computed under exactly
+    the condition of the decoding step that predicts that position.
+
+    OSCAR fine-tunes captioning by masking ~15 % of caption tokens under the seq2seq mask, while decoding
+    predicts a [MASK] appended after real tokens. Here `[text | tags | regions | queries]` carries a [MASK]
+    query per position t (position id t) that sees the real tokens before t, the tags+regions and itself;
+    real tokens and the prefix attend as in the seq2seq mask and never see a query. So every query equals a
+    decoding step and one pass teaches all steps (a training arrangement only: the model is unchanged).
+    """
+    enc = fusion.encoder
+    b, ta = text_ids.shape
+    prefix_end = ta + tag_ids.shape[1] + regions.shape[1]
+    queries = torch.full((b, ta - 1), mask_id)
+    x = torch.cat([
+        enc.embeddings(text_ids, torch.zeros_like(text_ids), torch.arange(ta)),
+        enc.embeddings(tag_ids, tag_types, torch.arange(ta, ta + tag_ids.shape[1])),
+        enc.region_embeddings(regions),
+        enc.embeddings(queries, torch.zeros_like(queries), torch.arange(1, ta)),
+    ], dim=1)  # (B, S, H), S = prefix_end + ta - 1
+    q, k = torch.arange(x.shape[1])[:, None], torch.arange(x.shape[1])[None, :]
+    text_k, prefix_k = k < ta, (k >= ta) & (k < prefix_end)
+    allowed = (
+        ((q < ta) & ((text_k & (k <= q)) | prefix_k))
+        | ((q >= ta) & (q < prefix_end) & prefix_k)
+        | ((q >= prefix_end) & ((text_k & (k < q - prefix_end + 1)) | prefix_k | (k == q)))
+    )
+    valid_keys = torch.cat([text_mask, tag_mask, region_mask, text_mask[:, 1:]], dim=1)  # (B, S)
+    mask = additive_mask(allowed[None].float() * valid_keys[:, None, :])
+    for layer in enc.layers:
+        x = layer(x, *layer.kv(x), mask)
+    return x[:, prefix_end:]
 
 
 class FusionObjective(nn.Module):
@@ -313,18 +344,14 @@ class FusionObjective(nn.Module):
         if stage == "pretrain":
             ids = torch.cat([text_ids, tag_ids], dim=1)
             maskable = (torch.cat([text_mask, tag_mask], dim=1) > 0) & ~self._special(ids)
-            inputs, labels = _mask_tokens(ids, maskable, s.mask_probability, self.tokenizer, generator, always_mask=False)
+            inputs, labels = _mask_tokens(ids, maskable, s.mask_probability, self.tokenizer, generator)
             hidden = self._encode(inputs, tag_types, torch.cat([text_mask, tag_mask], 1), regions, region_mask, AttentionKind.FULL)
             losses["mlm"] = self._mlm(hidden, labels, 0.0)
             losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched)
             return losses
-        # finetune: captions (true tags, seq2seq), VQA (true tags, full), match (polluted, full)
+        # finetune: captions (true tags, seq2seq + one query per position), VQA (true tags, full), match (polluted)
         true_tags = (cache.tag_ids[scenes], cache.tag_types[scenes], cache.tag_mask[scenes])
-        maskable = (text_mask > 0) & (text_ids != self.tokenizer.cls_id) & (text_ids != self.tokenizer.pad_id)
-        inputs, labels = _mask_tokens(text_ids, maskable, s.caption_mask_probability, self.tokenizer, generator, always_mask=True)
-        hidden = self._encode(torch.cat([inputs, true_tags[0]], 1), true_tags[1], torch.cat([text_mask, true_tags[2]], 1),
-                              regions, region_mask, AttentionKind.SEQ2SEQ)
-        losses["caption"] = self._mlm(hidden, torch.cat([labels, torch.full_like(true_tags[0], IGNORE)], 1), s.label_smoothing)
+        losses["caption"] = self._caption(text_ids, text_mask, *true_tags, regions, region_mask)
         q = torch.randint(0, cache.question_ids.shape[0], (s.fusion_batch,), generator=generator)
         qs = cache.question_scene[q]
         hidden = self._encode(torch.cat([cache.question_ids[q], cache.tag_ids[qs]], 1), cache.tag_types[qs],
@@ -335,6 +362,13 @@ class FusionObjective(nn.Module):
                               regions, region_mask, AttentionKind.FULL)
         losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched)
         return losses
+
+    def _caption(self, text_ids, text_mask, tag_ids, tag_types, tag_mask, regions, region_mask) -> torch.Tensor:
+        """Caption loss at every position at once (see `caption_query_states`), label-smoothed as OSCAR."""
+        hidden = caption_query_states(self.fusion, self.tokenizer.mask_id, text_ids, text_mask, tag_ids, tag_types,
+                                      tag_mask, regions, region_mask)
+        labels = torch.where(text_mask[:, 1:] > 0, text_ids[:, 1:], torch.full_like(text_ids[:, 1:], IGNORE))
+        return self._mlm(hidden, labels, self.settings.label_smoothing)
 
     def _encode(self, ids, tag_types, mask, regions, region_mask, kind) -> torch.Tensor:
         types = torch.cat([torch.zeros(ids.shape[0], ids.shape[1] - tag_types.shape[1], dtype=torch.long), tag_types], 1)

@@ -77,3 +77,31 @@ def test_two_process_ddp_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0 of 2 done" in result.stdout and "rank 1 of 2 done" in result.stdout
     assert minivlm.load(str(tmp_path / "run" / "model.safetensors")).config.name == "minivlm-demo"
+
+
+def test_caption_queries_equal_the_decoding_steps():
+    """Every training query must see exactly what the decoder sees when it predicts that position."""
+    import torch
+
+    from minivlm.python_ref.config import tiny
+    from minivlm.python_ref.fusion import Fusion, pack_inputs
+    from minivlm.python_ref.generate import UncachedDecoder
+    from minivlm.python_ref.tokenizer import Tokenizer
+    from minivlm.training import caption_query_states
+
+    torch.manual_seed(0)
+    cfg = tiny().fusion
+    fusion = Fusion(cfg).eval()
+    tok = Tokenizer.default()
+    inputs = pack_inputs(tok, "a red circle and two blue squares", ["red circle", "blue square"],
+                         torch.randn(3, cfg.region_dim), cfg)
+    ta = cfg.max_text_len
+    text_ids, text_mask = inputs.input_ids[:, :ta], inputs.token_mask[:, :ta]
+    with torch.no_grad():
+        states = caption_query_states(fusion, tok.mask_id, text_ids, text_mask, *inputs.caption_prefix(ta))
+        logits = fusion.mlm_logits(states)[0]  # (Ta-1, V)
+        decoder = UncachedDecoder(fusion, tok, inputs, 1)
+        length = int(text_mask.sum())  # [CLS] caption [SEP]
+        for t in range(1, length):
+            expected = decoder.step(text_ids[:, :t])[0]
+            torch.testing.assert_close(logits[t - 1], expected, atol=1e-5, rtol=1e-5)
