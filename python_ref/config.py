@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+REGION_ORDERS = ("score", "left_to_right")
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,12 @@ class RoIHeadConfig:
     box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
     score_threshold: float = 0.05
     nms_threshold: float = 0.5
-    max_regions: int = 50
+    max_regions: int = 50  # kept by descending score
+    region_order: str = "score"  # order handed to the fusion model: "score" (paper) or "left_to_right"
+
+    def __post_init__(self) -> None:
+        if self.region_order not in REGION_ORDERS:
+            raise ConfigError(f"region_order is {self.region_order!r}, expected one of {', '.join(REGION_ORDERS)}")
 
 
 @dataclass(frozen=True)
@@ -240,7 +246,8 @@ def minivlm_demo() -> MiniVLMConfig:
 
     Scenes are 256x256 with 1–4 objects of 28–90 px (DESIGN §2), so the input stays 256 (no resampling), the
     trunk is a narrow EfficientNet, and a few dozen proposals and 10 regions cover every object. Classes are
-    the 18 "<colour> <shape>" labels plus background; the 6 attributes are the colours.
+    the 18 "<colour> <shape>" labels plus background; the 6 attributes are the colours. Regions need a score
+    of 0.5 (one proposal then yields at most one class) and reach the fusion model left to right.
     """
     backbone = EfficientNetConfig(
         stages=(
@@ -258,7 +265,10 @@ def minivlm_demo() -> MiniVLMConfig:
         backbone=backbone,
         bifpn=BiFPNConfig(channels=32, num_cells=2),
         rpn=RPNConfig(pre_nms_top_n=200, post_nms_top_n=48),
-        roi_head=RoIHeadConfig(representation_size=256, num_classes=19, num_attributes=6, max_regions=10),
+        # Confident regions only, left to right: a caption lists objects by x, and region tokens carry no
+        # position of their own, so the tag order is the one positional cue the small fusion model gets.
+        roi_head=RoIHeadConfig(representation_size=256, num_classes=19, num_attributes=6, max_regions=10,
+                               score_threshold=0.5, region_order="left_to_right"),
         image_size=256,
     )
     fusion = FusionConfig(

@@ -172,10 +172,11 @@ class Pipeline:
 
     def detections_of(self, found: ImageRegions) -> list[Detection]:
         attributes = found.regions.attribute_logits.argmax(dim=1).tolist() if len(found.regions) else []
-        return [
+        found_all = [
             Detection(tuple(float(v) for v in b), tag, float(s), self.vocab.attributes[a])
             for b, tag, s, a in zip(found.boxes.tolist(), found.tags, found.regions.scores.tolist(), attributes)
         ]
+        return sorted(found_all, key=lambda d: -d.score)  # stable: equal scores keep the region order
 
     @torch.no_grad()
     def caption_of(self, found: ImageRegions, num_beams: int = 1) -> str:

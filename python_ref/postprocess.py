@@ -128,7 +128,7 @@ def select_proposals(objectness: torch.Tensor, deltas: torch.Tensor, anchors: to
 
 @dataclass(frozen=True)
 class Regions:
-    """Detections of one image, by descending score (K <= max_regions).
+    """Detections of one image (K <= max_regions), in `RoIHeadConfig.region_order`.
 
     boxes (K, 4) xyxy float32 in input pixels; labels (K,) int64 class index >= 1 (0 is background);
     scores (K,) softmax probability of that class; features (K, D) the fc7 feature of the proposal each
@@ -155,7 +155,8 @@ def select_regions(proposals: torch.Tensor, valid: torch.Tensor, class_logits: t
 
     Softmax over classes, class-specific decode with `roi_cfg.box_coder_weights`, clip to the S x S input,
     drop padding proposals (`valid` False) and background, keep score >= `score_threshold`, per-class NMS at
-    `nms_threshold`, then the top `max_regions` by score (ties by lower (proposal, class) index).
+    `nms_threshold`, then the top `max_regions` by score (ties by lower (proposal, class) index), handed on in
+    `roi_cfg.region_order`: by descending score, or left to right by box centre (ties in score order).
     """
     r, c = class_logits.shape
     if proposals.shape != (r, 4) or valid.shape != (r,) or box_deltas.shape != (r, c * 4):
@@ -172,6 +173,9 @@ def select_regions(proposals: torch.Tensor, valid: torch.Tensor, class_logits: t
     boxes = BoxCoder(roi_cfg.box_coder_weights).decode(deltas, proposals[rows])
     boxes = clip_boxes(boxes, image_size, image_size)
     keep = batched_nms(boxes, scores, labels, roi_cfg.nms_threshold)[: roi_cfg.max_regions]
+    if roi_cfg.region_order == "left_to_right":  # the kept set is still the best by score; only the order changes
+        centres = (boxes[keep, 0] + boxes[keep, 2]) * 0.5
+        keep = keep[torch.sort(centres, stable=True).indices]  # ties keep the score order
     return Regions(boxes=boxes[keep], labels=labels[keep], scores=scores[keep], features=features[rows[keep]],
                    attribute_logits=attribute_logits[rows[keep]], proposal_indices=rows[keep])
 

@@ -68,7 +68,7 @@ class TrainSettings:
     roi_samples: int = 32  # proposals sampled per image
     region_scenes: int = 2500  # scenes whose regions feed the fusion stages
     pretrain_steps: int = 300
-    finetune_steps: int = 1200
+    finetune_steps: int = 1000
     fusion_batch: int = 32
     fusion_lr: float = 1e-3
     mask_probability: float = 0.15  # pre-training masked tokens (OSCAR)

@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 
+from minivlm.python_ref.errors import ConfigError
+
 from minivlm.errors import InputError
 from minivlm.python_ref.config import RoIHeadConfig, RPNConfig
 from minivlm.python_ref.postprocess import (Regions, batched_nms, box_iou, nms, region_geometry, region_tokens,
@@ -213,6 +215,21 @@ def test_select_regions_decodes_class_specific_and_clips():
     # Centre (65, 55), width 20, height 10 -> [55, 50, 75, 60], clipped at 64.
     assert regions.labels.tolist() == [2]
     assert torch.allclose(regions.boxes, torch.tensor([[55.0, 50.0, 64.0, 60.0]]))
+
+
+def test_select_regions_left_to_right_keeps_the_best_set_and_orders_by_centre():
+    case = _region_case()
+    by_score = select_regions(*case, RoIHeadConfig(num_classes=3, score_threshold=0.05, max_regions=50), image_size=64)
+    by_x = select_regions(*case, RoIHeadConfig(num_classes=3, score_threshold=0.05, max_regions=50,
+                                               region_order="left_to_right"), image_size=64)
+    # By hand (see test_select_regions_by_hand): (p1, c1, x-centre 6.0) and (p0, c2, x-centre 5.0).
+    assert by_score.proposal_indices.tolist() == [1, 0]
+    assert by_x.proposal_indices.tolist() == [0, 1] and by_x.labels.tolist() == [2, 1]
+    capped = select_regions(*case, RoIHeadConfig(num_classes=3, score_threshold=0.05, max_regions=1,
+                                                 region_order="left_to_right"), image_size=64)
+    assert capped.proposal_indices.tolist() == [1]  # the cap still keeps the best score, not the leftmost
+    with pytest.raises(ConfigError, match="region_order is 'top_down'"):
+        RoIHeadConfig(region_order="top_down")
 
 
 def test_select_regions_properties_on_random_input():
