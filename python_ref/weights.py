@@ -69,6 +69,9 @@ def save_weights(module: nn.Module, path: str | Path, metadata: Mapping[str, str
     os.close(fd)
     try:
         save_file(state, tmp, metadata={"format": "pt", **meta})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a weights file is as readable as any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
