@@ -11,6 +11,21 @@ def load(model: str = "minivlm-demo", *, random_init: bool = False):
 
     return _load(model, random_init=random_init)
 
+
+def load_artifact(path):
+    """A build folder from `minivlm-convert`, run by its real runtime (see `minivlm.runtime.load_artifact`)."""
+    from minivlm.runtime import load_artifact as _load_artifact
+
+    return _load_artifact(path)
+
+
+def convert(model: str = "minivlm-demo", target: str = "executorch", **options):
+    """Build a model for a phone target (see `minivlm.conversion.convert`)."""
+    from minivlm.conversion import convert as _convert
+
+    return _convert(model, target, **options)
+
+
 __all__ = [
     "ArtifactError",
     "ConfigError",
@@ -20,5 +35,7 @@ __all__ = [
     "ParityError",
     "WeightsError",
     "__version__",
+    "convert",
     "load",
+    "load_artifact",
 ]

@@ -3,13 +3,17 @@ function and turns the SDK's own errors into a one-line message and exit code 2.
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
+import os
 import sys
+import warnings
 from typing import Annotated, Callable, Optional
 
 import typer
 
+from minivlm.converters.targets import TARGETS
 from minivlm.errors import MiniVLMError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MiniVLM SDK: reference model, phone builds, parity.")
@@ -142,9 +146,96 @@ def train(
     typer.echo(f"wrote {run(settings, out, progress=progress)}")
 
 
+# --- convert (also the `minivlm-convert` command) --------------------------------------------------------------
+# Choices and their help come from the converters' TARGETS table, so `--help` lists exactly what exists.
+
+
+def _choices(name: str, field: str) -> type[enum.Enum]:
+    values = dict.fromkeys(v for t in TARGETS.values() for v in getattr(t, field))
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+def _per_target(field: str) -> str:
+    parts = [f"{t.name}: {', '.join(getattr(t, field))}" for t in TARGETS.values() if getattr(t, field)]
+    return "; ".join(parts) + " (first = default)"
+
+
+TargetChoice = enum.Enum("TargetChoice", {t: t for t in TARGETS}, type=str)
+PrecisionChoice = _choices("PrecisionChoice", "precisions")
+DelegateChoice = _choices("DelegateChoice", "delegates")
+ComputeUnitsChoice = _choices("ComputeUnitsChoice", "compute_units")
+
+
+class _Bars:
+    """One progress bar per graph on stderr, advancing one step per conversion stage (several at once when
+    graphs convert in parallel)."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._bars: dict[str, tuple[object, tuple[str, ...]]] = {}
+
+    def stage(self, message: str) -> None:
+        self._tqdm.write(message, file=sys.stderr)
+
+    def graph_started(self, name: str, steps: tuple[str, ...]) -> None:
+        bar = self._tqdm(total=len(steps), desc=f"{name:<14}", file=sys.stderr, disable=False, leave=True,
+                         bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
+        self._bars[name] = (bar, steps)
+
+    def graph_step(self, name: str, step: str) -> None:
+        bar, steps = self._bars[name]
+        bar.update(steps.index(step) - bar.n)
+        bar.set_postfix_str(step)
+
+    def graph_done(self, result) -> None:
+        bar, _ = self._bars.pop(result.name)
+        bar.update(bar.total - bar.n)
+        bar.set_postfix_str("done")
+        bar.close()
+
+
+def convert(
+    target: Annotated[TargetChoice, typer.Option("--target", "-t", help="The phone runtime to build for.")],
+    model: ModelOpt = "minivlm-demo",
+    precision: Annotated[Optional[PrecisionChoice], typer.Option(help=f"Numeric precision. {_per_target('precisions')}.")] = None,
+    delegate: Annotated[Optional[DelegateChoice], typer.Option(help=f"Backend the graphs are built for. {_per_target('delegates')}.")] = None,
+    compute_units: Annotated[Optional[ComputeUnitsChoice], typer.Option(help=f"Core ML compute units recorded in the build. {_per_target('compute_units')}.")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Build folder (default out/<model>-<target>-<precision>[-<delegate>]).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing build folder (only once the new build is complete).")] = False,
+    random_init: Annotated[bool, typer.Option("--random-init", help="Build an untrained preset (e.g. minivlm-tiny) instead of bundled weights.")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="Graphs converted at once, in worker processes (1 = in this process).")] = min(os.cpu_count() or 1, 6),
+) -> None:
+    """Convert a model into one self-contained build folder: graph files, vocabularies, goldens and manifest.json (with sha256 of every file), written atomically."""
+    # The backends' own progress output and deprecation chatter would bury the bars (ours pass disable=False).
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")  # worker processes
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from minivlm.conversion import convert as run, format_report
+
+    report = run(model, target.value, precision=precision and precision.value, delegate=delegate and delegate.value,
+                 compute_units=compute_units and compute_units.value, out=out, force=force, random_init=random_init,
+                 progress=_Bars(), jobs=jobs)
+    typer.echo(format_report(report))
+
+
+app.command("convert")(_one_line_errors(convert))
+convert_app = typer.Typer(add_completion=False, help="Convert a MiniVLM model for ExecuTorch, Core ML or TFLite.")
+convert_app.command()(_one_line_errors(convert))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     app()
+
+
+def convert_main() -> None:
+    """Entry point of `minivlm-convert`."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    convert_app()
 
 
 if __name__ == "__main__":

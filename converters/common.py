@@ -1,0 +1,498 @@
+"""What every target shares: the targets and their options, graph specs from real inputs, the manifest, and
+the atomic build folder (DESIGN §4).
+
+`build` is the one entry point: it traces the reference pipeline on real images, hands each graph to the
+target's `convert_graph`, writes vocabularies, goldens and `manifest.json` (with the sha256 of every file)
+into a temporary folder beside the destination, and renames it into place only when all of it exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from minivlm.python_ref.errors import ConversionError
+from minivlm.python_ref.fusion import MASK_VALUE
+from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
+from minivlm.python_ref.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+from .goldens import write_goldens
+from .samples import Trace, calibration_images, golden_images, trace
+from .targets import TARGETS, BuildOptions, resolve_options
+from .tolerances import tolerances_for
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+VOCAB_FILE = "vocab.txt"
+VOCABULARIES_FILE = "vocabularies.json"
+GOLDEN_DIR = "golden"
+TOOLS = ("minivlm", "torch", "executorch", "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
+         "torchao", "numpy")
+
+
+# --- graph specs ---------------------------------------------------------------------------------------------
+
+# Key/value stacks are (L, B, heads, T, head_dim): their batch axis is 1, every other tensor's is 0.
+KV_STACKS = frozenset({"prefix_keys", "prefix_values", "cache_keys", "cache_values", "new_keys", "new_values"})
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # torch dtype name: float32, int64
+
+    @property
+    def batch_axis(self) -> int:
+        return 1 if self.name in KV_STACKS else 0
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "batch_axis": self.batch_axis}
+
+
+def _tensor_spec(name: str, t: torch.Tensor) -> TensorSpec:
+    return TensorSpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One graph to convert: the eager module, its I/O, a real example input and every real input seen."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    example_inputs: tuple[torch.Tensor, ...]
+    calibration: tuple[tuple[torch.Tensor, ...], ...]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.outputs)
+
+
+def _io_names(module: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    ins = getattr(module, "input_names", None) or module.INPUT_NAMES
+    outs = getattr(module, "output_names", None) or module.OUTPUT_NAMES
+    return tuple(ins), tuple(outs)
+
+
+def graph_specs(pipeline: Pipeline, traces: list[Trace], calibration: list[Trace]) -> list[GraphSpec]:
+    """The six graphs with example inputs from the first traced image (a photo). `caption_step` takes its
+    second call, whose cache already holds a token, so export never sees only the empty-cache special case."""
+    specs = []
+    for name, module in pipeline.graphs.modules().items():
+        in_names, out_names = _io_names(module)
+        calls = traces[0].calls[name]
+        example_in, example_out = calls[1] if name == "caption_step" and len(calls) > 1 else calls[0]
+        seen = [ins for tr in calibration for ins, _ in tr.calls[name]]
+        shapes = {tuple(tuple(t.shape) for t in ins) for ins in seen}
+        assert len(shapes) == 1, f"{name} was called with several input shapes {shapes}: graphs must be static"
+        specs.append(GraphSpec(
+            name, module.eval(),
+            tuple(_tensor_spec(n, t) for n, t in zip(in_names, example_in, strict=True)),
+            tuple(_tensor_spec(n, t) for n, t in zip(out_names, example_out, strict=True)),
+            example_in, tuple(seen),
+        ))
+    return specs
+
+
+# --- results and progress ------------------------------------------------------------------------------------
+
+
+@dataclass
+class GraphBuild:
+    """What a target made of one graph.
+
+    `path` is relative to the build folder (a file, or a folder for `.mlpackage`). `inputs`/`outputs` are
+    the graph's TensorSpec JSON plus what the runtime calls and stores each tensor as (`runtime_name`,
+    `runtime_dtype`), in the graph's order. `ops` counts delegated vs not, or None where it does not apply.
+    """
+
+    name: str
+    path: str
+    inputs: list[dict]
+    outputs: list[dict]
+    ops_delegated: int | None = None
+    ops_other: int | None = None
+    seconds: float = 0.0
+    size_bytes: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"file": self.path, "inputs": self.inputs, "outputs": self.outputs,
+                "ops": {"delegated": self.ops_delegated, "not_delegated": self.ops_other},
+                "size_bytes": self.size_bytes, "convert_seconds": round(self.seconds, 2), **self.details}
+
+
+def runtime_io(specs: tuple[TensorSpec, ...], names: list[str] | None = None,
+               dtypes: list[str] | None = None) -> list[dict]:
+    """Manifest I/O entries: the graph's spec plus the runtime's name and dtype of each tensor."""
+    names = names or [s.name for s in specs]
+    dtypes = dtypes or [s.dtype for s in specs]
+    return [{**s.as_json(), "runtime_name": n, "runtime_dtype": d} for s, n, d in zip(specs, names, dtypes, strict=True)]
+
+
+class Progress:
+    """Callbacks to follow a build; the default does nothing (library code never prints)."""
+
+    def stage(self, message: str) -> None:
+        """A build-wide stage starts (tracing, goldens, manifest)."""
+
+    def graph_started(self, name: str, steps: tuple[str, ...]) -> None:
+        """Conversion of one graph starts; it will report `steps` in this order."""
+
+    def graph_step(self, name: str, step: str) -> None:
+        """One of the graph's steps starts."""
+
+    def graph_done(self, result: GraphBuild) -> None:
+        """The graph is written."""
+
+
+@dataclass
+class BuildReport:
+    """A finished build: where it is, what it holds, and how long it took."""
+
+    path: Path
+    options: BuildOptions
+    model: str
+    graphs: list[GraphBuild]
+    seconds: float
+    golden_bytes: int
+    manifest: dict
+
+
+# --- atomic build folder --------------------------------------------------------------------------------------
+
+
+def _check_destination(dest: Path, force: bool) -> None:
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise ConversionError(f"{dest} exists and is not a folder; choose another --out")
+    if not dest.exists():
+        return
+    if not force:
+        raise ConversionError(f"{dest} already exists; pass --force to replace it")
+    if any(dest.iterdir()) and not (dest / MANIFEST).is_file():
+        raise ConversionError(f"{dest} is not a build folder (no {MANIFEST}); --force only replaces a previous build")
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the finished build swaps in, so Ctrl-C cannot land between two renames."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _commit(tmp: Path, dest: Path) -> None:
+    """Rename the finished build into place; a previous build is moved aside first and deleted last."""
+    with _signals_deferred():
+        if not dest.exists():
+            os.rename(tmp, dest)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        os.rename(dest, old / dest.name)
+        try:
+            os.rename(tmp, dest)
+        except BaseException:
+            os.rename(old / dest.name, dest)
+            shutil.rmtree(old, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(dest: Path, *, force: bool = False) -> Iterator[Path]:
+    """A temporary folder beside `dest` that becomes `dest` only if the block completes.
+
+    Refuses an existing `dest` unless `force` (and then only a previous build or an empty folder); with
+    `force` the old build is removed only after the new one is in place. Any exception, KeyboardInterrupt
+    included, removes the temporary folder and any parent folders this call created.
+    """
+    dest = Path(dest)
+    _check_destination(dest, force)
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    except OSError as err:
+        _remove_empty(created)
+        raise ConversionError(f"cannot write a build under {dest.parent}: {err.strerror or err}") from None
+    try:
+        yield tmp
+        _check_destination(dest, force)  # someone may have created it while we were converting
+        _commit(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+# --- manifest ------------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder` except the manifest, by POSIX relative path, sorted."""
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file())
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files if p.relative_to(folder).as_posix() != MANIFEST}
+
+
+def tool_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in TOOLS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _manifest(pipeline: Pipeline, model_name: str, source: str, options: BuildOptions,
+              graphs: list[GraphBuild], extra: dict) -> dict:
+    cfg, tok = pipeline.cfg, pipeline.tokenizer
+    tee, fusion = cfg.tee, cfg.fusion
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {"name": model_name, "preset": cfg.name, "source": source, "config": dataclasses.asdict(cfg)},
+        "target": options.target,
+        "delegate": options.delegate,
+        "precision": options.precision,
+        "compute_units": options.compute_units,
+        **extra,
+        "graph_order": list(GRAPH_NAMES),
+        "graphs": {g.name: g.as_json() for g in graphs},
+        "preprocessing": {
+            "input": "uint8 RGB (H, W, 3)", "size": tee.image_size, "letterbox": "top-left",
+            "scale": "size / max(H, W)", "resized": "floor(H*scale + 0.5) x floor(W*scale + 0.5)",
+            "resample": "bilinear, half-pixel centres, no antialias, on float32 0..255",
+            "normalise": "(v / 255 - mean) / std", "mean": list(tee.pixel_mean), "std": list(tee.pixel_std),
+            "padding": "0 after normalisation", "layout": "NCHW float32",
+        },
+        "tokenizer": {
+            "vocab_file": VOCAB_FILE, "vocab_size": tok.vocab_size, "kind": "BERT uncased WordPiece",
+            "lowercase": True, "strip_accents": True, "max_input_chars_per_word": 100,
+            "specials": {t: _special_id(tok, t) for t in SPECIAL_TOKENS},
+            "special_strings_in_text": "not matched (typed '[SEP]' is three tokens)",
+        },
+        "vocabularies_file": VOCABULARIES_FILE,
+        "fusion_layout": {"max_text_len": fusion.max_text_len, "max_text_tags_len": fusion.max_text_tags_len,
+                          "max_regions": fusion.max_regions, "region_dim": fusion.region_dim,
+                          "attention_mask_value": MASK_VALUE},
+        "postprocessing": {
+            "rpn": dataclasses.asdict(tee.rpn), "roi_head": dataclasses.asdict(tee.roi_head),
+            "region_geometry": "[x1/W, y1/H, x2/W, y2/H, w/W, h/H] in original-image pixels",
+            "caption": {"max_caption_tokens": fusion.max_caption_tokens, "decoding": "greedy (argmax) or beam search",
+                        "stop": "[SEP]"},
+            "match": "softmax(match_logits)[1]", "answer": "argmax(answer_logits)",
+        },
+        "tolerances": tolerances_for(options.precision),
+        "tools": tool_versions(),
+        "golden_dir": GOLDEN_DIR,
+    }
+
+
+def _special_id(tok: Tokenizer, token: str) -> int:
+    return {"[PAD]": tok.pad_id, "[UNK]": tok.unk_id, "[CLS]": tok.cls_id, "[SEP]": tok.sep_id, "[MASK]": tok.mask_id}[token]
+
+
+def _write_vocabularies(pipeline: Pipeline, folder: Path) -> None:
+    tok = pipeline.tokenizer
+    lines = [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    (folder / VOCAB_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    vocab = dataclasses.asdict(pipeline.vocab)
+    (folder / VOCABULARIES_FILE).write_text(json.dumps(vocab, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --- converting the graphs: in this process, or in worker processes -------------------------------------------
+
+
+def _convert_serial(target, specs: list[GraphSpec], options: BuildOptions, folder: Path,
+                    progress: Progress) -> list[GraphBuild]:
+    graphs = []
+    for spec in specs:
+        progress.graph_started(spec.name, target.steps(options))
+        t0 = time.perf_counter()
+        result = target.convert_graph(spec, options, folder, lambda step, n=spec.name: progress.graph_step(n, step))
+        result.seconds = time.perf_counter() - t0
+        result.size_bytes = _size(folder / result.path)
+        graphs.append(result)
+        progress.graph_done(result)
+    return graphs
+
+
+_worker_events = None  # in a worker process only: the queue its steps are reported on (set by _worker_start)
+
+
+def _worker_start(events) -> None:
+    global _worker_events
+    _worker_events = events
+    torch.set_num_threads(1)  # the workers already use every core between them
+
+
+def _worker_convert(module_name: str, spec: GraphSpec, options: BuildOptions, folder: str) -> GraphBuild:
+    target = importlib.import_module(module_name)
+    _worker_events.put(("start", spec.name, target.steps(options)))
+    t0 = time.perf_counter()
+    result = target.convert_graph(spec, options, Path(folder), lambda step: _worker_events.put(("step", spec.name, step)))
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _convert_parallel(target, specs: list[GraphSpec], options: BuildOptions, folder: Path, progress: Progress,
+                      *, jobs: int) -> list[GraphBuild]:
+    """Convert graphs in `jobs` spawned processes (fork is unsafe with torch's threads), reporting progress
+    from their event queue. Longest conversions first, so the two workers finish together."""
+    ctx = multiprocessing.get_context("spawn")
+    events = ctx.Queue()
+    done: dict[str, GraphBuild] = {}
+
+    started: set[str] = set()
+
+    def drain() -> None:
+        while True:
+            try:
+                kind, name, arg = events.get_nowait()
+            except queue.Empty:
+                return
+            if name in done:  # a late event from a graph whose result already arrived
+                continue
+            if kind == "start":
+                started.add(name)
+                progress.graph_started(name, arg)
+            else:
+                progress.graph_step(name, arg)
+
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start, initargs=(events,))
+    try:
+        order = sorted(specs, key=lambda s: s.name not in ("tee_stage1", "caption_step"))
+        pending = {pool.submit(_worker_convert, target.__name__, s, options, str(folder)) for s in order}
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain()
+            for future in finished:
+                result = future.result()
+                result.size_bytes = _size(folder / result.path)
+                if result.name not in started:
+                    progress.graph_started(result.name, target.steps(options))
+                done[result.name] = result
+                progress.graph_done(result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # workers stop before the caller removes their folder
+        events.close()
+    return [done[s.name] for s in specs]
+
+
+# --- the build -----------------------------------------------------------------------------------------------
+
+
+def load_target(options: BuildOptions):
+    """The converter module of a target, after checking its backend imports."""
+    module = importlib.import_module(options.spec.module)
+    module.check_backend()
+    return module
+
+
+def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOptions, out: str | Path,
+          force: bool = False, progress: Progress | None = None, jobs: int = 1) -> BuildReport:
+    """Convert `pipeline`'s six graphs for `options` into the self-contained folder `out` (see module doc).
+
+    `jobs` > 1 converts that many graphs at once in worker processes (conversion is single-threaded Python,
+    so on a 2-core machine two workers nearly halve the time); 1 converts in this process.
+    """
+    if pipeline.model is None:
+        raise ConversionError("a build needs the eager reference model (Pipeline.from_model), not runtime graphs")
+    progress = progress or Progress()
+    started = time.perf_counter()
+    with atomic_directory(Path(out), force=force) as tmp:  # checks the destination before any slow work
+        target = load_target(options)
+        progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
+        traces = [trace(pipeline, s) for s in golden_images()]
+        calibration = traces
+        if any(target.calibrates(name, options) for name in GRAPH_NAMES):
+            progress.stage("tracing calibration images for int8")
+            calibration = traces + [trace(pipeline, s) for s in calibration_images()[len(traces):]]
+        specs = graph_specs(pipeline, traces, calibration)
+        # Keep every traced input only where int8 calibrates on them (less to pickle to worker processes).
+        specs = [s if target.calibrates(s.name, options) else dataclasses.replace(s, calibration=s.calibration[:1])
+                 for s in specs]
+        jobs = max(1, min(jobs, len(specs)))
+        convert = _convert_serial if jobs == 1 else functools.partial(_convert_parallel, jobs=jobs)
+        graphs = convert(target, specs, options, tmp, progress)
+        progress.stage("writing vocabularies, goldens and manifest")
+        _write_vocabularies(pipeline, tmp)
+        io_names = {s.name: (s.input_names, s.output_names) for s in specs}
+        golden_bytes = write_goldens(traces, io_names, pipeline.tokenizer, tmp / GOLDEN_DIR)
+        manifest = _manifest(pipeline, model_name, source, options, graphs, target.manifest_extra(options))
+        manifest["files"] = file_hashes(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return BuildReport(Path(out), options, model_name, graphs, time.perf_counter() - started, golden_bytes, manifest)
+
+
+__all__ = [
+    "BuildOptions",
+    "BuildReport",
+    "GraphBuild",
+    "GraphSpec",
+    "MANIFEST",
+    "Progress",
+    "TARGETS",
+    "TensorSpec",
+    "atomic_directory",
+    "build",
+    "file_hashes",
+    "graph_specs",
+    "resolve_options",
+    "runtime_io",
+    "sha256_file",
+]

@@ -1,0 +1,122 @@
+"""Core ML target: `coremltools.convert(torch.export program)` -> `.mlpackage` (ML program).
+
+Precisions: `fp16` (compute and activations in float16, the default of Core ML ML programs), `fp32`, and
+`int8` = fp16 compute with int8 per-channel symmetric weights (`coremltools.optimize.coreml.
+linear_quantize_weights`). `--compute-units` is recorded in the manifest and in the model's own default;
+which unit runs what is decided on device. Core ML cannot execute on Linux: here the build is checked by
+reading the saved spec back and comparing its inputs and outputs with the manifest. The backend is
+imported inside functions only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from minivlm.python_ref.errors import ConversionError
+
+from .common import GraphBuild, GraphSpec, runtime_io
+from .targets import BuildOptions
+
+MINIMUM_DEPLOYMENT_TARGET = "iOS17"  # ML program with int8 constexpr weights and fp16 I/O needs iOS 16+
+# coremltools maps `bitwise_and` (bool) but not the `__and__` that `a & b` exports as (python_ref's RoIAlign
+# masks): rewrite it to the identical ATen op before conversion.
+_REWRITES = {"__and__.Tensor": "bitwise_and.Tensor"}
+COMPUTE_UNITS = {"all": "ALL", "cpu_and_ne": "CPU_AND_NE", "cpu_and_gpu": "CPU_AND_GPU", "cpu_only": "CPU_ONLY"}
+
+
+def calibrates(graph: str, options: BuildOptions) -> bool:
+    return False  # int8 here quantizes weights only
+
+
+def check_backend() -> None:
+    try:
+        import coremltools  # noqa: F401
+    except ImportError as err:
+        raise ConversionError(f"the coreml target needs coremltools: {err}") from None
+
+
+def steps(options: BuildOptions) -> tuple[str, ...]:
+    return ("export", "convert", "quantize", "save") if options.precision == "int8" else ("export", "convert", "save")
+
+
+def manifest_extra(options: BuildOptions) -> dict:
+    extra = {"minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET, "model_type": "mlprogram",
+             "runtime": "Core ML (macOS/iOS only; load_artifact on Linux raises 'needs macOS')",
+             "compute_precision": "float32" if options.precision == "fp32" else "float16"}
+    if options.precision == "int8":
+        extra["quantization"] = {"scheme": "coremltools.optimize.coreml.linear_quantize_weights",
+                                 "mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel"}
+    return extra
+
+
+def _aten(name: str):
+    op, overload = name.split(".")
+    return getattr(getattr(torch.ops.aten, op), overload)
+
+
+def _count_ops(spec) -> int:
+    """MIL operations of the main function, constants excluded."""
+    main = spec.mlProgram.functions["main"]
+    block = main.block_specializations[main.opset]
+    return sum(1 for op in block.operations if op.type != "const")
+
+
+def _check_io(spec, graph: GraphSpec) -> tuple[list[str], list[str]]:
+    """ConversionError unless the saved model's inputs/outputs have the manifest's names, order and shapes."""
+    ins = [(f.name, tuple(f.type.multiArrayType.shape)) for f in spec.description.input]
+    outs = [(f.name, tuple(f.type.multiArrayType.shape)) for f in spec.description.output]
+    want_in = [(s.name, s.shape) for s in graph.inputs]
+    want_out = [(s.name, s.shape) for s in graph.outputs]
+    if ins != want_in or outs != want_out:
+        raise ConversionError(f"Core ML {graph.name} has inputs {ins} and outputs {outs}; the manifest says {want_in} and {want_out}")
+    from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
+
+    def dtype(f) -> str:  # Core ML takes int32 where torch had int64 (token ids)
+        return ArrayFeatureType.ArrayDataType.Name(f.type.multiArrayType.dataType).lower()
+
+    return [dtype(f) for f in spec.description.input], [dtype(f) for f in spec.description.output]
+
+
+def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Callable[[str], None]) -> GraphBuild:
+    """Convert one graph to `<name>.mlpackage` in `folder` and check its saved I/O."""
+    import coremltools as ct
+
+    step("export")
+    rewrites = {_aten(a): _aten(b) for a, b in _REWRITES.items()}
+    program = torch.export.export(spec.module, spec.example_inputs).run_decompositions(rewrites)
+    step("convert")
+    precision = ct.precision.FLOAT32 if options.precision == "fp32" else ct.precision.FLOAT16
+    try:
+        model = ct.convert(program, convert_to="mlprogram", compute_precision=precision,
+                           compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[options.compute_units]),
+                           minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET))
+    except Exception as err:  # coremltools raises plain ValueError/NotImplementedError/RuntimeError
+        raise ConversionError(f"coremltools could not convert {spec.name}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+    if options.precision == "int8":
+        step("quantize")
+        from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
+
+        config = OptimizationConfig(global_config=OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+        model = linear_quantize_weights(model, config=config)
+    step("save")
+    # torch.export names outputs after graph nodes ("linear_13"): give them the manifest's names.
+    mlspec = model.get_spec()
+    for feature, name in zip(list(mlspec.description.output), spec.output_names, strict=True):
+        if feature.name != name:
+            ct.utils.rename_feature(mlspec, feature.name, name)
+    model = ct.models.MLModel(mlspec, weights_dir=model.weights_dir, skip_model_load=True)
+    path = folder / f"{spec.name}.mlpackage"
+    model.save(str(path))
+    saved = ct.utils.load_spec(str(path))
+    in_dtypes, out_dtypes = _check_io(saved, spec)
+    ops = _count_ops(saved)
+    return GraphBuild(spec.name, path.name, runtime_io(spec.inputs, dtypes=in_dtypes),
+                      runtime_io(spec.outputs, dtypes=out_dtypes), ops, 0,
+                      details={"ops_note": "MIL ops in one ML program; unit placement is decided on device"})
+
+
+__all__ = ["calibrates", "check_backend", "convert_graph", "manifest_extra", "steps"]

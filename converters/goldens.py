@@ -1,0 +1,102 @@
+"""Goldens: the reference's inputs and outputs of every graph and host step, for on-device replay (DESIGN §4).
+
+Layout inside a build:
+    golden/index.json                       what every file holds (dtype, shape), and inline JSON values
+    golden/<image>/<step>.<io>.<name>.bin   one raw little-endian, C-order array per tensor
+Graph calls are stored once per image (`caption_step`: its first GOLDEN_STEP_CALLS calls, the second with a
+non-empty cache), so a build's goldens stay a few MB for the demo model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from minivlm.python_ref.pipeline import GRAPH_NAMES
+from minivlm.python_ref.tokenizer import Tokenizer
+
+from .samples import Trace
+
+INDEX_VERSION = 1
+GOLDEN_STEP_CALLS = 2  # caption_step calls kept per image: t=1 (empty cache) and t=2 (one cached token)
+# Strings whose ids a native tokenizer port must reproduce: case, accents, punctuation, CJK, emoji, specials
+# typed by a user, a word longer than 100 characters, whitespace runs and the empty string.
+TOKENIZER_CASES = (
+    "how many shapes are there?",
+    "What COLOR is the   triangle?!",
+    "Naïve café, résumé — déjà vu.",
+    "don't-stop... 3.14 x2",
+    "[CLS] [SEP] [MASK] typed by a user",
+    "北京 東京 and 서울",
+    "emoji 🙂 and tabs\tand\nnewlines",
+    "un" + "believable" * 11,
+    "",
+)
+
+
+def _array_bytes(t: torch.Tensor) -> tuple[bytes, str]:
+    arr = t.detach().contiguous().cpu().numpy()
+    if arr.dtype != np.bool_:
+        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return arr.tobytes(order="C"), str(t.dtype).removeprefix("torch.")
+
+
+class _Writer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bytes = 0
+
+    def entry(self, rel: str, value: Any) -> dict:
+        """A tensor becomes a file and its description; anything else stays inline."""
+        if isinstance(value, torch.Tensor):
+            data, dtype = _array_bytes(value)
+            path = self.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            self.bytes += len(data)
+            return {"file": rel, "dtype": dtype, "shape": list(value.shape)}
+        return {"value": value}
+
+    def group(self, prefix: str, values: dict[str, Any]) -> dict:
+        return {name: self.entry(f"{prefix}.{name}.bin", v) for name, v in values.items()}
+
+
+def write_goldens(traces: list[Trace], io_names: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+                  tokenizer: Tokenizer, folder: Path) -> int:
+    """Write golden/ for the traced images; `io_names` maps each graph to its (input, output) names.
+    Returns the bytes of array data written."""
+    folder.mkdir()
+    w = _Writer(folder)
+    cases = {}
+    for tr in traces:
+        name = tr.sample.name
+        host = {step: {io: w.group(f"{name}/{step}.{io}", values[io]) for io in ("inputs", "outputs")}
+                for step, values in tr.steps.items()}
+        graphs = {}
+        for graph in GRAPH_NAMES:
+            kept = tr.calls[graph][: GOLDEN_STEP_CALLS if graph == "caption_step" else 1]
+            in_names, out_names = io_names[graph]
+            graphs[graph] = [
+                {"call": i, "inputs": w.group(f"{name}/{graph}.{i}.inputs", dict(zip(in_names, ins, strict=True))),
+                 "outputs": w.group(f"{name}/{graph}.{i}.outputs", dict(zip(out_names, outs, strict=True)))}
+                for i, (ins, outs) in enumerate(kept)
+            ]
+        cases[name] = {"source": tr.sample.source, "height": int(tr.sample.image.shape[0]),
+                       "width": int(tr.sample.image.shape[1]), "host_steps": host, "graphs": graphs}
+    index = {
+        "version": INDEX_VERSION,
+        "format": "one raw little-endian C-order array per file; dtype and shape listed here; JSON values inline",
+        "images": [tr.sample.name for tr in traces],
+        "cases": cases,
+        "tokenizer": [{"text": text, "ids": tokenizer.encode(text), "decoded": tokenizer.decode(tokenizer.encode(text))}
+                      for text in TOKENIZER_CASES],
+    }
+    (folder / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return w.bytes
+
+
+__all__ = ["GOLDEN_STEP_CALLS", "TOKENIZER_CASES", "write_goldens"]

@@ -1,0 +1,82 @@
+"""`minivlm.convert`: build a model for a phone target (the library side of `minivlm-convert`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from minivlm.converters.common import BuildReport, Progress, build
+from minivlm.converters.targets import TARGETS, BuildOptions, resolve_options
+from minivlm.loading import DEFAULT_MODEL, load
+from minivlm.python_ref.config import PRESETS
+
+OUT_ROOT = Path("out")
+
+
+def model_name(model: str) -> str:
+    """A preset's name, or a weights file's stem."""
+    return model if model in PRESETS else Path(model).stem
+
+
+def default_out(name: str, options: BuildOptions) -> Path:
+    """`out/<model>-<target>-<precision>`, plus the delegate or compute units when not the target's default,
+    so that two different builds never land in the same folder."""
+    t = TARGETS[options.target]
+    parts = [name, options.target, options.precision]
+    if options.delegate and options.delegate != t.delegates[0]:
+        parts.append(options.delegate)
+    if options.compute_units and options.compute_units != t.compute_units[0]:
+        parts.append(options.compute_units)
+    return OUT_ROOT / "-".join(parts)
+
+
+def convert(model: str = DEFAULT_MODEL, target: str = "executorch", *, precision: str | None = None,
+            delegate: str | None = None, compute_units: str | None = None, out: str | Path | None = None,
+            force: bool = False, random_init: bool = False, progress: Progress | None = None, jobs: int = 1) -> BuildReport:
+    """Build `model` (a preset with bundled weights, or a `.safetensors` from `minivlm train`) for `target`.
+
+    Options are checked before anything is loaded; unknown or impossible choices raise ConversionError
+    naming what exists. The build folder (default `default_out`) is written atomically: see
+    `minivlm.converters.common.atomic_directory`. `jobs` > 1 converts graphs in that many worker processes.
+    """
+    options = resolve_options(target, precision, delegate, compute_units)
+    reference = load(model, random_init=random_init)
+    name = model_name(model)
+    return build(reference.pipeline, model_name=name, source=reference.source, options=options,
+                 out=Path(out) if out is not None else default_out(name, options), force=force, progress=progress,
+                 jobs=jobs)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def format_report(report: BuildReport) -> str:
+    """The final table of a build: graph, file, size, ops delegated vs not, conversion time."""
+    o = report.options
+    backend = {"executorch": o.delegate, "coreml": "Core ML", "tflite": o.delegate}[o.target]
+    if o.target == "tflite" and o.delegate != "xnnpack":
+        backend = f"{o.delegate} (predicted from documented ops)"
+    rows = [("graph", "file", "size", f"ops on {backend}", "other ops", "time")]
+    for g in report.graphs:
+        rows.append((g.name, g.path, _size(g.size_bytes), "-" if g.ops_delegated is None else str(g.ops_delegated),
+                     "-" if g.ops_other is None else str(g.ops_other), f"{g.seconds:.1f} s"))
+    total = sum(g.size_bytes for g in report.graphs)
+    rows.append(("total", "", _size(total), "", "", f"{sum(g.seconds for g in report.graphs):.1f} s"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    extra = ""
+    if o.target == "tflite":
+        worst = max((g.details["compatibility"]["nnapi"]["min_android_api"] for g in report.graphs), default=27)
+        gpu_bad = sum(g.details["compatibility"]["gpu"]["unsupported"] for g in report.graphs)
+        nnapi_bad = sum(g.details["compatibility"]["nnapi"]["unsupported"] for g in report.graphs)
+        extra = (f"\ndelegate check (documented op lists): GPU leaves {gpu_bad} ops to the CPU, NNAPI {nnapi_bad} "
+                 f"(supported ones need Android API {worst}+); details per graph in manifest.json")
+    files = len(report.manifest["files"])
+    return ("\n".join(lines) + extra +
+            f"\nwrote {report.path} ({o.target}, {o.precision}, {o.delegate or o.compute_units}) in {report.seconds:.1f} s: "
+            f"graphs {_size(total)}, goldens {_size(report.golden_bytes)}, sha256 of {files} files in manifest.json")
+
+
+__all__ = ["convert", "default_out", "format_report", "model_name"]

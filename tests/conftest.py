@@ -1,0 +1,33 @@
+"""Session fixtures shared by tests/converters and tests/sdk: the tiny model and its ExecuTorch / TFLite
+fp32 builds, converted once per session (the slowest thing the default test run does)."""
+
+import pytest
+import torch
+
+import minivlm
+
+
+@pytest.fixture(scope="session")
+def tiny_reference():
+    """The untrained tiny preset, seeded so that every session builds and compares the same weights."""
+    torch.manual_seed(0)
+    return minivlm.load("minivlm-tiny", random_init=True)
+
+
+def _build(tmp_path_factory, reference, target: str, **options):
+    from minivlm.converters.common import build
+    from minivlm.converters.targets import resolve_options
+
+    out = tmp_path_factory.mktemp("builds") / f"minivlm-tiny-{target}"
+    return build(reference.pipeline, model_name="minivlm-tiny", source=reference.source,
+                 options=resolve_options(target, **options), out=out)
+
+
+@pytest.fixture(scope="session")
+def tiny_executorch_build(tmp_path_factory, tiny_reference):
+    return _build(tmp_path_factory, tiny_reference, "executorch")
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite_build(tmp_path_factory, tiny_reference):
+    return _build(tmp_path_factory, tiny_reference, "tflite")

@@ -1,0 +1,88 @@
+"""Each target converts the tiny model into a build whose manifest describes what the files really hold."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import minivlm
+from minivlm.cli import convert_app
+from minivlm.converters.tolerances import tolerances_for
+from minivlm.errors import ArtifactError
+from minivlm.python_ref.pipeline import GRAPH_NAMES
+
+
+def _graph_io(reference):
+    io = {}
+    for name, module in reference.pipeline.graphs.modules().items():
+        ins = getattr(module, "input_names", None) or module.INPUT_NAMES
+        outs = getattr(module, "output_names", None) or module.OUTPUT_NAMES
+        io[name] = (list(ins), list(outs))
+    return io
+
+
+def _check_manifest(manifest: dict, folder: Path, reference) -> None:
+    assert manifest["schema_version"] == 1
+    assert manifest["model"]["preset"] == "minivlm-tiny"
+    assert manifest["graph_order"] == list(GRAPH_NAMES)
+    assert set(manifest["tools"]) >= {"torch", "executorch", "coremltools", "litert-torch", "ai-edge-litert"}
+    assert manifest["tokenizer"]["specials"] == {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+    assert manifest["preprocessing"]["size"] == reference.config.tee.image_size
+    assert manifest["postprocessing"]["rpn"]["post_nms_top_n"] == reference.config.tee.rpn.post_nms_top_n
+    assert manifest["tolerances"] == tolerances_for(manifest["precision"])
+    for name, (ins, outs) in _graph_io(reference).items():
+        graph = manifest["graphs"][name]
+        assert [i["name"] for i in graph["inputs"]] == ins
+        assert [o["name"] for o in graph["outputs"]] == outs
+        assert (folder / graph["file"]).exists()
+        assert graph["size_bytes"] > 0
+
+
+def test_executorch_xnnpack_build(tiny_executorch_build, tiny_reference):
+    report = tiny_executorch_build
+    m = report.manifest
+    assert (m["target"], m["delegate"], m["precision"]) == ("executorch", "xnnpack", "fp32")
+    _check_manifest(m, report.path, tiny_reference)
+    for name in GRAPH_NAMES:
+        graph = m["graphs"][name]
+        assert graph["file"] == f"{name}.pte"
+        assert graph["ops"]["delegated"] > 0, f"{name}: nothing delegated to XNNPACK"
+        assert graph["ops"]["not_delegated"] >= 0
+    step = m["graphs"]["caption_step"]
+    assert [i["batch_axis"] for i in step["inputs"]] == [0, 0, 1, 1, 0, 1, 1, 0]
+
+
+def test_tflite_build_maps_io_by_name_and_checks_delegates(tiny_tflite_build, tiny_reference):
+    report = tiny_tflite_build
+    m = report.manifest
+    assert (m["target"], m["delegate"], m["precision"]) == ("tflite", "xnnpack", "fp32")
+    _check_manifest(m, report.path, tiny_reference)
+    vqa = m["graphs"]["vqa"]
+    ids = next(i for i in vqa["inputs"] if i["name"] == "input_ids")
+    assert (ids["dtype"], ids["runtime_dtype"]) == ("int64", "int32")  # litert-torch downcasts int64 I/O
+    assert [o["runtime_name"] for o in vqa["outputs"]] == ["answer_logits"]
+    for name in GRAPH_NAMES:
+        report_ = m["graphs"][name]["compatibility"]
+        assert set(report_) == {"xnnpack", "gpu", "nnapi"}
+        assert m["graphs"][name]["ops"]["delegated"] == report_["xnnpack"]["supported"] > 0
+        assert report_["gpu"]["supported"] + report_["gpu"]["unsupported"] == sum(m["graphs"][name]["op_counts"].values())
+        assert "TOPK_V2" not in m["graphs"][name]["op_counts"] and "STABLEHLO_SORT" not in m["graphs"][name]["op_counts"]
+    # the fusion graphs look up token embeddings: not on the GPU delegate's documented list
+    assert "EMBEDDING_LOOKUP" in m["graphs"]["vqa"]["compatibility"]["gpu"]["unsupported_ops"]
+
+
+def test_coreml_build_from_the_cli_converts_checks_its_spec_and_needs_macos_to_run(tmp_path):
+    out = tmp_path / "coreml"
+    result = CliRunner().invoke(convert_app, ["--target", "coreml", "--model", "minivlm-tiny", "--random-init",
+                                              "--compute-units", "cpu_and_ne", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "tee_stage1.mlpackage" in result.output and "total" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["precision"], manifest["compute_units"], manifest["compute_precision"]) == ("fp16", "cpu_and_ne", "float16")
+    step = manifest["graphs"]["caption_step"]
+    assert [o["runtime_name"] for o in step["outputs"]] == ["mask_logits", "new_keys", "new_values"]
+    assert next(i for i in step["inputs"] if i["name"] == "token_ids")["runtime_dtype"] == "int32"
+    assert any(f.startswith("caption_step.mlpackage/") for f in manifest["files"])
+    with pytest.raises(ArtifactError, match="needs macOS"):
+        minivlm.load_artifact(out)
