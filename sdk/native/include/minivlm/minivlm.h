@@ -1,0 +1,320 @@
+/*
+ * MiniVLM native core: the host steps of the MiniVLM pipeline (DESIGN §3) as a small, stable C ABI.
+ *
+ *   preprocess -> [tee_stage1 graph] -> select_proposals -> [tee_stage2 graph] -> select_regions ->
+ *   region_tokens -> pack_inputs -> [caption_prefix graph] -> caption_decode (calls [caption_step]) -> detokenize
+ *
+ * Every function here reproduces python_ref exactly (integer outputs bit for bit, floats to <= 1e-5); the
+ * graphs themselves are run by the app's runtime (ExecuTorch, TFLite, Core ML). Used by android_demo (JNI)
+ * and ios_demo (Swift).
+ *
+ * Conventions
+ * - Every function returns mvlm_status; MVLM_OK is 0. On any other status, mvlm_last_error() gives a one-line
+ *   message naming the bad value (thread-local, valid until the next mvlm_ call on the same thread).
+ *   No C++ exception ever crosses this boundary; malformed input returns an error, never crashes.
+ * - Opaque handles (mvlm_tokenizer, mvlm_json, mvlm_manifest) are created by *_load / *_parse and released by
+ *   the matching *_free (which accepts NULL). Handles are immutable after creation: const functions may be
+ *   called from several threads at once.
+ * - Outputs go to caller-provided buffers. Where a size is only known after the work (token ids, strings),
+ *   the function takes a capacity and reports the needed size; if the buffer is too small it returns
+ *   MVLM_BUFFER_TOO_SMALL with the needed size set, so the caller can retry. Strings are UTF-8 and
+ *   NUL-terminated when the capacity allows (capacity >= length + 1).
+ * - Arrays are C-order (row-major), float32 unless stated; token ids are int64 (the graphs' dtype in the
+ *   manifest; a runtime that wants int32 converts). Booleans are uint8 0/1.
+ * - Sizes come from mvlm_config (filled from manifest.json by mvlm_manifest_config, or by the caller).
+ */
+#ifndef MINIVLM_MINIVLM_H
+#define MINIVLM_MINIVLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MVLM_API_VERSION 1
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Status and errors */
+
+typedef int32_t mvlm_status;
+enum {
+  MVLM_OK = 0,
+  MVLM_INVALID_ARGUMENT = 1, /* NULL pointer, negative/zero size, value out of range, shape mismatch */
+  MVLM_BAD_INPUT = 2,        /* malformed user data: bad UTF-8, zero-size image, non-finite regions */
+  MVLM_BAD_FILE = 3,         /* malformed vocab.txt / JSON / manifest (truncated, wrong type, missing key) */
+  MVLM_IO_ERROR = 4,         /* a file cannot be opened or read */
+  MVLM_BUFFER_TOO_SMALL = 5, /* the needed size was reported; call again with a larger buffer */
+  MVLM_CALLBACK_FAILED = 6,  /* the caption step callback returned non-zero */
+  MVLM_OUT_OF_MEMORY = 7,
+  MVLM_INTERNAL = 8          /* a bug in the core: please report it with mvlm_last_error() */
+};
+
+/* Version of this header's ABI (MVLM_API_VERSION of the library that was built). */
+int32_t mvlm_api_version(void);
+/* The last error message of the calling thread ("" after a success). Never NULL. */
+const char* mvlm_last_error(void);
+/* A constant name for a status ("MVLM_BAD_FILE"); "MVLM_UNKNOWN" for other values. Never NULL. */
+const char* mvlm_status_name(mvlm_status status);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Model configuration: the constants of the host steps (python_ref/config.py), as manifest.json gives them. */
+
+#define MVLM_MAX_LEVELS 8 /* feature levels with anchors (P3..P7 is 5) */
+#define MVLM_MAX_RATIOS 8 /* anchor aspect ratios per location */
+#define MVLM_MAX_CAPTION_TOKENS 512
+
+enum { MVLM_REGION_ORDER_SCORE = 0, MVLM_REGION_ORDER_LEFT_TO_RIGHT = 1 };
+
+typedef struct mvlm_config {
+  /* preprocessing */
+  int32_t image_size;     /* S: the square input is S x S */
+  double pixel_mean[3];   /* RGB, on 0..1 values */
+  double pixel_std[3];
+  /* anchors and proposals (RPN) */
+  int32_t min_level;      /* first feature level (stride 2^min_level) */
+  int32_t num_levels;
+  double anchor_sizes[MVLM_MAX_LEVELS]; /* one per level */
+  int32_t num_ratios;
+  double aspect_ratios[MVLM_MAX_RATIOS]; /* h / w */
+  double rpn_box_coder_weights[4];
+  int32_t pre_nms_top_n;  /* per level */
+  double rpn_nms_threshold;
+  int32_t post_nms_top_n; /* proposals handed to stage 2 (padded) */
+  double min_box_size;
+  /* region selection (RoI head) */
+  int32_t num_classes;    /* including background (class 0) */
+  int32_t num_attributes;
+  int32_t representation_size; /* region feature width D */
+  double roi_box_coder_weights[4];
+  double score_threshold;
+  double roi_nms_threshold;
+  int32_t max_regions;
+  int32_t region_order;   /* MVLM_REGION_ORDER_* */
+  /* fusion layout */
+  int32_t vocab_size;
+  int32_t hidden_size;
+  int32_t num_layers;
+  int32_t num_heads;
+  int32_t head_dim;       /* hidden_size / num_heads */
+  int32_t max_text_len;   /* C: [CLS] text [SEP] + padding; also the caption cache length */
+  int32_t max_text_tags_len;
+  int32_t max_tags_len;   /* max_text_tags_len - max_text_len */
+  int32_t region_dim;     /* D + 6 */
+  int32_t max_caption_tokens;
+  /* tokenizer specials */
+  int64_t pad_id, unk_id, cls_id, sep_id, mask_id;
+} mvlm_config;
+
+/* Checks a config for consistency (sizes positive, levels/ratios within bounds, region_dim = D + 6, ...). */
+mvlm_status mvlm_config_check(const mvlm_config* config);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * JSON (enough for manifest.json and golden/index.json). Values are addressed by JSON Pointer (RFC 6901):
+ * "" is the root, "/cases/photo_coffee/width", "/tokenizer/0/ids/3". */
+
+typedef struct mvlm_json mvlm_json;
+
+enum { MVLM_JSON_NULL = 0, MVLM_JSON_BOOL = 1, MVLM_JSON_NUMBER = 2, MVLM_JSON_STRING = 3,
+       MVLM_JSON_ARRAY = 4, MVLM_JSON_OBJECT = 5 };
+
+mvlm_status mvlm_json_parse(const char* text, size_t length, mvlm_json** out);
+mvlm_status mvlm_json_load(const char* path, mvlm_json** out);
+void mvlm_json_free(mvlm_json* json);
+/* Type of the value at `pointer` (MVLM_JSON_*); MVLM_INVALID_ARGUMENT if there is none. */
+mvlm_status mvlm_json_type(const mvlm_json* json, const char* pointer, int32_t* type);
+/* Elements of an array or members of an object. */
+mvlm_status mvlm_json_size(const mvlm_json* json, const char* pointer, size_t* size);
+mvlm_status mvlm_json_number(const mvlm_json* json, const char* pointer, double* value);
+mvlm_status mvlm_json_bool(const mvlm_json* json, const char* pointer, int32_t* value);
+/* A string value; `length` (bytes, without the NUL) is set even when the buffer is too small. */
+mvlm_status mvlm_json_string(const mvlm_json* json, const char* pointer, char* buffer, size_t capacity, size_t* length);
+/* The key of member `index` of an object, in file order. */
+mvlm_status mvlm_json_key(const mvlm_json* json, const char* pointer, size_t index, char* buffer, size_t capacity,
+                          size_t* length);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Manifest (manifest.json of a build folder, DESIGN §4). */
+
+typedef struct mvlm_manifest mvlm_manifest;
+
+/* `path` is manifest.json or the build folder holding it. Checks schema_version and every field the host
+ * steps need; MVLM_BAD_FILE names the first missing or malformed one. */
+mvlm_status mvlm_manifest_load(const char* path, mvlm_manifest** out);
+/* The same from memory; `folder` (may be NULL) is where relative file names resolve. */
+mvlm_status mvlm_manifest_parse(const char* text, size_t length, const char* folder, mvlm_manifest** out);
+void mvlm_manifest_free(mvlm_manifest* manifest);
+mvlm_status mvlm_manifest_config(const mvlm_manifest* manifest, mvlm_config* config);
+/* The parsed manifest.json itself, for fields this API does not wrap (owned by the manifest). */
+const mvlm_json* mvlm_manifest_json(const mvlm_manifest* manifest);
+/* Path of a file of the build: `which` is a graph name ("tee_stage1", "caption_step", ...), "vocab" or
+ * "vocabularies"; the folder is prepended when the manifest was loaded from disk. */
+mvlm_status mvlm_manifest_file(const mvlm_manifest* manifest, const char* which, char* buffer, size_t capacity,
+                               size_t* length);
+/* Class names (index 0 is background) from the vocabularies file; loaded on first use. */
+mvlm_status mvlm_manifest_num_classes(const mvlm_manifest* manifest, int32_t* count);
+mvlm_status mvlm_manifest_class_name(const mvlm_manifest* manifest, int32_t index, char* buffer, size_t capacity,
+                                     size_t* length);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Tokenizer: BERT uncased WordPiece over vocab.txt, identical to python_ref/tokenizer.py (clean text, isolate
+ * CJK characters, NFD + strip accents, lowercase, split on whitespace and punctuation, greedy longest-match
+ * WordPiece with "##", words over 100 characters become [UNK]). Special-token strings in text are not matched. */
+
+typedef struct mvlm_tokenizer mvlm_tokenizer;
+
+/* vocab.txt: one token per line, id = line number; must hold [PAD] [UNK] [CLS] [SEP] [MASK]. */
+mvlm_status mvlm_tokenizer_load(const char* vocab_path, mvlm_tokenizer** out);
+mvlm_status mvlm_tokenizer_parse(const char* vocab_text, size_t length, mvlm_tokenizer** out);
+void mvlm_tokenizer_free(mvlm_tokenizer* tokenizer);
+mvlm_status mvlm_tokenizer_vocab_size(const mvlm_tokenizer* tokenizer, int32_t* size);
+/* Ids of [PAD], [UNK], [CLS], [SEP], [MASK], in that order. */
+mvlm_status mvlm_tokenizer_special_ids(const mvlm_tokenizer* tokenizer, int64_t ids[5]);
+/* Token ids of UTF-8 `text` (`length` bytes), without [CLS]/[SEP], untruncated. `count` is always set. */
+mvlm_status mvlm_tokenize(const mvlm_tokenizer* tokenizer, const char* text, size_t length, int64_t* ids,
+                          size_t capacity, size_t* count);
+/* Text of `ids`, skipping the specials (HF WordPiece decoder with cleanup). `length` is always set. */
+mvlm_status mvlm_detokenize(const mvlm_tokenizer* tokenizer, const int64_t* ids, size_t count, char* buffer,
+                            size_t capacity, size_t* length);
+/* The vocabulary entry of one id. */
+mvlm_status mvlm_token_text(const mvlm_tokenizer* tokenizer, int64_t id, char* buffer, size_t capacity,
+                            size_t* length);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Preprocessing (python_ref/preprocess.py): letterbox into the top-left of an S x S square, scale
+ * S / max(H, W), resized size floor(H*scale + 0.5) x floor(W*scale + 0.5), bilinear with half-pixel centres
+ * and no antialias on float 0..255, (v / 255 - mean) / std, padding 0. */
+
+enum { MVLM_PIXELS_RGB8 = 0, MVLM_PIXELS_RGBA8 = 1, MVLM_PIXELS_BGRA8 = 2, MVLM_PIXELS_BGR8 = 3 };
+
+typedef struct mvlm_letterbox {
+  int32_t height, width;                 /* the original image */
+  double scale;                          /* input pixels per original pixel */
+  int32_t resized_height, resized_width; /* the image's part of the input */
+} mvlm_letterbox;
+
+/* `pixels`: height rows of `row_bytes` bytes (>= width * bytes per pixel); alpha is ignored.
+ * `out`: (1, 3, S, S) float32, `out_count` floats (>= 3*S*S). `letterbox` may be NULL. */
+mvlm_status mvlm_preprocess(const mvlm_config* config, const uint8_t* pixels, int32_t width, int32_t height,
+                            size_t row_bytes, int32_t pixel_format, float* out, size_t out_count,
+                            mvlm_letterbox* letterbox);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Anchors, box coding, NMS, proposals (python_ref/rpn.py, postprocess.py). Boxes are xyxy float32. */
+
+/* Number of anchors N over all levels, and (if `level_sizes` is not NULL) per level (num_levels entries). */
+mvlm_status mvlm_anchor_count(const mvlm_config* config, size_t* count, int64_t* level_sizes);
+/* Anchors (N, 4) in input pixels, in the order of the RPN outputs: per level (H, W, A), levels concatenated. */
+mvlm_status mvlm_make_anchors(const mvlm_config* config, float* anchors, size_t capacity_boxes);
+/* torchvision BoxCoder.decode: `n` deltas (n, 4) applied to `references` (n, 4); dw, dh clamped at log(1000/16). */
+mvlm_status mvlm_decode_boxes(const float* deltas, const float* references, size_t n, const double weights[4],
+                              float* boxes);
+/* Greedy NMS: indices of kept boxes by descending score (ties: lower index first); IoU > threshold drops. */
+mvlm_status mvlm_nms(const float* boxes, const float* scores, size_t n, double iou_threshold, int64_t* keep,
+                     size_t* kept);
+/* RPN proposals of one image from tee_stage1's objectness (N,) and deltas (N, 4), and the anchors (N, 4):
+ * per level top pre_nms_top_n, decode, clip to S x S, drop boxes smaller than min_box_size, NMS; then the
+ * best post_nms_top_n overall. `proposals` (post_nms_top_n, 4), zero rows past `valid`; `valid` (post_nms_top_n,). */
+mvlm_status mvlm_select_proposals(const mvlm_config* config, const float* objectness, const float* deltas,
+                                  const float* anchors, size_t num_anchors, float* proposals, uint8_t* valid);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Region selection (python_ref/postprocess.py select_regions): softmax, class-specific decode, clip, drop
+ * padding and background, score >= threshold, per-class NMS, top max_regions, then config.region_order. */
+
+typedef struct mvlm_regions {
+  int32_t count;             /* K <= max_regions; rows past K are zero */
+  float* boxes;              /* (max_regions, 4) xyxy, input pixels */
+  int64_t* labels;           /* (max_regions,) class index >= 1 */
+  float* scores;             /* (max_regions,) */
+  int64_t* proposal_indices; /* (max_regions,) the proposal row of each region */
+} mvlm_regions;
+
+/* `proposals` (R, 4), `valid` (R,), `class_logits` (R, num_classes), `box_deltas` (R, num_classes * 4),
+ * R = num_proposals (post_nms_top_n). The caller owns the four output arrays of `regions`. */
+mvlm_status mvlm_select_regions(const mvlm_config* config, const float* proposals, const uint8_t* valid,
+                                size_t num_proposals, const float* class_logits, const float* box_deltas,
+                                mvlm_regions* regions);
+
+/* Region tokens (K, D + 6) = features[proposal_indices[k]] (D floats, `features` is (R, D)) ⊕ OSCAR geometry
+ * [x1/W, y1/H, x2/W, y2/H, w/W, h/H] of the box in original-image pixels (box / scale, clipped to the image).
+ * `image_boxes` (K, 4) receives those boxes (may be NULL). */
+mvlm_status mvlm_region_tokens(const mvlm_config* config, const mvlm_regions* regions, const float* features,
+                               size_t num_proposals, const mvlm_letterbox* letterbox, float* tokens,
+                               float* image_boxes);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Fusion inputs (python_ref/fusion.py pack_inputs): [CLS] text [SEP] pad | tags [SEP] pad | regions. */
+
+typedef struct mvlm_fusion_inputs {
+  int64_t* input_ids;      /* (1, max_text_tags_len) */
+  int64_t* token_type_ids; /* (1, max_text_tags_len) */
+  float* token_mask;       /* (1, max_text_tags_len) */
+  float* regions;          /* (1, max_regions, region_dim) */
+  float* region_mask;      /* (1, max_regions) */
+} mvlm_fusion_inputs;
+
+/* `text` (UTF-8, may be NULL when require_text is 0) and `tags` (class names in region order; whole tags are
+ * kept while they fit in max_tags_len - 1 tokens); `region_tokens` (num_regions, region_dim), finite.
+ * The caption_prefix graph's inputs are the tag part: input_ids + max_text_len, token_type_ids + max_text_len,
+ * token_mask + max_text_len, regions, region_mask. */
+mvlm_status mvlm_pack_inputs(const mvlm_tokenizer* tokenizer, const mvlm_config* config, const char* text,
+                             size_t text_length, const char* const* tags, size_t num_tags,
+                             const float* region_tokens, size_t num_regions, int32_t require_text,
+                             mvlm_fusion_inputs* out);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Caption decoding (python_ref/generate.py): greedy (num_beams = 1) or beam search over the cached
+ * caption_step graph. The core keeps the caption K/V cache, reorders it between beams and builds every
+ * input of the step graph; the callback only runs the graph.
+ * Shapes: N = num_beams, L = num_layers, Hd = num_heads, P = max_tags_len + max_regions, C = max_text_len,
+ * d = head_dim, V = vocab_size. */
+
+typedef struct mvlm_step_request {
+  int32_t step;                /* t >= 1: the [MASK] sits at position t */
+  int32_t num_beams;           /* N: the batch of every tensor below */
+  const int64_t* history;      /* (N, t) tokens at positions 0..t-1, [CLS] first (informational) */
+  const int64_t* token_ids;    /* (N, 2): [token at t-1, [MASK]] */
+  const int64_t* position_ids; /* (N, 2): [t-1, t] */
+  const float* prefix_keys;    /* (L, N, Hd, P, d) */
+  const float* prefix_values;  /* (L, N, Hd, P, d) */
+  const float* prefix_mask;    /* (N, P) */
+  const float* cache_keys;     /* (L, N, Hd, C, d) */
+  const float* cache_values;   /* (L, N, Hd, C, d) */
+  const float* cache_mask;     /* (N, C) */
+  float* mask_logits;          /* out: (N, V) */
+  float* new_keys;             /* out: (L, N, Hd, 1, d) */
+  float* new_values;           /* out: (L, N, Hd, 1, d) */
+} mvlm_step_request;
+
+/* Runs caption_step on `request` and fills its three outputs. Returns 0 on success; anything else stops
+ * decoding with MVLM_CALLBACK_FAILED. */
+typedef int32_t (*mvlm_step_fn)(void* user_data, const mvlm_step_request* request);
+
+typedef struct mvlm_caption_options {
+  int32_t num_beams;          /* 1 = greedy; >= 2 beam search */
+  double length_penalty;      /* beam search: score = sum logprob / length^penalty (python_ref default 1.0) */
+  int32_t max_caption_tokens; /* 0 = config.max_caption_tokens; else 1..max_text_len - 2 */
+} mvlm_caption_options;
+
+typedef struct mvlm_caption {
+  int32_t num_tokens;                         /* generated tokens without [CLS] and the final [SEP] */
+  int64_t token_ids[MVLM_MAX_CAPTION_TOKENS];
+  double score;    /* greedy: sum of chosen log-probs; beam: that sum / steps^length_penalty */
+  int32_t finished; /* 1 if it ended with [SEP], 0 if cut at max_caption_tokens */
+} mvlm_caption;
+
+/* `prefix_keys`, `prefix_values`: caption_prefix's outputs for one image, (L, 1, Hd, P, d);
+ * `inputs`: the packed inputs the prefix was computed from (its tag_mask and region_mask form prefix_mask).
+ * Decode the ids with mvlm_detokenize. */
+mvlm_status mvlm_caption_decode(const mvlm_config* config, const mvlm_fusion_inputs* inputs,
+                                const float* prefix_keys, const float* prefix_values,
+                                const mvlm_caption_options* options, mvlm_step_fn step, void* user_data,
+                                mvlm_caption* caption);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* MINIVLM_MINIVLM_H */
