@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import multiprocessing
@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -374,10 +375,22 @@ def _convert_serial(target, specs: list[GraphSpec], options: BuildOptions, folde
 _worker_events = None  # in a worker process only: the queue its steps are reported on (set by _worker_start)
 
 
-def _worker_start(events) -> None:
+def _worker_start(events, module_name: str) -> None:
     global _worker_events
     _worker_events = events
     torch.set_num_threads(1)  # the workers already use every core between them
+    try:
+        from threadpoolctl import threadpool_limits  # numpy's BLAS threads too (coremltools' passes use numpy)
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    for name in importlib.import_module(module_name).BACKEND_MODULES:  # ~10 s, while the parent traces
+        importlib.import_module(name)
+
+
+def _worker_ready() -> None:
+    """A no-op task: submitting one per worker makes the pool start them all at once."""
 
 
 def _worker_convert(module_name: str, spec: GraphSpec, options: BuildOptions, folder: str) -> GraphBuild:
@@ -389,20 +402,52 @@ def _worker_convert(module_name: str, spec: GraphSpec, options: BuildOptions, fo
     return result
 
 
-def _convert_parallel(target, specs: list[GraphSpec], options: BuildOptions, folder: Path, progress: Progress,
-                      *, jobs: int) -> list[GraphBuild]:
-    """Convert graphs in `jobs` spawned processes (fork is unsafe with torch's threads), reporting progress
-    from their event queue. Longest conversions first, so the two workers finish together."""
-    ctx = multiprocessing.get_context("spawn")
-    events = ctx.Queue()
-    done: dict[str, GraphBuild] = {}
+class _Workers:
+    """Processes converting graphs in parallel. They start (and import torch and the backend) as soon as
+    this exists, so that happens while the parent traces the reference; spawned, because fork is unsafe
+    with torch's threads."""
 
-    started: set[str] = set()
+    def __init__(self, jobs: int, target) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.target = target
+        self.events = ctx.Queue()
+        self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
+                                        initargs=(self.events, target.__name__))
+        for _ in range(jobs):
+            self.pool.submit(_worker_ready)
 
-    def drain() -> None:
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)  # workers stop before the caller removes their folder
+        self.events.close()
+
+    def convert(self, specs: list[GraphSpec], options: BuildOptions, folder: Path, progress: Progress,
+                meanwhile: Callable[[], Any]) -> tuple[list[GraphBuild], Any]:
+        """Convert every graph, longest first; run `meanwhile()` here while the workers convert. Returns the
+        builds in `specs` order and what `meanwhile` returned."""
+        done: dict[str, GraphBuild] = {}
+        started: set[str] = set()
+        order = sorted(specs, key=lambda s: s.name not in ("tee_stage1", "caption_step"))
+        pending = {self.pool.submit(_worker_convert, self.target.__name__, s, options, str(folder)) for s in order}
+        side = meanwhile()
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            self._drain(progress, done, started)
+            for future in finished:
+                try:
+                    result = future.result()
+                except BrokenProcessPool as err:
+                    raise ConversionError(f"a conversion worker process died ({err}); rerun with --jobs 1 to see why") from None
+                result.size_bytes = _size(folder / result.path)
+                if result.name not in started:
+                    progress.graph_started(result.name, self.target.steps(options))
+                done[result.name] = result
+                progress.graph_done(result)
+        return [done[s.name] for s in specs], side
+
+    def _drain(self, progress: Progress, done: dict, started: set) -> None:
         while True:
             try:
-                kind, name, arg = events.get_nowait()
+                kind, name, arg = self.events.get_nowait()
             except queue.Empty:
                 return
             if name in done:  # a late event from a graph whose result already arrived
@@ -413,33 +458,17 @@ def _convert_parallel(target, specs: list[GraphSpec], options: BuildOptions, fol
             else:
                 progress.graph_step(name, arg)
 
-    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start, initargs=(events,))
-    try:
-        order = sorted(specs, key=lambda s: s.name not in ("tee_stage1", "caption_step"))
-        pending = {pool.submit(_worker_convert, target.__name__, s, options, str(folder)) for s in order}
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            drain()
-            for future in finished:
-                result = future.result()
-                result.size_bytes = _size(folder / result.path)
-                if result.name not in started:
-                    progress.graph_started(result.name, target.steps(options))
-                done[result.name] = result
-                progress.graph_done(result)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # workers stop before the caller removes their folder
-        events.close()
-    return [done[s.name] for s in specs]
-
 
 # --- the build -----------------------------------------------------------------------------------------------
 
 
 def load_target(options: BuildOptions):
-    """The converter module of a target, after checking its backend imports."""
+    """The converter module of a target, after checking that its backend is installed. The check does not
+    import the backend (coremltools alone takes ~10 s): the conversions do, here or in worker processes."""
     module = importlib.import_module(options.spec.module)
-    module.check_backend()
+    for name in module.BACKEND_MODULES:
+        if importlib.util.find_spec(name.split(".")[0]) is None:
+            raise ConversionError(f"the {options.target} target needs the {name.split('.')[0]} package, which is not installed")
     return module
 
 
@@ -456,23 +485,33 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
     started = time.perf_counter()
     with atomic_directory(Path(out), force=force) as tmp:  # checks the destination before any slow work
         target = load_target(options)
-        progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
-        traces = [trace(pipeline, s) for s in golden_images()]
-        calibration = traces
-        if any(target.calibrates(name, options) for name in GRAPH_NAMES):
-            progress.stage("tracing calibration images for int8")
-            calibration = traces + [trace(pipeline, s) for s in calibration_images()[len(traces):]]
-        specs = graph_specs(pipeline, traces, calibration)
-        # Keep every traced input only where int8 calibrates on them (less to pickle to worker processes).
-        specs = [s if target.calibrates(s.name, options) else dataclasses.replace(s, calibration=s.calibration[:1])
-                 for s in specs]
-        jobs = max(1, min(jobs, len(specs)))
-        convert = _convert_serial if jobs == 1 else functools.partial(_convert_parallel, jobs=jobs)
-        graphs = convert(target, specs, options, tmp, progress)
-        progress.stage("writing vocabularies, goldens and manifest")
-        _write_vocabularies(pipeline, tmp)
-        io_names = {s.name: (s.input_names, s.output_names) for s in specs}
-        golden_bytes = write_goldens(traces, io_names, pipeline.tokenizer, tmp / GOLDEN_DIR)
+        workers = _Workers(min(jobs, len(GRAPH_NAMES)), target) if jobs > 1 else None
+        try:
+            progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
+            traces = [trace(pipeline, s) for s in golden_images()]
+            calibration = traces
+            if any(target.calibrates(name, options) for name in GRAPH_NAMES):
+                progress.stage("tracing calibration images for int8")
+                calibration = traces + [trace(pipeline, s) for s in calibration_images()[len(traces):]]
+            specs = graph_specs(pipeline, traces, calibration)
+            # Keep every traced input only where int8 calibrates on them (less to pickle to worker processes).
+            specs = [s if target.calibrates(s.name, options) else dataclasses.replace(s, calibration=s.calibration[:1])
+                     for s in specs]
+
+            def vocabularies_and_goldens() -> int:
+                _write_vocabularies(pipeline, tmp)
+                io_names = {s.name: (s.input_names, s.output_names) for s in specs}
+                return write_goldens(traces, io_names, pipeline.tokenizer, tmp / GOLDEN_DIR)
+
+            if workers is None:
+                graphs = _convert_serial(target, specs, options, tmp, progress)
+                progress.stage("writing vocabularies, goldens and manifest")
+                golden_bytes = vocabularies_and_goldens()
+            else:
+                graphs, golden_bytes = workers.convert(specs, options, tmp, progress, vocabularies_and_goldens)
+        finally:
+            if workers is not None:
+                workers.close()
         manifest = _manifest(pipeline, model_name, source, options, graphs, target.manifest_extra(options))
         manifest["files"] = file_hashes(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -26,16 +26,12 @@ MINIMUM_DEPLOYMENT_TARGET = "iOS17"  # ML program with int8 constexpr weights an
 _REWRITES = {"__and__.Tensor": "bitwise_and.Tensor"}
 COMPUTE_UNITS = {"all": "ALL", "cpu_and_ne": "CPU_AND_NE", "cpu_and_gpu": "CPU_AND_GPU", "cpu_only": "CPU_ONLY"}
 
+# Imported only inside functions; a build checks they exist and its worker processes import them up front.
+BACKEND_MODULES = ("coremltools",)
+
 
 def calibrates(graph: str, options: BuildOptions) -> bool:
     return False  # int8 here quantizes weights only
-
-
-def check_backend() -> None:
-    try:
-        import coremltools  # noqa: F401
-    except ImportError as err:
-        raise ConversionError(f"the coreml target needs coremltools: {err}") from None
 
 
 def steps(options: BuildOptions) -> tuple[str, ...]:
@@ -119,4 +115,4 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
                       details={"ops_note": "MIL ops in one ML program; unit placement is decided on device"})
 
 
-__all__ = ["calibrates", "check_backend", "convert_graph", "manifest_extra", "steps"]
+__all__ = ["BACKEND_MODULES", "calibrates", "convert_graph", "manifest_extra", "steps"]

@@ -26,17 +26,13 @@ from .targets import BuildOptions
 INT8_ACTIVATIONS = {"tee_stage1": "static", "tee_stage2": "static", "caption_prefix": "dynamic",
                     "caption_step": "dynamic", "vqa": "dynamic", "match": "dynamic"}
 
+# Imported only inside functions; a build checks they exist and its worker processes import them up front.
+BACKEND_MODULES = ("executorch.exir", "executorch.backends.xnnpack.partition.xnnpack_partitioner")
+
 
 def calibrates(graph: str, options: BuildOptions) -> bool:
     """Static int8 graphs calibrate on the real inputs traced from every calibration image."""
     return options.precision == "int8" and INT8_ACTIVATIONS[graph] == "static"
-
-
-def check_backend() -> None:
-    try:
-        import executorch.exir  # noqa: F401
-    except ImportError as err:
-        raise ConversionError(f"the executorch target needs the executorch package: {err}") from None
 
 
 def steps(options: BuildOptions) -> tuple[str, ...]:
@@ -120,4 +116,4 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
                       details=details)
 
 
-__all__ = ["INT8_ACTIVATIONS", "calibrates", "check_backend", "convert_graph", "manifest_extra", "steps"]
+__all__ = ["BACKEND_MODULES", "INT8_ACTIVATIONS", "calibrates", "convert_graph", "manifest_extra", "steps"]

@@ -41,16 +41,12 @@ class _NamedOutputs(nn.Module):
         return dict(zip(self.output_names, outputs, strict=True))
 
 
+# Imported only inside functions; a build checks they exist and its worker processes import them up front.
+BACKEND_MODULES = ("litert_torch", "ai_edge_litert.interpreter")
+
+
 def calibrates(graph: str, options: BuildOptions) -> bool:
     return False  # dynamic range needs no calibration
-
-
-def check_backend() -> None:
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-        import litert_torch  # noqa: F401
-    except ImportError as err:
-        raise ConversionError(f"the tflite target needs litert-torch and ai-edge-litert: {err}") from None
 
 
 def steps(options: BuildOptions) -> tuple[str, ...]:
@@ -176,4 +172,4 @@ def _op_counts(ops: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-__all__ = ["calibrates", "check_backend", "convert_graph", "manifest_extra", "steps"]
+__all__ = ["BACKEND_MODULES", "calibrates", "convert_graph", "manifest_extra", "steps"]

@@ -20,7 +20,7 @@ def _build(tmp_path_factory, reference, target: str, **options):
 
     out = tmp_path_factory.mktemp("builds") / f"minivlm-tiny-{target}"
     return build(reference.pipeline, model_name="minivlm-tiny", source=reference.source,
-                 options=resolve_options(target, **options), out=out)
+                 options=resolve_options(target, **options), out=out, jobs=2)  # also exercises the worker processes
 
 
 @pytest.fixture(scope="session")
