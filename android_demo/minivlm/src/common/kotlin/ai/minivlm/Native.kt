@@ -1,0 +1,127 @@
+package ai.minivlm
+
+import java.nio.ByteBuffer
+
+/**
+ * JNI declarations of `libminivlm_jni` (minivlm/src/main/cpp/minivlm_jni.cpp), one per function of the
+ * native core's C ABI (sdk/native/include/minivlm/minivlm.h) that the app uses.
+ *
+ * Handles are the core's opaque pointers as `Long` (0 is never a valid handle); each `*Free` accepts 0.
+ * The bridge checks every array length against the sizes the config implies before the core sees a
+ * pointer, and turns every non-OK status into a [MiniVlmException] carrying `mvlm_last_error()`. Text goes
+ * in and out as UTF-8 bytes, never through JNI's modified UTF-8, so that any byte sequence a user or a
+ * file supplies reaches the core's own UTF-8 validation.
+ *
+ * Prefer the typed wrappers ([MiniVlm], [CoreTokenizer], [CoreManifest]) over calling these directly.
+ */
+object Native {
+    init {
+        System.loadLibrary("minivlm_jni")
+    }
+
+    // Index of each field in `configInts` (the bridge fills the same order; see CONFIG_FIELDS there).
+    const val CFG_IMAGE_SIZE = 0
+    const val CFG_NUM_LEVELS = 1
+    const val CFG_NUM_RATIOS = 2
+    const val CFG_POST_NMS_TOP_N = 3
+    const val CFG_NUM_CLASSES = 4
+    const val CFG_NUM_ATTRIBUTES = 5
+    const val CFG_REPRESENTATION_SIZE = 6
+    const val CFG_MAX_REGIONS = 7
+    const val CFG_VOCAB_SIZE = 8
+    const val CFG_NUM_LAYERS = 9
+    const val CFG_NUM_HEADS = 10
+    const val CFG_HEAD_DIM = 11
+    const val CFG_MAX_TEXT_LEN = 12
+    const val CFG_MAX_TEXT_TAGS_LEN = 13
+    const val CFG_MAX_TAGS_LEN = 14
+    const val CFG_REGION_DIM = 15
+    const val CFG_MAX_CAPTION_TOKENS = 16
+    const val CFG_REGION_ORDER = 17
+    const val CFG_COUNT = 18
+
+    // Pixel formats of `preprocess` (MVLM_PIXELS_*).
+    const val PIXELS_RGB8 = 0
+    const val PIXELS_RGBA8 = 1
+    const val PIXELS_BGRA8 = 2
+    const val PIXELS_BGR8 = 3
+
+    @JvmStatic external fun apiVersion(): Int
+    @JvmStatic external fun statusName(status: Int): String
+
+    // Manifest and config --------------------------------------------------------------------------------
+    @JvmStatic external fun manifestLoad(path: String): Long
+    /** `text` is the manifest.json bytes; `folder` (nullable) resolves relative file names. */
+    @JvmStatic external fun manifestParse(text: ByteArray, folder: String?): Long
+    @JvmStatic external fun manifestFree(manifest: Long)
+    /** Path of "vocab", "vocabularies" or a graph's file. */
+    @JvmStatic external fun manifestFile(manifest: Long, which: String): String
+    @JvmStatic external fun manifestClassNames(manifest: Long): Array<String>
+    /** A new `mvlm_config` filled from the manifest and checked (free with [configFree]). */
+    @JvmStatic external fun configFromManifest(manifest: Long): Long
+    @JvmStatic external fun configFree(config: Long)
+    /** The integer sizes of a config, indexed by the CFG_* constants. */
+    @JvmStatic external fun configInts(config: Long): IntArray
+
+    // Tokenizer ------------------------------------------------------------------------------------------
+    @JvmStatic external fun tokenizerLoad(vocabPath: String): Long
+    @JvmStatic external fun tokenizerParse(vocabText: ByteArray): Long
+    @JvmStatic external fun tokenizerFree(tokenizer: Long)
+    @JvmStatic external fun tokenizerVocabSize(tokenizer: Long): Int
+    /** [PAD], [UNK], [CLS], [SEP], [MASK]. */
+    @JvmStatic external fun tokenizerSpecialIds(tokenizer: Long): LongArray
+    @JvmStatic external fun tokenize(tokenizer: Long, utf8: ByteArray): LongArray
+    @JvmStatic external fun detokenize(tokenizer: Long, ids: LongArray): ByteArray
+    @JvmStatic external fun tokenText(tokenizer: Long, id: Long): ByteArray
+
+    // Image and boxes ------------------------------------------------------------------------------------
+    /** Fills `out` (3*S*S floats) and returns the letterbox [height, width, scale, resized_h, resized_w]. */
+    @JvmStatic external fun preprocess(config: Long, pixels: ByteArray, width: Int, height: Int, rowBytes: Int, format: Int, out: FloatArray): DoubleArray
+    /** Anchors per level (num_levels entries; their sum is N). */
+    @JvmStatic external fun anchorLevelSizes(config: Long): LongArray
+    /** Anchors (N, 4) flattened. */
+    @JvmStatic external fun makeAnchors(config: Long): FloatArray
+    @JvmStatic external fun decodeBoxes(deltas: FloatArray, references: FloatArray, weights: DoubleArray): FloatArray
+    @JvmStatic external fun nms(boxes: FloatArray, scores: FloatArray, iouThreshold: Double): LongArray
+    /** objectness (N,), deltas (N, 4), anchors (N, 4) -> proposals (post_nms_top_n, 4), valid (post_nms_top_n,). */
+    @JvmStatic external fun selectProposals(config: Long, objectness: FloatArray, deltas: FloatArray, anchors: FloatArray, proposals: FloatArray, valid: ByteArray)
+    /** Outputs are (max_regions, ...) arrays; returns the region count K. */
+    @JvmStatic external fun selectRegions(
+        config: Long, proposals: FloatArray, valid: ByteArray, classLogits: FloatArray, boxDeltas: FloatArray,
+        boxes: FloatArray, labels: LongArray, scores: FloatArray, proposalIndices: LongArray,
+    ): Int
+    /** Region tokens (K, region_dim) and boxes in original-image pixels (K, 4) of the first `count` regions. */
+    @JvmStatic external fun regionTokens(
+        config: Long, count: Int, boxes: FloatArray, labels: LongArray, scores: FloatArray, proposalIndices: LongArray,
+        features: FloatArray, letterbox: DoubleArray, tokens: FloatArray, imageBoxes: FloatArray,
+    )
+
+    // Fusion ---------------------------------------------------------------------------------------------
+    /** `[CLS] text [SEP] | tags [SEP] | regions` into the five output arrays. `text` null only when !requireText. */
+    @JvmStatic external fun packInputs(
+        tokenizer: Long, config: Long, text: ByteArray?, tags: Array<ByteArray>, regionTokens: FloatArray, numRegions: Int,
+        requireText: Boolean, inputIds: LongArray, tokenTypeIds: LongArray, tokenMask: FloatArray, regions: FloatArray,
+        regionMask: FloatArray,
+    )
+
+    /**
+     * Greedy (numBeams = 1) or beam-search caption over `step`, which runs the caption_step graph. Returns the
+     * token ids; `result` receives [score, finished (0/1)]. An exception thrown by `step` stops decoding and
+     * propagates unchanged.
+     */
+    @JvmStatic external fun captionDecode(
+        config: Long, inputIds: LongArray, tokenTypeIds: LongArray, tokenMask: FloatArray, regions: FloatArray,
+        regionMask: FloatArray, prefixKeys: FloatArray, prefixValues: FloatArray, numBeams: Int, lengthPenalty: Double,
+        maxCaptionTokens: Int, step: NativeStepCallback, result: DoubleArray,
+    ): LongArray
+}
+
+/**
+ * Called by the bridge once per decoding step. `buffers` are direct native-order views of the core's
+ * `mvlm_step_request` arrays, in this order: history, token_ids, position_ids, prefix_keys, prefix_values,
+ * prefix_mask, cache_keys, cache_values, cache_mask (inputs, read-only) and mask_logits, new_keys,
+ * new_values (outputs to fill). They are valid only until this call returns.
+ */
+fun interface NativeStepCallback {
+    fun onStep(step: Int, numBeams: Int, buffers: Array<ByteBuffer>)
+}
