@@ -1,0 +1,98 @@
+// What the app reads from a build folder beyond the host-step constants (which the core reads from the same
+// manifest.json): the target, each graph's ordered inputs/outputs, and the answer/attribute vocabularies.
+
+import Foundation
+
+/// The graphs of every build, in pipeline order (python_ref/pipeline.py GRAPH_NAMES).
+public let graphNames = ["tee_stage1", "tee_stage2", "caption_prefix", "caption_step", "vqa", "match"]
+
+public enum DType: String, Decodable, Sendable {
+    case float32, float16, int64, int32, bool, uint8
+}
+
+/// One graph input or output as the manifest describes it.
+public struct TensorSpec: Decodable, Sendable {
+    public let name: String
+    public let shape: [Int]
+    public let dtype: DType
+    public let batchAxis: Int
+    public let runtimeName: String
+    public let runtimeDtype: DType
+
+    public var count: Int { shape.reduce(1, *) }
+
+    enum CodingKeys: String, CodingKey {
+        case name, shape, dtype
+        case batchAxis = "batch_axis", runtimeName = "runtime_name", runtimeDtype = "runtime_dtype"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        shape = try c.decode([Int].self, forKey: .shape)
+        dtype = try c.decode(DType.self, forKey: .dtype)
+        batchAxis = try c.decodeIfPresent(Int.self, forKey: .batchAxis) ?? 0
+        runtimeName = try c.decodeIfPresent(String.self, forKey: .runtimeName) ?? name
+        runtimeDtype = try c.decodeIfPresent(DType.self, forKey: .runtimeDtype) ?? dtype
+        if shape.contains(where: { $0 < 1 }) {
+            throw MiniVLMError(.badFile, "tensor \(name) has shape \(shape)")
+        }
+    }
+}
+
+public struct GraphSpec: Decodable, Sendable {
+    public let file: String
+    public let inputs: [TensorSpec]
+    public let outputs: [TensorSpec]
+}
+
+public struct BuildSpec: Sendable {
+    public let target: String
+    public let delegate: String?
+    public let precision: String
+    public let graphs: [String: GraphSpec]
+    public let answers: [String]
+    public let attributes: [String]
+
+    private struct ManifestFields: Decodable {
+        let target: String
+        let delegate: String?
+        let precision: String
+        let graphs: [String: GraphSpec]
+        let vocabularies_file: String?
+    }
+
+    private struct Vocabularies: Decodable {
+        let answers: [String]
+        let attributes: [String]
+    }
+
+    /// Reads manifest.json and its vocabularies file from `folder`.
+    public init(folder: URL) throws {
+        do {
+            let manifest = try JSONDecoder().decode(ManifestFields.self, from: Data(contentsOf: folder.appendingPathComponent("manifest.json")))
+            let vocabFile = folder.appendingPathComponent(manifest.vocabularies_file ?? "vocabularies.json")
+            let vocab = try JSONDecoder().decode(Vocabularies.self, from: Data(contentsOf: vocabFile))
+            for name in graphNames where manifest.graphs[name] == nil {
+                throw MiniVLMError(.badFile, "the manifest has no graph '\(name)'")
+            }
+            target = manifest.target
+            delegate = manifest.delegate
+            precision = manifest.precision
+            graphs = manifest.graphs
+            answers = vocab.answers
+            attributes = vocab.attributes
+        } catch let error as MiniVLMError {
+            throw error
+        } catch let error as DecodingError {
+            throw MiniVLMError(.badFile, "manifest.json or its vocabularies: \(error)")
+        } catch {
+            throw MiniVLMError(.ioError, "cannot read the build in \(folder.path): \(error.localizedDescription)")
+        }
+    }
+
+    public func graph(_ name: String) throws -> GraphSpec {
+        guard let g = graphs[name] else { throw MiniVLMError(.badFile, "the manifest has no graph '\(name)'") }
+        return g
+    }
+}
