@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minivlm.errors import ConfigError
 from minivlm.python_ref.config import MiniVLMConfig, get_config
-from minivlm.python_ref.fusion import AttentionKind, Fusion, additive_mask, pack_inputs
+from minivlm.python_ref.fusion import Fusion, additive_mask, pack_inputs
 from minivlm.python_ref.losses import IGNORE, box_head_loss, roi_targets, rpn_loss, token_loss
 from minivlm.python_ref.pipeline import BACKGROUND, MiniVLM, Pipeline, Vocabularies
 from minivlm.python_ref.postprocess import select_proposals
@@ -61,15 +61,17 @@ class TrainSettings:
 
     preset: str = "minivlm-demo"
     seed: int = 1  # scene stream of the training data (evaluation uses other seeds)
-    detector_steps: int = 1200
+    detector_steps: int = 900
     detector_batch: int = 8
     detector_lr: float = 2e-3
     rpn_samples: int = 128  # anchors sampled per image
     roi_samples: int = 32  # proposals sampled per image
     region_scenes: int = 2500  # scenes whose regions feed the fusion stages
     pretrain_steps: int = 300
-    finetune_steps: int = 1000
-    fusion_batch: int = 32
+    finetune_steps: int = 1500
+    fusion_batch: int = 32  # scenes per step: pre-training, captions
+    vqa_batch: int = 96  # questions per fine-tuning step (short sequences: cheap, and the slowest task to learn)
+    match_batch: int = 16  # scenes per fine-tuning step for the match loss (learnt already in pre-training)
     fusion_lr: float = 1e-3
     mask_probability: float = 0.15  # pre-training masked tokens (OSCAR)
     label_smoothing: float = 0.1
@@ -274,6 +276,48 @@ def _mask_tokens(
     return inputs, labels
 
 
+def _used(mask: torch.Tensor) -> int:
+    """Columns of a padded segment (B, T) that any row uses: up to its last valid column (at least one)."""
+    valid = torch.nonzero(mask.sum(dim=0)).flatten()
+    return int(valid[-1]) + 1 if valid.numel() else 1
+
+
+def _trimmed(ids: torch.Tensor, mask: torch.Tensor, *more: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A padded segment without the trailing columns no row of the batch uses.
+
+    Padded keys are masked out and padded queries carry no loss, so dropping them changes no hidden state
+    of a real token (tested); it halves the fine-tuning cost, since demo captions, tags and questions fill
+    well under half of their padded lengths. Positions stay those of the full layout (`_token_states`).
+    """
+    n = _used(mask)
+    return tuple(t[:, :n] for t in (ids, mask, *more))
+
+
+def _token_states(fusion: Fusion, text_ids: torch.Tensor, tag_ids: torch.Tensor, tag_types: torch.Tensor,
+                  regions: torch.Tensor) -> torch.Tensor:
+    """Embeddings (B, Ta + Tb + R, H) of `[text | tags | regions]`, text and tags possibly trimmed: text at
+    positions 0.., tags at max_text_len.., as in the full layout of `pack_inputs`."""
+    enc, first_tag = fusion.encoder, fusion.cfg.max_text_len
+    positions = torch.cat([torch.arange(text_ids.shape[1]), torch.arange(first_tag, first_tag + tag_ids.shape[1])])
+    ids, types = torch.cat([text_ids, tag_ids], dim=1), torch.cat([torch.zeros_like(text_ids), tag_types], dim=1)
+    # One embedding call, not two: each call's backward materialises a dense (V, H) gradient.
+    return torch.cat([enc.embeddings(ids, types, positions), enc.region_embeddings(regions)], dim=1)
+
+
+def full_attention_states(
+    fusion: Fusion, text_ids: torch.Tensor, text_mask: torch.Tensor, tag_ids: torch.Tensor, tag_types: torch.Tensor,
+    tag_mask: torch.Tensor, regions: torch.Tensor, region_mask: torch.Tensor,
+) -> torch.Tensor:
+    """`Fusion.encode(..., FULL)` of `[text | tags | regions]` given as separate, possibly trimmed segments:
+    hidden states (B, Ta + Tb + R, H), equal to the full layout's at every real token."""
+    x = _token_states(fusion, text_ids, tag_ids, tag_types, regions)
+    valid = torch.cat([text_mask, tag_mask, region_mask], dim=1)  # (B, S)
+    mask = additive_mask(valid[:, None, :].expand(-1, x.shape[1], -1))  # padded keys hidden from every query
+    for layer in fusion.encoder.layers:
+        x = layer(x, *layer.kv(x), mask)
+    return x
+
+
 def caption_query_states(
     fusion: Fusion, mask_id: int, text_ids: torch.Tensor, text_mask: torch.Tensor, tag_ids: torch.Tensor,
     tag_types: torch.Tensor, tag_mask: torch.Tensor, regions: torch.Tensor, region_mask: torch.Tensor,
@@ -286,15 +330,14 @@ def caption_query_states(
     query per position t (position id t) that sees the real tokens before t, the tags+regions and itself;
     real tokens and the prefix attend as in the seq2seq mask and never see a query. So every query equals a
     decoding step and one pass teaches all steps (a training arrangement only: the model is unchanged).
+    Text and tags may come without their trailing padding (see `_trimmed`).
     """
     enc = fusion.encoder
     b, ta = text_ids.shape
     prefix_end = ta + tag_ids.shape[1] + regions.shape[1]
     queries = torch.full((b, ta - 1), mask_id)
     x = torch.cat([
-        enc.embeddings(text_ids, torch.zeros_like(text_ids), torch.arange(ta)),
-        enc.embeddings(tag_ids, tag_types, torch.arange(ta, ta + tag_ids.shape[1])),
-        enc.region_embeddings(regions),
+        _token_states(fusion, text_ids, tag_ids, tag_types, regions),
         enc.embeddings(queries, torch.zeros_like(queries), torch.arange(1, ta)),
     ], dim=1)  # (B, S, H), S = prefix_end + ta - 1
     q, k = torch.arange(x.shape[1])[:, None], torch.arange(x.shape[1])[None, :]
@@ -337,42 +380,36 @@ class FusionObjective(nn.Module):
         n = cache.tag_ids.shape[0]
         scenes = torch.randint(0, n, (s.fusion_batch,), generator=generator)
         tag_rows, matched = self._polluted(cache, scenes, generator)
-        text_ids, text_mask = cache.caption_ids[scenes], cache.caption_mask[scenes]
-        tag_ids, tag_types, tag_mask = cache.tag_ids[tag_rows], cache.tag_types[tag_rows], cache.tag_mask[tag_rows]
-        regions, region_mask = cache.regions[scenes], cache.region_mask[scenes]
+        text = _trimmed(cache.caption_ids[scenes], cache.caption_mask[scenes])
+        tags = _trimmed(cache.tag_ids[tag_rows], cache.tag_mask[tag_rows], cache.tag_types[tag_rows])
+        regions = _trimmed(cache.regions[scenes], cache.region_mask[scenes])
         losses = {}
         if stage == "pretrain":
-            ids = torch.cat([text_ids, tag_ids], dim=1)
-            maskable = (torch.cat([text_mask, tag_mask], dim=1) > 0) & ~self._special(ids)
-            inputs, labels = _mask_tokens(ids, maskable, s.mask_probability, self.tokenizer, generator)
-            hidden = self._encode(inputs, tag_types, torch.cat([text_mask, tag_mask], 1), regions, region_mask, AttentionKind.FULL)
+            ids, mask = torch.cat([text[0], tags[0]], dim=1), torch.cat([text[1], tags[1]], dim=1)
+            inputs, labels = _mask_tokens(ids, (mask > 0) & ~self._special(ids), s.mask_probability, self.tokenizer, generator)
+            t = text[0].shape[1]
+            hidden = full_attention_states(self.fusion, inputs[:, :t], text[1], inputs[:, t:], tags[2], tags[1], *regions)
             losses["mlm"] = self._mlm(hidden, labels, 0.0)
             losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched)
             return losses
         # finetune: captions (true tags, seq2seq + one query per position), VQA (true tags, full), match (polluted)
-        true_tags = (cache.tag_ids[scenes], cache.tag_types[scenes], cache.tag_mask[scenes])
-        losses["caption"] = self._caption(text_ids, text_mask, *true_tags, regions, region_mask)
-        q = torch.randint(0, cache.question_ids.shape[0], (s.fusion_batch,), generator=generator)
+        true_tags = _trimmed(cache.tag_ids[scenes], cache.tag_mask[scenes], cache.tag_types[scenes])
+        hidden = caption_query_states(self.fusion, self.tokenizer.mask_id, *text, true_tags[0], true_tags[2],
+                                      true_tags[1], *regions)
+        caption_ids, caption_mask = text
+        labels = torch.where(caption_mask[:, 1:] > 0, caption_ids[:, 1:], torch.full_like(caption_ids[:, 1:], IGNORE))
+        losses["caption"] = self._mlm(hidden, labels, s.label_smoothing)  # label-smoothed as OSCAR
+        q = torch.randint(0, cache.question_ids.shape[0], (s.vqa_batch,), generator=generator)
         qs = cache.question_scene[q]
-        hidden = self._encode(torch.cat([cache.question_ids[q], cache.tag_ids[qs]], 1), cache.tag_types[qs],
-                              torch.cat([cache.question_mask[q], cache.tag_mask[qs]], 1), cache.regions[qs],
-                              cache.region_mask[qs], AttentionKind.FULL)
+        q_tags = _trimmed(cache.tag_ids[qs], cache.tag_mask[qs], cache.tag_types[qs])
+        hidden = full_attention_states(self.fusion, *_trimmed(cache.question_ids[q], cache.question_mask[q]),
+                                       q_tags[0], q_tags[2], q_tags[1], *_trimmed(cache.regions[qs], cache.region_mask[qs]))
         losses["vqa"] = F.cross_entropy(self.fusion.vqa_logits(hidden), cache.answers[q])
-        hidden = self._encode(torch.cat([text_ids, tag_ids], 1), tag_types, torch.cat([text_mask, tag_mask], 1),
-                              regions, region_mask, AttentionKind.FULL)
-        losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched)
+        m = slice(0, s.match_batch)  # the first scenes of the batch, half of them with polluted tags
+        text, tags, regions = (_trimmed(*(t[m] for t in part)) for part in (text, tags, regions))
+        hidden = full_attention_states(self.fusion, *text, tags[0], tags[2], tags[1], *regions)
+        losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched[m])
         return losses
-
-    def _caption(self, text_ids, text_mask, tag_ids, tag_types, tag_mask, regions, region_mask) -> torch.Tensor:
-        """Caption loss at every position at once (see `caption_query_states`), label-smoothed as OSCAR."""
-        hidden = caption_query_states(self.fusion, self.tokenizer.mask_id, text_ids, text_mask, tag_ids, tag_types,
-                                      tag_mask, regions, region_mask)
-        labels = torch.where(text_mask[:, 1:] > 0, text_ids[:, 1:], torch.full_like(text_ids[:, 1:], IGNORE))
-        return self._mlm(hidden, labels, self.settings.label_smoothing)
-
-    def _encode(self, ids, tag_types, mask, regions, region_mask, kind) -> torch.Tensor:
-        types = torch.cat([torch.zeros(ids.shape[0], ids.shape[1] - tag_types.shape[1], dtype=torch.long), tag_types], 1)
-        return self.fusion.encode(ids, types, mask, regions, region_mask, kind)
 
     def _mlm(self, hidden: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
         picked = labels != IGNORE  # the vocabulary projection only where there is a label: (M, V), not (B, T, V)
@@ -480,6 +517,13 @@ def train(settings: TrainSettings, workdir: str | Path, *, progress: bool = True
     tokenizer = Tokenizer.default()
     bar = _progress_bar(progress and rank == 0)
     started = time.monotonic()
+    stage_seconds: dict[str, float] = {}  # wall time of each stage in this invocation (a resumed stage: its rest)
+    resumed = any(workdir.glob("checkpoint-*")) or (workdir / "regions.safetensors").exists()
+
+    def timed(stage: str, run: Callable[[], None]) -> None:
+        begin = time.monotonic()
+        run()
+        stage_seconds[stage] = round(time.monotonic() - begin, 1)
 
     detector = DetectorObjective(model.tee, settings)
 
@@ -489,30 +533,35 @@ def train(settings: TrainSettings, workdir: str | Path, *, progress: bool = True
         )
         return {"images": images, "gt_boxes": boxes, "gt_labels": labels, "gt_attributes": attributes, "generator": generator}
 
-    _run_stage("detector", detector, list(model.tee.parameters()), settings.detector_steps, settings.detector_lr,
-               settings, workdir, model, detector_batch, bar)
+    timed("detector", lambda: _run_stage("detector", detector, list(model.tee.parameters()), settings.detector_steps,
+                                         settings.detector_lr, settings, workdir, model, detector_batch, bar))
     _load_latest(workdir, "detector", model)
 
     cache_path = workdir / "regions.safetensors"
-    if not cache_path.exists():
-        if rank == 0:
+
+    def extract_regions() -> None:
+        if rank == 0 and not cache_path.exists():
             pipe = Pipeline.from_model(model, tokenizer, DEMO_VOCABULARIES)
             # Scenes after every index the detector stage could have drawn: fusion sees fresh images.
             first = settings.detector_steps * settings.detector_batch * world_size
             build_region_cache(pipe, settings.seed, first, settings.region_scenes, bar).save(cache_path)
         _barrier()
+
+    timed("regions", extract_regions)
     cache = RegionCache.load(cache_path)
 
     fusion_objective = FusionObjective(model.fusion, tokenizer, settings)
     for stage, steps in (("pretrain", settings.pretrain_steps), ("finetune", settings.finetune_steps)):
-        _run_stage(stage, fusion_objective, list(model.fusion.parameters()), steps, settings.fusion_lr, settings,
-                   workdir, model, lambda step, gen, stage=stage: {"cache": cache, "stage": stage, "generator": gen}, bar)
+        timed(stage, lambda stage=stage, steps=steps: _run_stage(
+            stage, fusion_objective, list(model.fusion.parameters()), steps, settings.fusion_lr, settings, workdir, model,
+            lambda step, gen: {"cache": cache, "stage": stage, "generator": gen}, bar))
         _load_latest(workdir, stage, model)
 
     final = workdir / "model.safetensors"
     if rank == 0:
         seconds = time.monotonic() - started  # of this invocation: a resumed run counts only its own part
-        meta = {**model_metadata(cfg, DEMO_VOCABULARIES, settings), "training_seconds": f"{seconds:.0f}"}
+        meta = {**model_metadata(cfg, DEMO_VOCABULARIES, settings), "training_seconds": f"{seconds:.0f}",
+                "stage_seconds": json.dumps(stage_seconds), "resumed": json.dumps(resumed)}
         save_weights(model.eval(), final, meta)
         log.info("trained in %.0f s", seconds)
     _barrier()

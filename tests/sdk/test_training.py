@@ -14,7 +14,7 @@ from minivlm.training import TrainSettings, train
 
 SMOKE = TrainSettings(
     detector_steps=3, detector_batch=2, rpn_samples=32, roi_samples=8, region_scenes=4,
-    pretrain_steps=2, finetune_steps=3, fusion_batch=4, checkpoint_every=1,
+    pretrain_steps=2, finetune_steps=3, fusion_batch=4, vqa_batch=4, match_batch=2, checkpoint_every=1,
 )
 
 
@@ -41,6 +41,17 @@ def test_smoke_run_writes_a_loadable_model(smoke_run):
             assert (smoke_run.parent / f"checkpoint-{stage}" / "state.json").exists()
 
 
+def test_weights_record_the_run_time_per_stage(smoke_run, tmp_path, monkeypatch):
+    import json
+
+    from minivlm.python_ref.weights import read_safetensors
+
+    _, meta = read_safetensors(smoke_run)
+    stages = json.loads(meta["stage_seconds"])
+    assert list(stages) == list(training.STAGES) and all(v >= 0 for v in stages.values())
+    assert float(meta["training_seconds"]) >= sum(stages.values()) - 1 and json.loads(meta["resumed"]) is False
+
+
 def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monkeypatch):
     saves = []
     real_save = training._save_checkpoint
@@ -58,6 +69,9 @@ def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monke
     monkeypatch.setattr(training, "_save_checkpoint", real_save)
     resumed = train(SMOKE, tmp_path, progress=False)
     _same_weights(resumed, smoke_run)
+    from minivlm.python_ref.weights import read_safetensors
+
+    assert read_safetensors(resumed)[1]["resumed"] == "true"  # the README quotes times of one-sitting runs only
 
 
 def test_two_process_ddp_run(tmp_path):
@@ -66,7 +80,7 @@ def test_two_process_ddp_run(tmp_path):
         import torch.distributed as dist
         from minivlm.training import TrainSettings, train
         s = TrainSettings(detector_steps=2, detector_batch=1, rpn_samples=16, roi_samples=4, region_scenes=2,
-                          pretrain_steps=1, finetune_steps=2, fusion_batch=2, checkpoint_every=1)
+                          pretrain_steps=1, finetune_steps=2, fusion_batch=2, vqa_batch=2, match_batch=2, checkpoint_every=1)
         path = train(s, {str(tmp_path / 'run')!r}, progress=False)
         print("rank", dist.get_rank(), "of", dist.get_world_size(), "done", path)
     """))
@@ -105,3 +119,35 @@ def test_caption_queries_equal_the_decoding_steps():
         for t in range(1, length):
             expected = decoder.step(text_ids[:, :t])[0]
             torch.testing.assert_close(logits[t - 1], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_trimmed_segments_give_the_full_layouts_hidden_states():
+    """Fine-tuning drops trailing padding: every real token's state must equal the full padded layout's."""
+    import torch
+
+    from minivlm.python_ref.config import tiny
+    from minivlm.python_ref.fusion import AttentionKind, Fusion, pack_inputs
+    from minivlm.python_ref.tokenizer import Tokenizer
+    from minivlm.training import _trimmed, full_attention_states
+
+    torch.manual_seed(0)
+    cfg = tiny().fusion
+    fusion = Fusion(cfg).eval()
+    tok = Tokenizer.default()
+    batch = [pack_inputs(tok, text, tags, torch.randn(len(tags), cfg.region_dim), cfg)
+             for text, tags in (("a red circle", ["red circle"]),
+                                ("two blue squares and a green triangle", ["blue square", "blue square", "green triangle"]))]
+    full = {k: torch.cat([getattr(b, k) for b in batch]) for k in ("input_ids", "token_type_ids", "token_mask", "regions", "region_mask")}
+    ta = cfg.max_text_len
+    with torch.no_grad():
+        expected = fusion.encode(full["input_ids"], full["token_type_ids"], full["token_mask"], full["regions"],
+                                 full["region_mask"], AttentionKind.FULL)
+        text = _trimmed(full["input_ids"][:, :ta], full["token_mask"][:, :ta])
+        tags = _trimmed(full["input_ids"][:, ta:], full["token_mask"][:, ta:], full["token_type_ids"][:, ta:])
+        regions = _trimmed(full["regions"], full["region_mask"])
+        got = full_attention_states(fusion, *text, tags[0], tags[2], tags[1], *regions)
+    t, g, r = text[0].shape[1], tags[0].shape[1], regions[0].shape[1]
+    assert t < ta and g < full["input_ids"].shape[1] - ta and r < full["regions"].shape[1]  # something was trimmed
+    keep = torch.cat([torch.arange(t), ta + torch.arange(g), full["input_ids"].shape[1] + torch.arange(r)])
+    valid = torch.cat([text[1], tags[1], regions[1]], dim=1) > 0
+    torch.testing.assert_close(got[valid], expected[:, keep][valid], atol=1e-5, rtol=1e-5)
