@@ -19,6 +19,7 @@ from minivlm.python_ref.profile import profile_model
 from minivlm.python_ref.weights import read_safetensors
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "convert_matrix.json"
 # DESIGN.md §1.1–1.2: the budget derived from the authors' configs, for comparison with what we count.
 PAPER_BUDGET = {"backbone (EfficientNet)": "≈ 3.6", "BiFPN": "≈ 0.2", "box head fc6+fc7": "≈ 2.1",
                 "predictors (cls, box)": "≈ 8.2", "attribute head": "≈ 1.0", "tee/total": "≈ 15",
@@ -50,7 +51,36 @@ def demo_table(n: int) -> str:
         f"`minivlm-demo` ({path.stat().st_size / 1e6:.1f} MB of safetensors) is the output of `minivlm train` with "
         f"its default settings (seed {settings['seed']}: {settings['detector_steps']} detector steps, "
         f"{settings['region_scenes']} region scenes, {settings['pretrain_steps']} + {settings['finetune_steps']} fusion "
-        "steps). `minivlm eval` on scenes from a stream it never saw:", "", "```", *report.table().splitlines(), "```",
+        f"steps). {training_time(meta)} `minivlm eval` on scenes from a stream it never saw:", "", "```",
+        *report.table().splitlines(), "```",
+    ])
+
+
+def training_time(meta: dict[str, str]) -> str:
+    """The run's wall time as its weights record it (`minivlm.training.train` writes both fields)."""
+    if "stage_seconds" not in meta:
+        return ""
+    stages = json.loads(meta["stage_seconds"])
+    names = {"detector": "detector", "regions": "region extraction", "pretrain": "pre-training", "finetune": "fine-tuning"}
+    parts = ", ".join(f"{names.get(k, k)} {v / 60:.1f}" for k, v in stages.items())
+    sitting = "its last sitting (it was resumed)" if json.loads(meta.get("resumed", "true")) else "one sitting"
+    return (f"That run took {int(meta['training_seconds']) / 60:.1f} min of wall time in {sitting} on 2 CPU cores "
+            f"({parts} min), as recorded in the weights' metadata.")
+
+
+def build_table() -> str:
+    """Sizes and wall times of every build, from `benchmarks/convert_matrix.py`'s last run."""
+    import sys
+
+    sys.path.insert(0, str(MATRIX.parents[1]))
+    from convert_matrix import markdown
+
+    results = json.loads(MATRIX.read_text())
+    return "\n".join([
+        "## Build sizes and times", "",
+        f"`python benchmarks/convert_matrix.py` builds the bundled model for every target and precision, one "
+        f"`minivlm-convert` process at a time, timed from outside ({results['machine']}):", "",
+        markdown(results["builds"]),
     ])
 
 
@@ -69,6 +99,8 @@ def main() -> None:
     text = README.read_text()
     text = replace_section(text, "MODEL-TABLE", model_table())
     text = replace_section(text, "DEMO-TABLE", demo_table(args.n))
+    if MATRIX.exists():
+        text = replace_section(text, "BUILD-TABLE", build_table())
     README.write_text(text)
 
 

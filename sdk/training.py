@@ -71,7 +71,7 @@ class TrainSettings:
     finetune_steps: int = 1500
     fusion_batch: int = 32  # scenes per step: pre-training, captions
     vqa_batch: int = 96  # questions per fine-tuning step (short sequences: cheap, and the slowest task to learn)
-    match_batch: int = 16  # scenes per fine-tuning step for the match loss (learnt already in pre-training)
+    match_batch: int = 16  # scenes per fine-tuning step for the match loss (a 2-way task: few examples suffice)
     fusion_lr: float = 1e-3
     mask_probability: float = 0.15  # pre-training masked tokens (OSCAR)
     label_smoothing: float = 0.1
