@@ -1,0 +1,262 @@
+// manifest.json of a build (DESIGN §4, converters/common.py): the model config the host steps need, the
+// tokenizer specials, and the build's file names. Every missing or mistyped field is an MVLM_BAD_FILE error
+// naming its JSON pointer.
+#include <cmath>
+#include <filesystem>
+#include <memory>
+
+#include "common.hpp"
+#include "handles.hpp"
+
+using minivlm::fail;
+using minivlm::require;
+using minivlm::str;
+using minivlm::json::Value;
+
+namespace {
+
+constexpr double kSchemaVersion = 1;
+
+class Reader {
+ public:
+  Reader(const Value& root, std::string what) : root_(root), what_(std::move(what)) {}
+
+  const Value& at(const std::string& pointer, Value::Type type) const {
+    std::string error;
+    const Value* v = minivlm::json::resolve(root_, pointer, &error);
+    if (!v) fail(MVLM_BAD_FILE, what_ + " lacks " + pointer);
+    if (v->type != type) {
+      fail(MVLM_BAD_FILE, what_ + " " + pointer + " is " + minivlm::json::type_name(v->type) + ", expected " +
+                              minivlm::json::type_name(type));
+    }
+    return *v;
+  }
+
+  double number(const std::string& pointer) const {
+    const double v = at(pointer, Value::Type::Number).number;
+    if (!std::isfinite(v)) fail(MVLM_BAD_FILE, what_ + " " + pointer + " is not finite");
+    return v;
+  }
+
+  int32_t integer(const std::string& pointer) const {
+    const double v = number(pointer);
+    if (v != std::floor(v) || v < -2147483648.0 || v > 2147483647.0) {
+      fail(MVLM_BAD_FILE, what_ + " " + pointer + " is " + minivlm::str_double(v) + ", expected an integer");
+    }
+    return static_cast<int32_t>(v);
+  }
+
+  const std::string& string(const std::string& pointer) const { return at(pointer, Value::Type::String).string; }
+
+  // An array of numbers into out[0..n), n <= capacity (exactly `exact` if given).
+  int32_t numbers(const std::string& pointer, double* out, size_t capacity, size_t exact = 0) const {
+    const Value& v = at(pointer, Value::Type::Array);
+    if ((exact && v.items.size() != exact) || v.items.size() > capacity || v.items.empty()) {
+      fail(MVLM_BAD_FILE, what_ + " " + pointer + " has " + str(v.items.size()) + " entries, expected " +
+                              (exact ? str(exact) : "1.." + str(capacity)));
+    }
+    for (size_t i = 0; i < v.items.size(); ++i) out[i] = number(pointer + "/" + str(i));
+    return static_cast<int32_t>(v.items.size());
+  }
+
+ private:
+  const Value& root_;
+  std::string what_;
+};
+
+mvlm_config read_config(const Reader& r, const std::string& what) {
+  const double version = r.number("/schema_version");
+  if (version != kSchemaVersion) {
+    fail(MVLM_BAD_FILE, what + " has schema_version " + minivlm::str_double(version) + ", this core reads " +
+                            minivlm::str_double(kSchemaVersion));
+  }
+  mvlm_config c{};
+  const std::string tee = "/model/config/tee", fusion = "/model/config/fusion";
+  c.image_size = r.integer(tee + "/image_size");
+  r.numbers(tee + "/pixel_mean", c.pixel_mean, 3, 3);
+  r.numbers(tee + "/pixel_std", c.pixel_std, 3, 3);
+  c.min_level = r.integer(tee + "/bifpn/min_level");
+  const int32_t max_level = r.integer(tee + "/bifpn/max_level");
+  c.num_levels = r.numbers(tee + "/rpn/anchor_sizes", c.anchor_sizes, MVLM_MAX_LEVELS);
+  if (c.num_levels != max_level - c.min_level + 1) {
+    fail(MVLM_BAD_FILE, what + " " + tee + "/rpn/anchor_sizes has " + str(c.num_levels) + " entries for levels P" +
+                            str(c.min_level) + "..P" + str(max_level));
+  }
+  c.num_ratios = r.numbers(tee + "/rpn/aspect_ratios", c.aspect_ratios, MVLM_MAX_RATIOS);
+  r.numbers(tee + "/rpn/box_coder_weights", c.rpn_box_coder_weights, 4, 4);
+  c.pre_nms_top_n = r.integer(tee + "/rpn/pre_nms_top_n");
+  c.rpn_nms_threshold = r.number(tee + "/rpn/nms_threshold");
+  c.post_nms_top_n = r.integer(tee + "/rpn/post_nms_top_n");
+  c.min_box_size = r.number(tee + "/rpn/min_box_size");
+  const std::string roi = tee + "/roi_head";
+  c.num_classes = r.integer(roi + "/num_classes");
+  c.num_attributes = r.integer(roi + "/num_attributes");
+  c.representation_size = r.integer(roi + "/representation_size");
+  r.numbers(roi + "/box_coder_weights", c.roi_box_coder_weights, 4, 4);
+  c.score_threshold = r.number(roi + "/score_threshold");
+  c.roi_nms_threshold = r.number(roi + "/nms_threshold");
+  c.max_regions = r.integer(roi + "/max_regions");
+  const std::string& order = r.string(roi + "/region_order");
+  if (order == "score") {
+    c.region_order = MVLM_REGION_ORDER_SCORE;
+  } else if (order == "left_to_right") {
+    c.region_order = MVLM_REGION_ORDER_LEFT_TO_RIGHT;
+  } else {
+    fail(MVLM_BAD_FILE, what + " " + roi + "/region_order is '" + order + "', expected 'score' or 'left_to_right'");
+  }
+  c.vocab_size = r.integer(fusion + "/vocab_size");
+  c.hidden_size = r.integer(fusion + "/hidden_size");
+  c.num_layers = r.integer(fusion + "/num_layers");
+  c.num_heads = r.integer(fusion + "/num_heads");
+  if (c.num_heads <= 0 || c.hidden_size % c.num_heads) {
+    fail(MVLM_BAD_FILE, what + " " + fusion + ": hidden_size " + str(c.hidden_size) + " is not divisible by num_heads " +
+                            str(c.num_heads));
+  }
+  c.head_dim = c.hidden_size / c.num_heads;
+  c.max_text_len = r.integer(fusion + "/max_text_len");
+  c.max_text_tags_len = r.integer(fusion + "/max_text_tags_len");
+  c.max_tags_len = c.max_text_tags_len - c.max_text_len;
+  c.region_dim = r.integer(fusion + "/region_dim");
+  c.max_caption_tokens = r.integer(fusion + "/max_caption_tokens");
+  const int32_t fusion_regions = r.integer(fusion + "/max_regions");
+  if (fusion_regions != c.max_regions) {
+    fail(MVLM_BAD_FILE, what + " " + fusion + "/max_regions is " + str(fusion_regions) + ", the TEE keeps " +
+                            str(c.max_regions));
+  }
+  const char* const names[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+  int64_t* ids[5] = {&c.pad_id, &c.unk_id, &c.cls_id, &c.sep_id, &c.mask_id};
+  for (int k = 0; k < 5; ++k) *ids[k] = r.integer(std::string("/tokenizer/specials/") + names[k]);
+  // The same checks every function applies, reported as a bad file.
+  if (minivlm::guard([&] { minivlm::checked(&c); }) != MVLM_OK) {
+    fail(MVLM_BAD_FILE, what + " describes an inconsistent model: " + mvlm_last_error());
+  }
+  return c;
+}
+
+std::string file_name(const Reader& r, const std::string& pointer, const std::string& what) {
+  const std::string& name = r.string(pointer);
+  const std::filesystem::path p(name);
+  bool outside = name.empty() || p.is_absolute() || p.has_root_name();
+  for (const auto& part : p) outside = outside || part == "..";
+  if (outside) fail(MVLM_BAD_FILE, what + " " + pointer + " is '" + name + "', expected a file inside the build folder");
+  return name;
+}
+
+std::string join(const std::string& folder, const std::string& name) {
+  return folder.empty() ? name : (std::filesystem::path(folder) / name).string();
+}
+
+mvlm_manifest* make(const std::string& text, const std::string& folder, const std::string& what) {
+  auto m = std::make_unique<mvlm_manifest>();
+  m->json.root = minivlm::json::parse(text, what);
+  m->folder = folder;
+  m->config = read_config(Reader(m->json.root, what), what);
+  return m.release();
+}
+
+}  // namespace
+
+extern "C" {
+
+mvlm_status mvlm_manifest_load(const char* path, mvlm_manifest** out) {
+  return minivlm::guard([&] {
+    require(out, "out");
+    *out = nullptr;
+    require(path, "path");
+    std::filesystem::path file(path);
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec)) file /= "manifest.json";
+    const std::string text = minivlm::read_file(file.string(), "manifest");
+    *out = make(text, file.parent_path().string(), file.string());
+  });
+}
+
+mvlm_status mvlm_manifest_parse(const char* text, size_t length, const char* folder, mvlm_manifest** out) {
+  return minivlm::guard([&] {
+    require(out, "out");
+    *out = nullptr;
+    if (length > 0) require(text, "text");
+    *out = make(std::string(length ? text : "", length), folder ? folder : "", "manifest.json");
+  });
+}
+
+void mvlm_manifest_free(mvlm_manifest* manifest) { delete manifest; }
+
+mvlm_status mvlm_manifest_config(const mvlm_manifest* manifest, mvlm_config* config) {
+  return minivlm::guard([&] {
+    require(manifest, "manifest");
+    require(config, "config");
+    *config = manifest->config;
+  });
+}
+
+const mvlm_json* mvlm_manifest_json(const mvlm_manifest* manifest) { return manifest ? &manifest->json : nullptr; }
+
+mvlm_status mvlm_manifest_file(const mvlm_manifest* manifest, const char* which, char* buffer, size_t capacity,
+                               size_t* length) {
+  return minivlm::guard([&] {
+    require(length, "length");
+    *length = 0;
+    require(manifest, "manifest");
+    require(which, "which");
+    const Reader r(manifest->json.root, "manifest.json");
+    const std::string w = which;
+    std::string pointer;
+    if (w == "vocab") {
+      pointer = "/tokenizer/vocab_file";
+    } else if (w == "vocabularies") {
+      pointer = "/vocabularies_file";
+    } else {
+      const Value* graphs = manifest->json.root.get("graphs");
+      if (!graphs || !graphs->get(w)) fail(MVLM_INVALID_ARGUMENT, "the manifest has no graph '" + w + "'");
+      pointer = "/graphs/" + w + "/file";
+    }
+    minivlm::copy_out(join(manifest->folder, file_name(r, pointer, "manifest.json")), buffer, capacity, length);
+  });
+}
+
+static void load_classes(const mvlm_manifest* m) {
+  std::call_once(m->classes_once, [m] {
+    m->classes_status = minivlm::guard([m] {
+      const Reader r(m->json.root, "manifest.json");
+      const std::string path = join(m->folder, file_name(r, "/vocabularies_file", "manifest.json"));
+      const Value root = minivlm::json::parse(minivlm::read_file(path, "vocabularies file"), path);
+      const Reader v(root, path);
+      const Value& classes = v.at("/classes", Value::Type::Array);
+      if (classes.items.size() != static_cast<size_t>(m->config.num_classes)) {
+        fail(MVLM_BAD_FILE, path + " has " + str(classes.items.size()) + " classes, the model predicts " +
+                                str(m->config.num_classes));
+      }
+      std::vector<std::string> names;
+      for (size_t i = 0; i < classes.items.size(); ++i) names.push_back(v.string("/classes/" + str(i)));
+      m->classes = std::move(names);
+    });
+    if (m->classes_status != MVLM_OK) m->classes_error = mvlm_last_error();
+  });
+  if (m->classes_status != MVLM_OK) fail(m->classes_status, m->classes_error);
+}
+
+mvlm_status mvlm_manifest_num_classes(const mvlm_manifest* manifest, int32_t* count) {
+  return minivlm::guard([&] {
+    require(manifest, "manifest");
+    require(count, "count");
+    load_classes(manifest);
+    *count = static_cast<int32_t>(manifest->classes.size());
+  });
+}
+
+mvlm_status mvlm_manifest_class_name(const mvlm_manifest* manifest, int32_t index, char* buffer, size_t capacity,
+                                     size_t* length) {
+  return minivlm::guard([&] {
+    require(length, "length");
+    *length = 0;
+    require(manifest, "manifest");
+    load_classes(manifest);
+    if (index < 0 || static_cast<size_t>(index) >= manifest->classes.size()) {
+      fail(MVLM_INVALID_ARGUMENT, "class index " + str(index) + " is outside [0, " + str(manifest->classes.size()) + ")");
+    }
+    minivlm::copy_out(manifest->classes[static_cast<size_t>(index)], buffer, capacity, length);
+  });
+}
+
+}  // extern "C"
