@@ -318,6 +318,17 @@ MVLM_JNI(jlong, configFromManifest)(JNIEnv* env, jclass, jlong h) {
   return to_handle(c);
 }
 
+MVLM_JNI(jlong, configWithImageSize)(JNIEnv* env, jclass, jlong h, jint image_size) {
+  auto* c = handle<mvlm_config>(env, h, "config");
+  if (c == nullptr) return 0;
+  if (image_size < 1) return fail(env, "image size " + std::to_string(image_size) + " must be >= 1"), 0;
+  auto* copy = new (std::nothrow) mvlm_config(*c);
+  if (copy == nullptr) return ok(env, MVLM_OUT_OF_MEMORY), 0;
+  // Not re-checked: a preprocessing size need not suit the anchors (strides) of the detector's own size.
+  copy->image_size = image_size;
+  return to_handle(copy);
+}
+
 MVLM_JNI(void, configFree)(JNIEnv*, jclass, jlong c) { delete reinterpret_cast<mvlm_config*>(static_cast<intptr_t>(c)); }
 
 MVLM_JNI(jintArray, configInts)(JNIEnv* env, jclass, jlong h) {

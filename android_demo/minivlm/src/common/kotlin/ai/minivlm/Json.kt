@@ -19,6 +19,7 @@ object Json {
     }
 
     /** Parse and require a top-level object. */
+    @Suppress("UNCHECKED_CAST") // obj() builds only Map<String, Any?>
     fun parseObject(text: String, what: String): Map<String, Any?> =
         parse(text) as? Map<String, Any?> ?: throw MiniVlmException(ErrorKind.BAD_FILE, "$what is not a JSON object")
 

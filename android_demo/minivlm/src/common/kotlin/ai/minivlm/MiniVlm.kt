@@ -72,11 +72,18 @@ class Caption(val text: String, val tokenIds: LongArray, val score: Double, val 
  * python_ref/pipeline.py `Pipeline`; an [Analysis] is reused for several questions about one image.
  * Not thread-safe: use one instance per thread (graph runtimes hold per-call state).
  */
-class MiniVlm(val buildDir: File, backend: GraphBackend) : AutoCloseable {
-    val spec: BuildSpec = BuildSpec.load(buildDir)
+class MiniVlm internal constructor(
+    val buildDir: File,
+    val spec: BuildSpec,
+    backend: GraphBackend,
+    vocab: File?, // null: the build's own vocab.txt
+) : AutoCloseable {
+    /** The build written by `minivlm-convert` in `buildDir`, its graphs run by `backend`. */
+    constructor(buildDir: File, backend: GraphBackend) : this(buildDir, BuildSpec.load(buildDir), backend, null)
+
     private val manifest = CoreManifest.load(File(buildDir, "manifest.json"))
     val config: CoreConfig = manifest.config()
-    val tokenizer: CoreTokenizer = CoreTokenizer.load(manifest.file("vocab"))
+    val tokenizer: CoreTokenizer = CoreTokenizer.load(vocab ?: manifest.file("vocab"))
     val classNames: List<String> = manifest.classNames
     private val anchors: FloatArray = Native.makeAnchors(config.handle)
     private val runners = GRAPH_NAMES.associateWith { lazy { backend.open(buildDir, spec.graph(it)) } }

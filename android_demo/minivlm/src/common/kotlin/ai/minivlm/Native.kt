@@ -59,6 +59,8 @@ object Native {
     @JvmStatic external fun manifestClassNames(manifest: Long): Array<String>
     /** A new `mvlm_config` filled from the manifest and checked (free with [configFree]). */
     @JvmStatic external fun configFromManifest(manifest: Long): Long
+    /** A copy of `config` with another square input size, for preprocessing only (free with [configFree]). */
+    @JvmStatic external fun configWithImageSize(config: Long, imageSize: Int): Long
     @JvmStatic external fun configFree(config: Long)
     /** The integer sizes of a config, indexed by the CFG_* constants. */
     @JvmStatic external fun configInts(config: Long): IntArray
