@@ -26,6 +26,15 @@ public struct TensorSpec: Decodable, Sendable {
         case batchAxis = "batch_axis", runtimeName = "runtime_name", runtimeDtype = "runtime_dtype"
     }
 
+    public init(name: String, shape: [Int], dtype: DType, batchAxis: Int = 0, runtimeName: String? = nil, runtimeDtype: DType? = nil) {
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self.batchAxis = batchAxis
+        self.runtimeName = runtimeName ?? name
+        self.runtimeDtype = runtimeDtype ?? dtype
+    }
+
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
@@ -44,6 +53,12 @@ public struct GraphSpec: Decodable, Sendable {
     public let file: String
     public let inputs: [TensorSpec]
     public let outputs: [TensorSpec]
+
+    public init(file: String, inputs: [TensorSpec], outputs: [TensorSpec]) {
+        self.file = file
+        self.inputs = inputs
+        self.outputs = outputs
+    }
 }
 
 public struct BuildSpec: Sendable {
@@ -65,6 +80,16 @@ public struct BuildSpec: Sendable {
     private struct Vocabularies: Decodable {
         let answers: [String]
         let attributes: [String]
+    }
+
+    public init(target: String, delegate: String?, precision: String, graphs: [String: GraphSpec], answers: [String],
+                attributes: [String]) {
+        self.target = target
+        self.delegate = delegate
+        self.precision = precision
+        self.graphs = graphs
+        self.answers = answers
+        self.attributes = attributes
     }
 
     /// Reads manifest.json and its vocabularies file from `folder`.

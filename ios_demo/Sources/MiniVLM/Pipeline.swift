@@ -108,13 +108,19 @@ public final class Pipeline {
     private let backend: GraphBackend
     private var runners: [String: GraphRunner] = [:]
 
-    public init(folder: URL, backend: GraphBackend) throws {
+    /// The build written by `minivlm-convert` in `folder`, its graphs run by `backend`.
+    public convenience init(folder: URL, backend: @escaping GraphBackend) throws {
+        try self.init(folder: folder, spec: try BuildSpec(folder: folder), backend: backend, vocab: nil)
+    }
+
+    /// `spec` and `vocab` given explicitly (tests replaying host-only goldens); `vocab` nil: the build's own.
+    init(folder: URL, spec: BuildSpec, backend: @escaping GraphBackend, vocab: URL?) throws {
         self.folder = folder
         self.backend = backend
-        spec = try BuildSpec(folder: folder)
+        self.spec = spec
         manifest = try Manifest(contentsOf: folder.appendingPathComponent("manifest.json"))
         config = try manifest.config()
-        tokenizer = try Tokenizer(vocab: try manifest.file("vocab"))
+        tokenizer = try Tokenizer(vocab: try vocab ?? manifest.file("vocab"))
         classNames = try manifest.classNames()
         var c = config
         var status: mvlm_status = 0
