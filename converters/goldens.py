@@ -5,24 +5,47 @@ Layout inside a build:
     golden/<image>/<step>.<io>.<name>.bin   one raw little-endian, C-order array per tensor
 Graph calls are stored once per image (`caption_step`: its first GOLDEN_STEP_CALLS calls, the second with a
 non-empty cache), so a build's goldens stay a few MB for the demo model.
+
+The whole caption decode is stored compactly (`caption_decoding`): for every caption_step call, keyed by each
+beam's token history ([CLS] first), the top CAPTION_TOP_K logits with their indices, and the logsumexp of the
+full row and of the other V - K logits. A replaying callback rebuilds a logits row from these (the other V - K
+entries share their probability mass equally, strictly below the K-th logit), which decides every greedy and
+beam-search step as the full row does; `_check_replay` proves that through python_ref's own decoders before anything is written.
+
+`write_host_goldens` writes the same format without graph calls, for tests/golden/ (DESIGN §7): the host steps
+of the bundled model on the golden images, small preprocessing cases, the anchors, the tokenizer cases, and a
+host-only manifest.json. `scripts/update_goldens.py` runs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from minivlm.python_ref.pipeline import GRAPH_NAMES
-from minivlm.python_ref.tokenizer import Tokenizer
+from minivlm.python_ref.config import FusionConfig
+from minivlm.python_ref.errors import ConversionError
+from minivlm.python_ref.fusion import CaptionStepGraph, FusionInputs
+from minivlm.python_ref.generate import Caption, CaptionGraphs, beam_search, greedy
+from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
+from minivlm.python_ref.preprocess import preprocess
+from minivlm.python_ref.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 from .samples import Trace
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: per-image letterbox and caption_decoding
 GOLDEN_STEP_CALLS = 2  # caption_step calls kept per image: t=1 (empty cache) and t=2 (one cached token)
+GOLDEN_BEAMS = 5  # beam width of the stored beam-search decode (python_ref beam_search's default)
+CAPTION_TOP_K = 2 * GOLDEN_BEAMS  # beam search takes the top 2*beams of (beam, word): these K per row suffice
+REPLAY_SCORE_TOL = 2e-3  # see _check_replay
+HOST_MANIFEST = "manifest.json"
+HOST_VOCABULARIES = "vocabularies.json"
 # Strings whose ids a native tokenizer port must reproduce: case, accents, punctuation, CJK, emoji, specials
 # typed by a user, a word longer than 100 characters, whitespace runs and the empty string.
 TOKENIZER_CASES = (
@@ -35,6 +58,23 @@ TOKENIZER_CASES = (
     "emoji 🙂 and tabs\tand\nnewlines",
     "un" + "believable" * 11,
     "",
+    "İstanbul ΣΊΣΥΦΟΣ Ǆungla straße ﬁne ＦＵＬＬ",
+    "ガギグ 한국어 Ἀθῆναι हिन्दी ภาษาไทย",
+    "zero\u200bwidth\u00a0nbsp\x00nul\x07bell\u2028sep\u3000ideo",
+    "👩\u200d👩\u200d👧 👍🏽 a+b=c^d|e~f`g<h> $5.00 U.S.A. 1,000",
+    "e\u0301 vs \u00e9, ﬃ, Ⅻ, ½",
+)
+# Letterbox cases for tests/golden/: crops of the golden images (by index into the traced images) into a small
+# square, so the files stay small: downscale, both orientations, upscale, the no-resize path, 1-pixel edges.
+# (image, top, left, height, width, size)
+PREPROCESS_CASES = (
+    (0, 96, 176, 60, 80, 48),
+    (1, 150, 200, 70, 36, 48),
+    (2, 60, 60, 24, 17, 48),
+    (3, 100, 40, 48, 30, 48),
+    (0, 200, 200, 1, 1, 48),
+    (1, 30, 10, 1, 90, 48),
+    (2, 128, 128, 3, 5, 48),
 )
 
 
@@ -65,10 +105,225 @@ class _Writer:
         return {name: self.entry(f"{prefix}.{name}.bin", v) for name, v in values.items()}
 
 
+# --- the compact caption decode ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DecodeRecord:
+    """One complete caption decode: every caption_step call with the history of each of its rows, and the result."""
+
+    num_beams: int
+    length_penalty: float
+    max_caption_tokens: int
+    caption: Caption
+    text: str
+    rows: list[tuple[tuple[int, ...], torch.Tensor]]  # (history incl. [CLS], logits (V,)) per call row, in order
+
+
+def _recording_step(step: Callable, calls: list) -> Callable:
+    def call(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = step(*args)
+        calls.append((tuple(a.detach().clone() for a in args), tuple(o.detach().clone() for o in outputs)))
+        return outputs
+
+    return call
+
+
+def _histories(calls: list, cls_id: int) -> list[list[tuple[int, ...]]]:
+    """The token history of every row of every caption_step call of one decode.
+
+    Row i at step t >= 2 continues the beam whose new_keys at step t-1 the decoder copied into its cache slot t-2
+    (that copy is exact, and keys of different histories differ); its history is that beam's plus the token it
+    feeds at position t-1."""
+    out: list[list[tuple[int, ...]]] = []
+    index = {name: i for i, name in enumerate(CaptionStepGraph.INPUT_NAMES)}
+    for t, (ins, outs) in enumerate(calls, start=1):
+        token_ids, positions, cache_keys = ins[index["token_ids"]], ins[index["position_ids"]], ins[index["cache_keys"]]
+        n = token_ids.shape[0]
+        if not torch.equal(positions, torch.tensor([[t - 1, t]] * n)):
+            raise ConversionError(f"caption_step call {t} has position_ids {positions.tolist()}, expected [{t - 1}, {t}]")
+        if t == 1:
+            rows = [(cls_id,)] * n
+        else:
+            previous, prev_keys = out[-1], calls[t - 2][1][1]  # new_keys (L, N, heads, 1, d) of step t-1
+            rows = []
+            for i in range(n):
+                slot = cache_keys[:, i, :, t - 2]
+                parents = {previous[j] for j in range(prev_keys.shape[1]) if torch.equal(prev_keys[:, j, :, 0], slot)}
+                if len(parents) != 1:
+                    raise ConversionError(f"caption_step call {t} row {i}: cannot tell which beam it continues ({len(parents)} candidates)")
+                rows.append((*parents.pop(), int(token_ids[i, 0])))
+        if any(row[-1] != int(token_ids[i, 0]) for i, row in enumerate(rows)):
+            raise ConversionError(f"caption_step call {t} feeds tokens {token_ids[:, 0].tolist()} that are not its histories' last")
+        out.append(rows)
+    return out
+
+
+def _record(calls: list, caption: Caption, tokenizer: Tokenizer, num_beams: int, length_penalty: float,
+            steps: int) -> DecodeRecord:
+    rows = []
+    for histories, (_, outs) in zip(_histories(calls, tokenizer.cls_id), calls):
+        rows += [(h, outs[0][i].clone()) for i, h in enumerate(histories)]
+    return DecodeRecord(num_beams, length_penalty, steps, caption, tokenizer.decode(list(caption.token_ids)), rows)
+
+
+def greedy_record(trace: Trace, tokenizer: Tokenizer) -> DecodeRecord:
+    """The greedy decode the traced pipeline ran (every caption_step call it made), with its score recomputed
+    as python_ref's `greedy` computes it. Its max_caption_tokens is the number of steps it took: greedy makes
+    the same caption under any larger limit."""
+    calls = trace.calls["caption_step"]
+    out = trace.steps["greedy_caption"]["outputs"]
+    tokens, finished = tuple(out["token_ids"].tolist()), bool(out["finished"])
+    chosen = [*tokens, tokenizer.sep_id] if finished else list(tokens)
+    if len(calls) != len(chosen):
+        raise ConversionError(f"{trace.sample.name}: {len(calls)} caption_step calls for {len(chosen)} greedy steps")
+    score = 0.0
+    for (_, outs), token in zip(calls, chosen):
+        logits = outs[0][0]
+        if int(logits.argmax()) != token:
+            raise ConversionError(f"{trace.sample.name}: the traced greedy caption does not follow its logits")
+        score += float(F.log_softmax(logits, dim=-1)[token])
+    caption = Caption(tokens, torch.stack([o[0][0] for _, o in calls]), score, finished)
+    return _record(calls, caption, tokenizer, 1, 1.0, len(calls))
+
+
+@torch.no_grad()
+def beam_record(graphs: CaptionGraphs, tokenizer: Tokenizer, inputs: FusionInputs, num_beams: int = GOLDEN_BEAMS,
+                length_penalty: float = 1.0) -> DecodeRecord:
+    """Run python_ref's beam search over `graphs`, recording every caption_step call."""
+    calls: list = []
+    recording = CaptionGraphs(graphs.cfg, graphs.prefix, _recording_step(graphs.step, calls))
+    caption = beam_search(recording, tokenizer, inputs, num_beams, length_penalty=length_penalty)
+    return _record(calls, caption, tokenizer, num_beams, length_penalty, graphs.cfg.max_caption_tokens)
+
+
+def _table(record: DecodeRecord, max_text_len: int, k: int) -> dict[str, torch.Tensor]:
+    """Unique histories (M, max_text_len) padded with -1, top-k indices/logits (M, k), and the logsumexp of the
+    whole row and of the V - k others (M,), both computed in float64 from the float32 row."""
+    seen: dict[tuple[int, ...], torch.Tensor] = {}
+    for history, logits in record.rows:
+        if history in seen and not torch.equal(seen[history], logits):
+            raise ConversionError(f"two caption_step rows with history {list(history)} have different logits")
+        seen.setdefault(history, logits)
+    histories = torch.full((len(seen), max_text_len), -1, dtype=torch.int64)
+    top_logits = torch.zeros(len(seen), k)
+    top_indices = torch.zeros(len(seen), k, dtype=torch.int64)
+    logsumexp, rest_logsumexp = torch.zeros(len(seen)), torch.zeros(len(seen))
+    for m, (history, logits) in enumerate(seen.items()):
+        histories[m, : len(history)] = torch.tensor(history)
+        values, indices = torch.topk(logits, k)
+        top_logits[m], top_indices[m] = values, indices
+        rest = torch.ones_like(logits, dtype=torch.bool)
+        rest[indices] = False
+        logsumexp[m] = torch.logsumexp(logits.double(), dim=0).float()
+        rest_logsumexp[m] = torch.logsumexp(logits[rest].double(), dim=0).float()
+    return {"histories": histories, "top_indices": top_indices, "top_logits": top_logits, "logsumexp": logsumexp,
+            "rest_logsumexp": rest_logsumexp}
+
+
+def reconstruct_logits(top_indices: torch.Tensor, top_logits: torch.Tensor, rest_logsumexp: float,
+                       vocab: int) -> torch.Tensor:
+    """A full logits row from its top k and the logsumexp of the others: those V - k share their probability
+    mass equally (so the row's logsumexp is kept), strictly below the k-th logit. The native replay test does
+    the same."""
+    k = top_logits.shape[0]
+    lowest = np.float32(top_logits.min())
+    filler = np.float32(rest_logsumexp - math.log(vocab - k))
+    filler = min(filler, np.nextafter(lowest, np.float32(-np.inf)))
+    row = torch.full((vocab,), float(filler))
+    row[top_indices] = top_logits
+    return row
+
+
+def _check_replay(record: DecodeRecord, table: dict[str, torch.Tensor], graphs: CaptionGraphs, tokenizer: Tokenizer,
+                  inputs: FusionInputs) -> None:
+    """python_ref's decoder, fed rebuilt rows looked up by history, must make the recorded caption.
+
+    The fake step graph finds each row's history in its cache: it returns the fed token as that row's new keys,
+    which the decoder stores in slot t-1 and reorders with the beams."""
+    cfg = graphs.cfg
+    rows = {tuple(h[h >= 0].tolist()): m for m, h in enumerate(table["histories"])}
+    p = cfg.max_tags_len + cfg.max_regions
+
+    def prefix(*_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(cfg.num_layers, 1, cfg.num_heads, p, cfg.head_dim)
+        return zeros, zeros
+
+    def step(token_ids, position_ids, _pk, _pv, _pm, cache_keys, _cv, _cm):
+        n, t = token_ids.shape[0], int(position_ids[0, 1])
+        logits = []
+        for i in range(n):
+            history = (*(int(v) for v in cache_keys[0, i, 0, : t - 1, 0]), int(token_ids[i, 0]))
+            if history not in rows:
+                raise ConversionError(f"replaying the compact caption golden asked for unrecorded history {list(history)}")
+            m = rows[history]
+            logits.append(reconstruct_logits(table["top_indices"][m], table["top_logits"][m],
+                                             float(table["rest_logsumexp"][m]), cfg.vocab_size))
+        fed = token_ids[:, 0].float().view(1, n, 1, 1, 1).expand(cfg.num_layers, n, cfg.num_heads, 1, cfg.head_dim)
+        return torch.stack(logits), fed.clone(), fed.clone()
+
+    fake = CaptionGraphs(cfg, prefix, step)
+    if record.num_beams == 1:
+        got = greedy(fake, tokenizer, inputs, max_caption_tokens=record.max_caption_tokens)
+    else:
+        got = beam_search(fake, tokenizer, inputs, record.num_beams, length_penalty=record.length_penalty,
+                          max_caption_tokens=record.max_caption_tokens)
+    # The score only approximately: torch sums exp() of a row in float32, and a rebuilt row's V - k equal
+    # entries make that sum's rounding systematic (up to ~3e-5 per step); the tokens must be identical.
+    if got.token_ids != record.caption.token_ids or got.finished != record.caption.finished or \
+            abs(got.score - record.caption.score) > REPLAY_SCORE_TOL:
+        raise ConversionError(f"the compact caption golden ({record.num_beams} beams) replays to {list(got.token_ids)} "
+                              f"(score {got.score:.6f}), the reference made {list(record.caption.token_ids)} "
+                              f"(score {record.caption.score:.6f})")
+
+
+def _decoding_entry(w: _Writer, prefix: str, record: DecodeRecord, graphs: CaptionGraphs, tokenizer: Tokenizer,
+                    inputs: FusionInputs) -> dict:
+    table = _table(record, graphs.cfg.max_text_len, CAPTION_TOP_K)
+    _check_replay(record, table, graphs, tokenizer, inputs)
+    return {
+        "num_beams": record.num_beams, "length_penalty": record.length_penalty,
+        "max_caption_tokens": record.max_caption_tokens, "token_ids": list(record.caption.token_ids),
+        "caption": record.text, "score": record.caption.score, "finished": record.caption.finished,
+        "steps": len({len(h) for h, _ in record.rows}), "table": w.group(prefix, table),
+    }
+
+
+def _caption_inputs(trace: Trace) -> FusionInputs:
+    return FusionInputs(*trace.steps["caption_packing"]["outputs"].values())
+
+
+def _caption_decoding(w: _Writer, trace: Trace, tokenizer: Tokenizer, pipeline: Pipeline | None) -> dict:
+    """Greedy from the trace; beam search too when the pipeline (its caption graphs) is at hand."""
+    name = trace.sample.name
+    inputs = _caption_inputs(trace)
+    graphs = pipeline.graphs.caption if pipeline is not None else CaptionGraphs(_fusion_config_of(trace), None, None)
+    out = {"top_k": CAPTION_TOP_K,
+           "greedy": _decoding_entry(w, f"{name}/caption_decoding.greedy", greedy_record(trace, tokenizer), graphs,
+                                     tokenizer, inputs)}
+    if pipeline is not None:
+        record = beam_record(graphs, tokenizer, inputs)
+        out["beam"] = _decoding_entry(w, f"{name}/caption_decoding.beam", record, graphs, tokenizer, inputs)
+    return out
+
+
+def _letterbox(trace: Trace) -> dict:
+    return dict(trace.steps["preprocess"]["outputs"]["letterbox"])
+
+
+# --- writers -------------------------------------------------------------------------------------------------------
+
+
+def _tokenizer_cases(tokenizer: Tokenizer) -> list[dict]:
+    return [{"text": text, "ids": tokenizer.encode(text), "decoded": tokenizer.decode(tokenizer.encode(text))}
+            for text in TOKENIZER_CASES]
+
+
 def write_goldens(traces: list[Trace], io_names: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
-                  tokenizer: Tokenizer, folder: Path) -> int:
+                  tokenizer: Tokenizer, folder: Path, *, pipeline: Pipeline | None = None) -> int:
     """Write golden/ for the traced images; `io_names` maps each graph to its (input, output) names.
-    Returns the bytes of array data written."""
+    With the `pipeline` the traces came from, each image also gets a beam-search decode. Returns the bytes of
+    array data written."""
     folder.mkdir()
     w = _Writer(folder)
     cases = {}
@@ -86,17 +341,117 @@ def write_goldens(traces: list[Trace], io_names: dict[str, tuple[tuple[str, ...]
                 for i, (ins, outs) in enumerate(kept)
             ]
         cases[name] = {"source": tr.sample.source, "height": int(tr.sample.image.shape[0]),
-                       "width": int(tr.sample.image.shape[1]), "host_steps": host, "graphs": graphs}
+                       "width": int(tr.sample.image.shape[1]), "letterbox": _letterbox(tr), "host_steps": host,
+                       "graphs": graphs,
+                       "caption_decoding": _caption_decoding(w, tr, tokenizer, pipeline)}
     index = {
         "version": INDEX_VERSION,
         "format": "one raw little-endian C-order array per file; dtype and shape listed here; JSON values inline",
         "images": [tr.sample.name for tr in traces],
         "cases": cases,
-        "tokenizer": [{"text": text, "ids": tokenizer.encode(text), "decoded": tokenizer.decode(tokenizer.encode(text))}
-                      for text in TOKENIZER_CASES],
+        "tokenizer": _tokenizer_cases(tokenizer),
     }
     (folder / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return w.bytes
 
 
-__all__ = ["GOLDEN_STEP_CALLS", "TOKENIZER_CASES", "write_goldens"]
+def _fusion_config_of(trace: Trace) -> FusionConfig:
+    """The shapes a caption replay needs, read off the traced caption_step call and packed inputs."""
+    ins = trace.calls["caption_step"][0][0]
+    layers, _, heads, p, head_dim = ins[2].shape
+    text_len = ins[5].shape[3]
+    packed = trace.steps["caption_packing"]["outputs"]
+    ids, regions = packed["input_ids"], packed["regions"]
+    cfg = FusionConfig(vocab_size=trace.calls["caption_step"][0][1][0].shape[1], hidden_size=heads * head_dim,
+                       num_layers=layers, num_heads=heads, max_text_len=text_len, max_text_tags_len=ids.shape[1],
+                       max_regions=regions.shape[1], region_dim=regions.shape[2],
+                       max_position_embeddings=max(ids.shape[1], 2), max_caption_tokens=min(20, text_len - 2))
+    if p != cfg.max_tags_len + cfg.max_regions:
+        raise ConversionError(f"caption_step prefix length {p} is not tags {cfg.max_tags_len} + regions {cfg.max_regions}")
+    return cfg
+
+
+def host_manifest(pipeline: Pipeline, model_name: str) -> dict:
+    """What the native core reads from a build's manifest.json, for host-only goldens (no graphs)."""
+    from .common import SCHEMA_VERSION, VOCAB_FILE
+
+    tok = pipeline.tokenizer
+    ids = {"[PAD]": tok.pad_id, "[UNK]": tok.unk_id, "[CLS]": tok.cls_id, "[SEP]": tok.sep_id, "[MASK]": tok.mask_id}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "note": "host-step goldens only (no graphs): written by scripts/update_goldens.py",
+        "model": {"name": model_name, "preset": pipeline.cfg.name, "config": dataclasses.asdict(pipeline.cfg)},
+        "tokenizer": {"vocab_file": VOCAB_FILE, "vocab_size": tok.vocab_size,
+                      "specials": {t: ids[t] for t in SPECIAL_TOKENS}},
+        "vocabularies_file": HOST_VOCABULARIES,
+    }
+
+
+def write_host_goldens(pipeline: Pipeline, traces: list[Trace], folder: Path, model_name: str) -> int:
+    """tests/golden/: host steps only, every file small. Returns the bytes of array data written."""
+    folder.mkdir(parents=True)
+    w = _Writer(folder)
+    tee = pipeline.cfg.tee
+    cases = {}
+    for tr in traces:
+        name = tr.sample.name
+        steps = {k: v for k, v in tr.steps.items() if k in ("proposals", "region_selection", "detections",
+                                                             "caption_packing", "question_packing", "greedy_caption")}
+        steps["proposals"] = {"inputs": {k: v for k, v in steps["proposals"]["inputs"].items() if k != "anchors"},
+                              "outputs": steps["proposals"]["outputs"]}  # the anchors are stored once
+        host = {step: {io: w.group(f"{name}/{step}.{io}", values[io]) for io in ("inputs", "outputs")}
+                for step, values in steps.items()}
+        cases[name] = {"source": tr.sample.source, "height": int(tr.sample.image.shape[0]),
+                       "width": int(tr.sample.image.shape[1]), "letterbox": _letterbox(tr), "host_steps": host,
+                       "caption_decoding": _caption_decoding(w, tr, pipeline.tokenizer, pipeline)}
+    pre = []
+    for i, (image, top, left, h, wd, size) in enumerate(PREPROCESS_CASES):
+        crop = np.ascontiguousarray(traces[image].sample.image[top:top + h, left:left + wd])
+        if crop.shape != (h, wd, 3):
+            raise ConversionError(f"preprocess case {i} crops {crop.shape} from {traces[image].sample.name}")
+        pixels, box = preprocess(crop, size, tee.pixel_mean, tee.pixel_std)
+        pre.append({"source": f"{traces[image].sample.name}[{top}:{top + h}, {left}:{left + wd}]", "size": size,
+                    "image": w.entry(f"preprocess/{i}.image.bin", torch.from_numpy(crop)),
+                    "pixels": w.entry(f"preprocess/{i}.pixels.bin", pixels),
+                    "letterbox": dataclasses.asdict(box)})
+    index = {
+        "version": INDEX_VERSION,
+        "format": "one raw little-endian C-order array per file; dtype and shape listed here; JSON values inline",
+        "model": model_name,
+        "images": [tr.sample.name for tr in traces],
+        "anchors": w.entry("anchors.bin", pipeline.anchors),
+        "level_sizes": list(pipeline.level_sizes),
+        "preprocess_cases": pre,
+        "cases": cases,
+        "tokenizer": _tokenizer_cases(pipeline.tokenizer),
+    }
+    (folder / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / HOST_MANIFEST).write_text(json.dumps(host_manifest(pipeline, model_name), indent=1) + "\n", encoding="utf-8")
+    vocab = dataclasses.asdict(pipeline.vocab)
+    (folder / HOST_VOCABULARIES).write_text(json.dumps(vocab, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return w.bytes
+
+
+def update_host_goldens(pipeline: Pipeline, model_name: str, folder: Path) -> int:
+    """Trace `pipeline` on the golden images (2 scikit-image photos, 2 demo scenes) and replace `folder` with
+    their host goldens, atomically (a sibling temporary folder renamed into place). Returns the array bytes."""
+    import shutil
+    import tempfile
+
+    from .samples import golden_images, trace
+
+    traces = [trace(pipeline, s) for s in golden_images()]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        written = write_host_goldens(pipeline, traces, tmp / folder.name, model_name)
+        if folder.exists():
+            shutil.rmtree(folder)
+        (tmp / folder.name).rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+__all__ = ["CAPTION_TOP_K", "GOLDEN_BEAMS", "GOLDEN_STEP_CALLS", "PREPROCESS_CASES", "TOKENIZER_CASES", "DecodeRecord",
+           "beam_record", "greedy_record", "host_manifest", "reconstruct_logits", "update_host_goldens", "write_goldens", "write_host_goldens"]

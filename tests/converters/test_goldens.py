@@ -2,11 +2,19 @@
 inputs gives the stored outputs (what a native port or a device test will do)."""
 
 import json
+import math
+import os
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from minivlm.converters.goldens import GOLDEN_STEP_CALLS, TOKENIZER_CASES
+from minivlm.converters.goldens import (CAPTION_TOP_K, GOLDEN_STEP_CALLS, INDEX_VERSION, TOKENIZER_CASES, _check_replay,
+                                        _table, beam_record, greedy_record, reconstruct_logits, update_host_goldens)
+from minivlm.loading import bundled_weights, load
+from minivlm.python_ref.errors import ConversionError
+from minivlm.python_ref.fusion import FusionInputs
 from minivlm.python_ref.pipeline import GRAPH_NAMES
 from minivlm.python_ref.postprocess import select_proposals
 from minivlm.python_ref.tokenizer import Tokenizer
@@ -59,3 +67,118 @@ def test_replaying_goldens_through_python_ref_reproduces_them(tiny_executorch_bu
                                         pipe.cfg.tee.rpn, pipe.cfg.tee.image_size)
     assert torch.equal(proposals, _load(folder, step["outputs"]["proposals"]))
     assert torch.equal(valid, _load(folder, step["outputs"]["valid"]))
+
+
+def test_build_goldens_hold_the_whole_greedy_decode(tiny_executorch_build):
+    """Every caption_step call of the traced greedy caption, keyed by history, replayable to the same tokens."""
+    folder = tiny_executorch_build.path / "golden"
+    index = json.loads((folder / "index.json").read_text())
+    assert index["version"] == INDEX_VERSION
+    for case in index["cases"].values():
+        decoding = case["caption_decoding"]
+        greedy_out = case["host_steps"]["greedy_caption"]["outputs"]
+        assert decoding["greedy"]["token_ids"] == _load(folder, greedy_out["token_ids"]).tolist()
+        assert decoding["greedy"]["caption"] == greedy_out["caption"]["value"]
+        table = {k: _load(folder, e) for k, e in decoding["greedy"]["table"].items()}
+        assert table["top_logits"].shape[1] == decoding["top_k"] == CAPTION_TOP_K
+        assert len(table["histories"]) == decoding["greedy"]["steps"]  # greedy: one row per step
+        assert set(case["letterbox"]) == {"height", "width", "scale", "resized_height", "resized_width"}
+
+
+def _traced(tiny_reference):
+    from minivlm.converters.samples import golden_images, trace
+
+    return trace(tiny_reference.pipeline, golden_images()[2])
+
+
+def test_compact_caption_goldens_replay_and_a_wrong_table_is_caught(tiny_reference):
+    pipe = tiny_reference.pipeline
+    tr = _traced(tiny_reference)
+    inputs = FusionInputs(*tr.steps["caption_packing"]["outputs"].values())
+    for record in (greedy_record(tr, pipe.tokenizer), beam_record(pipe.graphs.caption, pipe.tokenizer, inputs, num_beams=3)):
+        table = _table(record, pipe.cfg.fusion.max_text_len, CAPTION_TOP_K)
+        _check_replay(record, table, pipe.graphs.caption, pipe.tokenizer, inputs)  # the recorded caption comes back
+        wrong = dict(table, top_indices=table["top_indices"].roll(1, dims=1))  # each row's best logit on another word
+        with pytest.raises(ConversionError, match="replays to|unrecorded history"):
+            _check_replay(record, wrong, pipe.graphs.caption, pipe.tokenizer, inputs)
+
+
+def test_rebuilt_logits_keep_the_top_k_and_the_logsumexp():
+    torch.manual_seed(0)
+    logits = torch.randn(1000) * 3
+    values, indices = torch.topk(logits, 10)
+    rest = torch.ones(1000, dtype=torch.bool)
+    rest[indices] = False
+    row = reconstruct_logits(indices, values, float(torch.logsumexp(logits[rest].double(), 0)), 1000)
+    assert torch.equal(torch.topk(row, 10).indices, indices) and torch.equal(row[indices], values)
+    assert (row[rest] < values.min()).all()
+    assert abs(float(torch.logsumexp(row.double(), 0)) - float(torch.logsumexp(logits.double(), 0))) < 1e-6
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+FLOAT_TOL = 1e-4  # graph outputs traced on another CPU (other SIMD kernels) differ in the last bits
+
+
+def _same_golden(fresh: Path, committed: Path) -> list[str]:
+    """Differences between two host-golden folders: file sets, index.json (floats to FLOAT_TOL), arrays."""
+    problems = []
+    files = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    if files(fresh) != files(committed):
+        return [f"file sets differ: {sorted(set(files(fresh)) ^ set(files(committed)))[:5]}"]
+
+    def same(a, b, where):
+        if isinstance(a, float) and isinstance(b, float):
+            if not math.isclose(a, b, rel_tol=FLOAT_TOL, abs_tol=FLOAT_TOL):
+                problems.append(f"{where}: {a} != {b}")
+        elif isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+            for k in a:
+                same(a[k], b[k], f"{where}/{k}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                same(x, y, f"{where}/{i}")
+        elif a != b:
+            problems.append(f"{where}: {str(a)[:60]} != {str(b)[:60]}")
+
+    for name in ("index.json", "manifest.json", "vocabularies.json"):
+        same(json.loads((fresh / name).read_text()), json.loads((committed / name).read_text()), name)
+    index = json.loads((fresh / "index.json").read_text())
+
+    def entries(node):
+        if isinstance(node, dict):
+            if "file" in node and "dtype" in node:
+                yield node
+            for v in node.values():
+                yield from entries(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from entries(v)
+
+    for entry in entries(index):
+        a, b = _load(fresh, entry), _load(committed, entry)
+        if a.is_floating_point():
+            if not torch.allclose(a, b, rtol=FLOAT_TOL, atol=FLOAT_TOL):
+                problems.append(f"{entry['file']}: max abs difference {float((a - b).abs().max()):.3g}")
+        elif not torch.equal(a, b):
+            problems.append(f"{entry['file']}: integers differ")
+    return problems
+
+
+@pytest.mark.skipif(bundled_weights("minivlm-demo") is None, reason="demo weights not bundled")
+def test_committed_host_goldens_are_current(tmp_path):
+    """tests/golden/ is what scripts/update_goldens.py writes for the bundled weights now (MINIVLM_ACCEPT_GOLDEN=1
+    rewrites it), and every file stays small (DESIGN §7)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as scripts/update_goldens.py: the same reductions on every machine
+    try:
+        pipeline = load("minivlm-demo").pipeline
+        if os.environ.get("MINIVLM_ACCEPT_GOLDEN") == "1":
+            update_host_goldens(pipeline, "minivlm-demo", GOLDEN)
+        update_host_goldens(pipeline, "minivlm-demo", tmp_path / "golden")
+    finally:
+        torch.set_num_threads(threads)
+    problems = _same_golden(tmp_path / "golden", GOLDEN)
+    assert not problems, ("tests/golden/ is stale (" + "; ".join(problems[:5]) + "): regenerate it with "
+                          "MINIVLM_ACCEPT_GOLDEN=1 pytest tests/converters/test_goldens.py (or python scripts/update_goldens.py) "
+                          "and commit it")
+    big = [p.name for p in GOLDEN.rglob("*") if p.is_file() and p.stat().st_size > 100_000]
+    assert not big, f"golden files over 100 kB: {big}"
