@@ -239,11 +239,9 @@ class Parser {
         continue;
       }
       // Raw bytes: copy one UTF-8 sequence after validating it.
-      size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-      if (i_ + len > s_.size()) len = s_.size() - i_;
-      std::u32string decoded;
-      size_t bad = 0;
-      if (!unicode::decode_utf8(s_.substr(i_, len), decoded, bad) || decoded.size() != 1) error("invalid UTF-8");
+      char32_t cp = 0;
+      const size_t len = unicode::utf8_sequence(s_.substr(i_, 4), &cp);
+      if (len == 0) error("invalid UTF-8");
       out.append(s_.substr(i_, len));
       i_ += len;
     }

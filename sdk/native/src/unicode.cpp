@@ -70,47 +70,51 @@ void append_lower(char32_t c, std::u32string& out) {
 
 bool python_space(char32_t c) { return std::binary_search(kPythonSpace, kPythonSpace + kNumPythonSpace, c); }
 
+size_t utf8_sequence(std::string_view bytes, char32_t* code_point) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const size_t n = bytes.size();
+  if (n == 0) return 0;
+  const unsigned char b = p[0];
+  if (b < 0x80) {
+    *code_point = b;
+    return 1;
+  }
+  size_t len;
+  char32_t c;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (b >= 0xC2 && b <= 0xDF) {
+    len = 2, c = b & 0x1F;
+  } else if (b >= 0xE0 && b <= 0xEF) {
+    len = 3, c = b & 0x0F;
+    if (b == 0xE0) lo = 0xA0;  // overlong
+    if (b == 0xED) hi = 0x9F;  // surrogates
+  } else if (b >= 0xF0 && b <= 0xF4) {
+    len = 4, c = b & 0x07;
+    if (b == 0xF0) lo = 0x90;  // overlong
+    if (b == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (n < len) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    const unsigned char cont = p[k];
+    if (cont < (k == 1 ? lo : 0x80) || cont > (k == 1 ? hi : 0xBF)) return 0;
+    c = (c << 6) | (cont & 0x3F);
+  }
+  *code_point = c;
+  return len;
+}
+
 bool decode_utf8(std::string_view bytes, std::u32string& out, size_t& bad_byte) {
   out.clear();
   out.reserve(bytes.size());
-  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  const size_t n = bytes.size();
   size_t i = 0;
-  while (i < n) {
-    const unsigned char b = p[i];
-    if (b < 0x80) {
-      out.push_back(b);
-      ++i;
-      continue;
-    }
-    size_t len;
-    char32_t c;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (b >= 0xC2 && b <= 0xDF) {
-      len = 2, c = b & 0x1F;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      len = 3, c = b & 0x0F;
-      if (b == 0xE0) lo = 0xA0;  // overlong
-      if (b == 0xED) hi = 0x9F;  // surrogates
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      len = 4, c = b & 0x07;
-      if (b == 0xF0) lo = 0x90;  // overlong
-      if (b == 0xF4) hi = 0x8F;  // above U+10FFFF
-    } else {
+  while (i < bytes.size()) {
+    char32_t c = 0;
+    const size_t len = utf8_sequence(bytes.substr(i), &c);
+    if (len == 0) {
       bad_byte = i;
       return false;
-    }
-    for (size_t k = 1; k < len; ++k) {
-      if (i + k >= n) {
-        bad_byte = i;
-        return false;
-      }
-      const unsigned char cont = p[i + k];
-      if (cont < (k == 1 ? lo : 0x80) || cont > (k == 1 ? hi : 0xBF)) {
-        bad_byte = i;
-        return false;
-      }
-      c = (c << 6) | (cont & 0x3F);
     }
     out.push_back(c);
     i += len;

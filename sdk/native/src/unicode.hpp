@@ -57,6 +57,8 @@ bool python_space(char32_t c);
 // Strict UTF-8 (as Python's decoder): no overlongs, surrogates or code points above U+10FFFF.
 // Returns false and sets `bad_byte` to the offset of the first invalid byte.
 bool decode_utf8(std::string_view bytes, std::u32string& out, size_t& bad_byte);
+// Length of the valid UTF-8 sequence at the start of `bytes` (1..4), or 0 if it is invalid or truncated.
+size_t utf8_sequence(std::string_view bytes, char32_t* code_point);
 void append_utf8(char32_t c, std::string& out);
 std::string to_utf8(std::u32string_view s);
 

@@ -200,10 +200,11 @@ int main(int argc, char** argv) {
       regions = {static_cast<int32_t>(count), boxes.data(), labels.data(), scores.data(), rows.data()};
 
       // Region tokens and tags.
-      mvlm_letterbox box{static_cast<int32_t>(g.integer(base + "/letterbox/height")),
-                         static_cast<int32_t>(g.integer(base + "/letterbox/width")), g.number(base + "/letterbox/scale"),
-                         static_cast<int32_t>(g.integer(base + "/letterbox/resized_height")),
-                         static_cast<int32_t>(g.integer(base + "/letterbox/resized_width"))};
+      // Index version 2 keeps the letterbox per image; version 1 only in the preprocess step's outputs.
+      const std::string lb = g.has(base + "/letterbox") ? base + "/letterbox" : hs + "/preprocess/outputs/letterbox/value";
+      mvlm_letterbox box{static_cast<int32_t>(g.integer(lb + "/height")), static_cast<int32_t>(g.integer(lb + "/width")),
+                         g.number(lb + "/scale"), static_cast<int32_t>(g.integer(lb + "/resized_height")),
+                         static_cast<int32_t>(g.integer(lb + "/resized_width"))};
       const size_t rd = static_cast<size_t>(c.region_dim);
       std::vector<float> tokens(count * rd), image_boxes(count * 4);
       s.status(mvlm_region_tokens(&c, &regions, features.data(), k, &box, tokens.data(), image_boxes.data()),

@@ -92,6 +92,17 @@ void tokenizer_inputs(check::Suite& s) {
   fails_with(s, mvlm_tokenizer_special_ids(t.get(), nullptr), MVLM_INVALID_ARGUMENT, "NULL special ids");
 }
 
+// Truncation lengths of `text` that cut before its closing brace.
+std::vector<size_t> truncations(const std::string& text) {
+  const size_t end = text.rfind('}');
+  std::vector<size_t> out;
+  const size_t stride = std::max<size_t>(1, end / 3000);
+  for (size_t n = 0; n <= end; ++n) {
+    if (n < 1000 || n + 1000 > end || n % stride == 0) out.push_back(n);
+  }
+  return out;
+}
+
 bool parse_ok(const std::string& text) {
   mvlm_json* j = nullptr;
   const mvlm_status st = mvlm_json_parse(text.data(), text.size(), &j);
@@ -121,16 +132,18 @@ void json_inputs(check::Suite& s, const std::string& manifest_text, const std::s
   fails_with(s, mvlm_json_parse(deep_object.data(), deep_object.size(), &j), MVLM_BAD_FILE, "100000 nested objects", "nesting");
   fails_with(s, mvlm_json_parse("[1,", 3, &j), MVLM_BAD_FILE, "truncated JSON", "ends early at byte 3");
   fails_with(s, mvlm_json_load("/nonexistent.json", &j), MVLM_IO_ERROR, "missing JSON file");
-  // Every prefix of real files is an error, never a crash (the manifest fully, the index at ~2000 points).
-  size_t ok_prefixes = 0;
-  const size_t last_brace = manifest_text.rfind('}');
-  for (size_t n = 0; n <= last_brace; ++n) ok_prefixes += parse_ok(manifest_text.substr(0, n));
-  s.ok(ok_prefixes == 0, "no proper prefix of manifest.json parses (" + std::to_string(ok_prefixes) + " did)");
-  s.ok(parse_ok(manifest_text), "the whole manifest parses");
-  ok_prefixes = 0;
-  const size_t index_end = index_text.rfind('}'), stride = std::max<size_t>(1, index_end / 2000);
-  for (size_t n = 0; n <= index_end; n += stride) ok_prefixes += parse_ok(index_text.substr(0, n));
-  s.ok(ok_prefixes == 0, "no proper prefix of index.json parses");
+  // Prefixes of real files are errors, never crashes: every one of the first and last 1000 bytes, and ~3000
+  // evenly spaced ones in between.
+  for (const std::string* text : {&manifest_text, &index_text}) {
+    size_t ok_prefixes = 0, tried = 0;
+    for (size_t n : truncations(*text)) {
+      ok_prefixes += parse_ok(text->substr(0, n));
+      ++tried;
+    }
+    s.ok(ok_prefixes == 0, std::to_string(ok_prefixes) + " of " + std::to_string(tried) + " truncated " +
+                               (text == &manifest_text ? "manifest.json" : "index.json") + " prefixes parse");
+    s.ok(parse_ok(*text), "the whole file parses");
+  }
   // Pointers.
   const char doc[] = "{\"a/b\":{\"~k\":[10,\"s\",true]},\"n\":null}";
   golden::must(mvlm_json_parse(doc, sizeof(doc) - 1, &j), "pointer doc");
@@ -164,9 +177,8 @@ std::string replace_once(std::string text, const std::string& from, const std::s
 
 void manifest_inputs(check::Suite& s, const std::string& text, const std::string& manifest_path) {
   mvlm_manifest* m = nullptr;
-  const size_t last_brace = text.rfind('}');
   size_t accepted = 0;
-  for (size_t n = 0; n <= last_brace; n += 7) {
+  for (size_t n : truncations(text)) {
     const mvlm_status st = mvlm_manifest_parse(text.data(), n, nullptr, &m);
     accepted += st == MVLM_OK;
     mvlm_manifest_free(m);
