@@ -49,7 +49,9 @@ def run_build(target: str, precision: str, delegate: str | None, out: Path) -> d
     row = {"target": target, "precision": precision, "delegate": delegate or default_delegate,
            "seconds": round(seconds, 1), "exit": result.returncode}
     if result.returncode != 0:
-        row["error"] = (result.stderr.strip().splitlines() or ["?"])[-1]
+        lines = result.stderr.replace("\r", "\n").splitlines()
+        errors = [line[line.index("error: ") + 7:] for line in lines if "error: " in line]  # the CLI's one-line error
+        row["error"] = errors[-1] if errors else (lines or ["?"])[-1]
         return row
     manifest = json.loads((out / "manifest.json").read_text())
     suffix = TARGETS[target].suffix

@@ -99,15 +99,15 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
 
     step("export")
     module = spec.module
-    if options.precision == "int8":
-        step("quantize")
-        module = _quantized(spec)
     try:
+        if options.precision == "int8":
+            step("quantize")
+            module = _quantized(spec)
         program = torch.export.export(module, spec.example_inputs)
         step("lower")
         edge = to_edge_transform_and_lower(program, partitioner=_partitioners(options))
     except Exception as err:  # a backend's own exception types; report it in one line
-        raise ConversionError(f"executorch could not lower {spec.name}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+        raise ConversionError(f"executorch could not build {spec.name}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
     delegated, other, details = _delegation(edge)
     step("write")
     path = folder / f"{spec.name}.pte"
