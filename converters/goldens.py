@@ -431,6 +431,7 @@ def write_host_goldens(pipeline: Pipeline, traces: list[Trace], folder: Path, mo
     }
     (folder / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / HOST_MANIFEST).write_text(json.dumps(host_manifest(pipeline, model_name), indent=1) + "\n", encoding="utf-8")
+    (folder / ".gitattributes").write_text("*.bin binary\n", encoding="utf-8")  # never diffed or end-of-line converted
     vocab = dataclasses.asdict(pipeline.vocab)
     (folder / HOST_VOCABULARIES).write_text(json.dumps(vocab, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return w.bytes

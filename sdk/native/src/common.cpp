@@ -1,6 +1,7 @@
 #include "common.hpp"
 
-#include <charconv>
+#include <iomanip>
+#include <locale>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -19,9 +20,10 @@ void set_error(const char* message) {
 }
 
 std::string str_double(double value) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof(buf), value);
-  return std::string(buf, r.ptr);
+  std::ostringstream out;
+  out.imbue(std::locale::classic());
+  out << std::setprecision(12) << value;
+  return out.str();
 }
 
 std::string read_file(const std::string& path, const char* what) {

@@ -1,5 +1,5 @@
 // Errors inside the core: C++ exceptions carrying an mvlm_status, turned into status codes and a thread-local
-// message at the C boundary (c_api.cpp). Nothing here is visible to apps.
+// message at the C boundary (`guard`). Nothing here is visible to apps.
 #pragma once
 
 // The host steps reproduce python_ref's float32 arithmetic operation by operation, so a multiply and an add must
@@ -34,7 +34,7 @@ std::string str(T value) {
   return std::to_string(value);
 }
 
-// A double as Python's repr would show it for the usual thresholds (shortest round-trip form).
+// A double for messages (12 significant digits, "." as the decimal point whatever the locale).
 std::string str_double(double value);
 
 // Reads a whole file; MVLM_IO_ERROR naming the path when it cannot be opened or read.

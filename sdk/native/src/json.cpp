@@ -4,6 +4,8 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <locale>
+#include <sstream>
 
 #include "common.hpp"
 #include "unicode.hpp"
@@ -157,16 +159,17 @@ class Parser {
       if (i_ >= s_.size() || !digit(s_[i_])) error("expected a digit in the exponent");
       while (i_ < s_.size() && digit(s_[i_])) ++i_;
     }
+    // The grammar is checked above; the C locale's conversion (correctly rounded) does the rest. Not
+    // std::from_chars: older libc++ (Android NDK, Xcode) lacks it for double.
+    std::istringstream in(std::string(s_.substr(start, i_ - start)));
+    in.imbue(std::locale::classic());
     double out = 0.0;
-    const auto r = std::from_chars(s_.data() + start, s_.data() + i_, out);
-    if (r.ec == std::errc::result_out_of_range) {  // as Python: huge -> inf, tiny -> 0
+    in >> out;
+    if (in.fail()) {  // out of range; as Python: huge -> inf, tiny -> 0
       const bool negative = s_[start] == '-';
       const size_t e = s_.find_first_of("eE", start);
       const bool tiny = e < i_ && s_[e + 1] == '-';
       out = tiny ? (negative ? -0.0 : 0.0) : (negative ? -HUGE_VAL : HUGE_VAL);
-    } else if (r.ec != std::errc() || r.ptr != s_.data() + i_) {
-      i_ = start;
-      error("malformed number");
     }
     return out;
   }
