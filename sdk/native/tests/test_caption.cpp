@@ -275,6 +275,8 @@ int main(int argc, char** argv) {
         const std::vector<int64_t> got(caption.token_ids, caption.token_ids + caption.num_tokens);
         s.equal(got, g.ints(dp + "/token_ids"), label + ": tokens");
         s.ok((caption.finished != 0) == g.boolean(dp + "/finished"), label + ": finished flag");
+        std::printf("%s: %d tokens in %d calls, score %.7f (python_ref %.7f)\n", label.c_str(), caption.num_tokens, rp.calls,
+                    caption.score, g.number(dp + "/score"));
         s.ok(std::fabs(caption.score - g.number(dp + "/score")) <= check::kScoreTol,
              label + ": score " + std::to_string(caption.score) + ", python_ref " + std::to_string(g.number(dp + "/score")));
         const std::string text = golden::detokenize(tok.get(), got);
