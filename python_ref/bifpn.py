@@ -57,8 +57,16 @@ def max_pool_same(x: torch.Tensor) -> torch.Tensor:
 
 
 def upsample_2x(x: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour 2x upsampling (EfficientDet's `nearest` resize between adjacent levels)."""
-    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    """Nearest-neighbour 2x upsampling (EfficientDet's `nearest` resize between adjacent levels).
+
+    Spelled as copies (each value twice along W, each row twice along H) rather than `F.interpolate`:
+    the same values bit for bit (a test checks), and XNNPACK delegates concatenations and reshapes, where an
+    `upsample_nearest2d` node would split the ExecuTorch graph at every top-down BiFPN node.
+    """
+    b, c, h, w = x.shape
+    # Two reshape nodes per concatenation: XNNPACK takes a cat of two distinct inputs, not one input twice.
+    wide = torch.cat([x.reshape(b, c, h, w, 1), x.reshape(b, c, h, w, 1)], dim=4).reshape(b, c, h, 2 * w)
+    return torch.cat([wide.reshape(b, c, h, 1, 2 * w), wide.reshape(b, c, h, 1, 2 * w)], dim=3).reshape(b, c, 2 * h, 2 * w)
 
 
 class ConvBN(nn.Module):

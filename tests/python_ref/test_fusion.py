@@ -53,6 +53,26 @@ def test_layer_norm_matches_torch():
     assert [n for n, _ in ours.named_parameters()] == ["weight", "bias"]
 
 
+@pytest.mark.parametrize("shape", [(2, 37, 32), (1, 32), (3, 1, 5, 32)])
+def test_layer_norm_4d_statistics_are_the_last_dim_mean_bit_for_bit(shape):
+    """The (N, 1, 1, H) view XNNPACK delegates reduces exactly the values `mean(-1)` reduces, in the same order."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape))) * 50 + 7
+    ln = LayerNorm(32, 1e-12)
+    centred = x - x.mean(dim=-1, keepdim=True)
+    plain = centred * torch.rsqrt((centred * centred).mean(dim=-1, keepdim=True) + ln.eps) * ln.weight + ln.bias
+    with torch.no_grad():
+        assert torch.equal(ln(x), plain)
+
+
+def test_exported_layer_norm_means_are_4d_over_the_inner_dims():
+    """What XNNPACK's partitioner takes whole (mean.dim: rank 4, dims [2, 3], keepdim)."""
+    graph = torch.export.export(LayerNorm(32, 1e-12), (torch.randn(2, 7, 32),)).graph
+    means = [n for n in graph.nodes if n.op == "call_function" and "mean" in str(n.target)]
+    assert len(means) == 2
+    for n in means:
+        assert n.args[0].meta["val"].dim() == 4 and sorted(d % 4 for d in n.args[1]) == [2, 3] and n.args[2] is True
+
+
 # ---- packing ----------------------------------------------------------------------------------------------
 
 

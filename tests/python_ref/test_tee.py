@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from minivlm.errors import ConfigError, InputError
-from minivlm.python_ref.bifpn import BiFPN, bifpn_nodes, max_pool_same
+from minivlm.python_ref.bifpn import BiFPN, bifpn_nodes, max_pool_same, upsample_2x
 from minivlm.python_ref.config import (BiFPNConfig, EfficientNetConfig, RoIHeadConfig, RPNConfig, minivlm_paper,
                                        replace, tiny)
 from minivlm.python_ref.efficientnet import Conv2dSame, EfficientNet
@@ -293,3 +293,20 @@ def test_check_boxes():
         check_boxes(torch.zeros(1, 32, 5), 1)
     with pytest.raises(InputError, match="float16"):
         check_boxes(torch.zeros(1, 32, 4, dtype=torch.float16), 1)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 5, 7), (2, 3, 1, 1), (1, 64, 16, 16)])
+def test_upsample_2x_is_nearest_interpolation_bit_for_bit(shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[1]))
+    assert torch.equal(upsample_2x(x), F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def test_exported_upsample_has_no_resize_node():
+    """XNNPACK has no nearest resize: the exported graph holds only concatenations and reshapes."""
+
+    class Up(torch.nn.Module):
+        def forward(self, x):
+            return upsample_2x(x)
+
+    ops = {str(n.target) for n in torch.export.export(Up(), (torch.randn(1, 4, 3, 3),)).graph.nodes if n.op == "call_function"}
+    assert not any("upsample" in op or "interpolate" in op for op in ops) and any("cat" in op for op in ops)
