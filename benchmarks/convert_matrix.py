@@ -1,11 +1,13 @@
-"""Build the default model for every target × precision and record each build's wall time and sizes.
+"""Build the default model for every target × precision and record each build's wall time, sizes and parity.
 
     python benchmarks/convert_matrix.py                    # all builds, into a temporary folder
     python benchmarks/convert_matrix.py --only executorch  # one target
+    python benchmarks/convert_matrix.py --parity           # and `minivlm parity` on each build
 
 Each build is one `minivlm-convert` process, timed from outside (imports included), run one after another on
-an otherwise idle machine. The results go to `benchmarks/results/convert_matrix.json`, which
-`scripts/update_readme.py` turns into the README's build table.
+an otherwise idle machine. With `--parity`, `minivlm parity` then runs on each build (not timed) and its
+`parity_report.json` gives the worst graph output and the task agreement. The results go to
+`benchmarks/results/convert_matrix.json`, which `scripts/update_readme.py` turns into the README's build table.
 """
 
 from __future__ import annotations
@@ -49,9 +51,7 @@ def run_build(target: str, precision: str, delegate: str | None, out: Path) -> d
     row = {"target": target, "precision": precision, "delegate": delegate or default_delegate,
            "seconds": round(seconds, 1), "exit": result.returncode}
     if result.returncode != 0:
-        lines = result.stderr.replace("\r", "\n").splitlines()
-        errors = [line[line.index("error: ") + 7:] for line in lines if "error: " in line]  # the CLI's one-line error
-        row["error"] = errors[-1] if errors else (lines or ["?"])[-1]
+        row["error"] = _cli_error(result.stderr)
         return row
     manifest = json.loads((out / "manifest.json").read_text())
     suffix = TARGETS[target].suffix
@@ -61,21 +61,72 @@ def run_build(target: str, precision: str, delegate: str | None, out: Path) -> d
     return row
 
 
+def _cli_error(stderr: str) -> str:
+    """The CLI's one-line `error: ...` (progress bars may share its line), else the last line of stderr."""
+    text = stderr.replace("\r", "\n")
+    if "error: " in text:
+        return text[text.rindex("error: ") + 7:].splitlines()[0].strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "?"
+
+
+def run_parity(out: Path) -> dict:
+    """`minivlm parity` on a build: pass/fail, the worst graph output (lowest PSNR) and the task agreement."""
+    result = subprocess.run([str(Path(sys.executable).with_name("minivlm")), "parity", str(out)],
+                            capture_output=True, text=True)
+    report_path = out / "parity_report.json"
+    if result.returncode not in (0, 1) or not report_path.is_file():
+        return {"exit": result.returncode, "error": _cli_error(result.stderr)}
+    report = json.loads(report_path.read_text())
+    row = {"exit": result.returncode, "passed": report["passed"], "images": len(report["images"]),
+           "failed": [f"{c['kind']} {c['name']} {c['metric']}" for c in report["checks"] if c["status"] == "FAIL"],
+           "not_checked": report["not_checked"]}
+    worst = None
+    for graph, outputs in report["graphs"].items():
+        for name, stats in outputs.items():
+            psnr = float(stats["psnr_db"])
+            if stats["calls"] and (worst is None or psnr < worst["psnr_db"]):
+                worst = {"output": f"{graph}.{name}", "psnr_db": psnr, "max_abs": float(stats["max_abs"]),
+                         "max_abs_over_peak": float(stats["max_abs_over_peak"]), "min_cosine": float(stats["min_cosine"])}
+    row["worst_graph_output"] = worst
+    row["tasks"] = {c["name"]: c["value"] for c in report["checks"]
+                    if c["kind"] == "task" and c["metric"] in ("matched", "identical")}
+    return row
+
+
+def _parity_cell(p: dict | None) -> str:
+    if p is None:
+        return ""
+    if "passed" not in p:
+        return f"error: {p['error']}"
+    if not p["worst_graph_output"]:  # a Core ML build off macOS: checked, not run
+        return ("pass" if p["passed"] else "FAIL") + " (conversion, spec I/O and fp16 range; runs on macOS)"
+    w = p["worst_graph_output"]
+    tasks = ", ".join(f"{k} {100 * v:.0f} %" for k, v in p["tasks"].items())
+    return (f"{'pass' if p['passed'] else 'FAIL'}: worst {w['output']} {w['psnr_db']:.0f} dB, "
+            f"max abs {w['max_abs']:.2g}; {tasks}")
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| target | precision | delegate | build time (s) | graph files (MB) | goldens (MB) |",
-             "|---|---|---|---:|---:|---:|"]
+    parity = any("parity" in r for r in rows)
+    lines = ["| target | precision | delegate | build time (s) | graph files (MB) | goldens (MB) |"
+             + (" parity (`minivlm parity`, 4 photos + 24 scenes) |" if parity else ""),
+             "|---|---|---|---:|---:|---:|" + ("---|" if parity else "")]
     for r in rows:
         if r["exit"] != 0:
-            lines.append(f"| {r['target']} | {r['precision']} | {r['delegate'] or ''} | failed: {r['error']} | | |")
+            lines.append(f"| {r['target']} | {r['precision']} | {r['delegate'] or ''} | failed: {r['error']} | | |"
+                         + (" |" if parity else ""))
             continue
         lines.append(f"| {r['target']} | {r['precision']} | {r['delegate'] or ''} | {r['seconds']:.0f} | "
-                     f"{r['graph_bytes'] / 1e6:.1f} | {r['golden_bytes'] / 1e6:.1f} |")
+                     f"{r['graph_bytes'] / 1e6:.1f} | {r['golden_bytes'] / 1e6:.1f} |"
+                     + (f" {_parity_cell(r.get('parity'))} |" if parity else ""))
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(TARGETS), help="build this target only")
+    parser.add_argument("--parity", action="store_true", help="run `minivlm parity` on each build (not timed)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="minivlm-matrix-") as tmp:
@@ -84,6 +135,9 @@ def main() -> None:
                 continue
             row = run_build(target, precision, delegate, Path(tmp) / f"build-{i}")
             print(f"{target} {precision} {delegate or ''}: {row['seconds']:.0f} s, exit {row['exit']}", flush=True)
+            if args.parity and row["exit"] == 0:
+                row["parity"] = run_parity(Path(tmp) / f"build-{i}")
+                print(f"  parity: {_parity_cell(row['parity'])}", flush=True)
             rows.append(row)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",

@@ -39,6 +39,7 @@ from minivlm.python_ref.fusion import MASK_VALUE
 from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
 from minivlm.python_ref.tokenizer import SPECIAL_TOKENS, Tokenizer
 
+from .fp16_range import RANGE_FILE, check_specs
 from .goldens import write_goldens
 from .samples import Trace, calibration_images, golden_images, trace
 from .targets import TARGETS, BuildOptions, resolve_options
@@ -333,7 +334,7 @@ def _manifest(pipeline: Pipeline, model_name: str, source: str, options: BuildOp
                         "stop": "[SEP]"},
             "match": "softmax(match_logits)[1]", "answer": "argmax(answer_logits)",
         },
-        "tolerances": tolerances_for(options.precision),
+        "tolerances": tolerances_for(options.target, options.precision),
         "tools": tool_versions(),
         "golden_dir": GOLDEN_DIR,
     }
@@ -437,6 +438,11 @@ class _Workers:
                     result = future.result()
                 except BrokenProcessPool as err:
                     raise ConversionError(f"a conversion worker process died ({err}); rerun with --jobs 1 to see why") from None
+                except ConversionError:
+                    raise
+                except Exception as err:  # a backend's own exception from a worker: one line, not a traceback
+                    first = (str(err).splitlines() or [""])[0]
+                    raise ConversionError(f"a graph failed to convert: {type(err).__name__}: {first}") from err
                 result.size_bytes = _size(folder / result.path)
                 if result.name not in started:
                     progress.graph_started(result.name, self.target.steps(options))
@@ -494,6 +500,8 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
                 progress.stage("tracing calibration images for int8")
                 calibration = traces + [trace(pipeline, s) for s in calibration_images()[len(traces):]]
             specs = graph_specs(pipeline, traces, calibration)
+            progress.stage(f"fp16 range of every tensor on {len(calibration)} calibration images")
+            ranges = check_specs(specs, len(calibration))
             # Keep every traced input only where int8 calibrates on them (less to pickle to worker processes).
             specs = [s if target.calibrates(s.name, options) else dataclasses.replace(s, calibration=s.calibration[:1])
                      for s in specs]
@@ -512,7 +520,9 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
         finally:
             if workers is not None:
                 workers.close()
+        (tmp / RANGE_FILE).write_text(json.dumps(ranges.table(), indent=0) + "\n", encoding="utf-8")
         manifest = _manifest(pipeline, model_name, source, options, graphs, target.manifest_extra(options))
+        manifest["fp16_range"] = ranges.summary()
         manifest["files"] = file_hashes(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return BuildReport(Path(out), options, model_name, graphs, time.perf_counter() - started, golden_bytes, manifest)

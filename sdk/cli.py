@@ -129,6 +129,29 @@ def evaluate(
 
 @app.command()
 @_one_line_errors
+def parity(
+    build: Annotated[str, typer.Argument(help="A build folder written by minivlm-convert.")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The reference: a preset or a .safetensors (default: the build's own model).")] = None,
+    scenes: Annotated[Optional[int], typer.Option(min=0, help="Demo scenes to compare on besides the photos (default 24).")] = None,
+    all_photos: Annotated[bool, typer.Option("--all-photos", help="Every colour photo scikit-image ships, not only four.")] = False,
+) -> None:
+    """Run a build through its real runtime next to the reference, per graph, host step and task, against named
+    tolerances; print the table, write parity_report.json into the build, exit 1 if any check fails."""
+    from tqdm import tqdm
+
+    from minivlm import parity as lib
+
+    report = lib.run_parity(build, model=model, scenes=lib.DEFAULT_SCENES if scenes is None else scenes,
+                            photos=lib.ALL_PHOTOS if all_photos else lib.DEFAULT_PHOTOS,
+                            progress=lambda it: tqdm(it, desc="parity", leave=False, disable=not sys.stderr.isatty()))
+    typer.echo(report.table())
+    typer.echo(f"wrote {report.build / lib.REPORT_FILE}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_one_line_errors
 def train(
     out: Annotated[str, typer.Option(help="Working folder: checkpoints, region cache and the final model.safetensors.")] = "runs/minivlm-demo",
     seed: Annotated[int, typer.Option(help="Training scene stream and initialisation seed.")] = 1,

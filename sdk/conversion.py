@@ -73,10 +73,30 @@ def format_report(report: BuildReport) -> str:
         nnapi_bad = sum(g.details["compatibility"]["nnapi"]["unsupported"] for g in report.graphs)
         extra = (f"\ndelegate check (documented op lists): GPU leaves {gpu_bad} ops to the CPU, NNAPI {nnapi_bad} "
                  f"(supported ones need Android API {worst}+); details per graph in manifest.json")
+    extra += _fp16_range_lines(report.manifest.get("fp16_range"))
     files = len(report.manifest["files"])
     return ("\n".join(lines) + extra +
             f"\nwrote {report.path} ({o.target}, {o.precision}, {o.delegate or o.compute_units}) in {report.seconds:.1f} s: "
             f"graphs {_size(total)}, goldens {_size(report.golden_bytes)}, sha256 of {files} files in manifest.json")
+
+
+def _fp16_range_lines(ranges: dict | None) -> str:
+    """The fp16 range check of a build: a warning per tensor beyond the fp16 maximum or within its margin of it."""
+    if not ranges:
+        return ""
+    worst = max(ranges["per_graph"].items(), key=lambda kv: kv[1]["max_abs"], default=None)
+    head = (f"\nfp16 range on {ranges['images']} calibration images ({ranges['tensors_checked']} tensors, fp16 max "
+            f"{ranges['fp16_max']:g}): ")
+    if not ranges["warnings"]:
+        where = f"; largest {worst[0]}: {worst[1]['tensor']} |x| = {worst[1]['max_abs']:.4g}" if worst else ""
+        return head + f"every tensor stays {ranges['margin']:g}x below it{where}"
+    masked = ranges.get("warnings_at_mask_level", 0)
+    others = [w for w in ranges["warnings"] if "attention mask's level" not in w]
+    lines = [head + f"{len(ranges['warnings'])} warnings"]
+    if masked:
+        lines.append(f"  {masked} tensors sit at the additive attention mask's level (|x| ~ 1e4, exactly representable in "
+                     f"fp16, 6.5x headroom by design); listed in manifest.json")
+    return "\n".join([*lines, *(f"  warning: {w}" for w in others)])
 
 
 __all__ = ["convert", "default_out", "format_report", "model_name"]

@@ -30,7 +30,7 @@ def _check_manifest(manifest: dict, folder: Path, reference) -> None:
     assert manifest["tokenizer"]["specials"] == {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
     assert manifest["preprocessing"]["size"] == reference.config.tee.image_size
     assert manifest["postprocessing"]["rpn"]["post_nms_top_n"] == reference.config.tee.rpn.post_nms_top_n
-    assert manifest["tolerances"] == tolerances_for(manifest["precision"])
+    assert manifest["tolerances"] == tolerances_for(manifest["target"], manifest["precision"])
     for name, (ins, outs) in _graph_io(reference).items():
         graph = manifest["graphs"][name]
         assert [i["name"] for i in graph["inputs"]] == ins
