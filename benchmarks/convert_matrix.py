@@ -39,6 +39,10 @@ def _folder_bytes(folder: Path, suffix: str) -> int:
     return total
 
 
+def _default_delegate(target: str) -> str | None:
+    return TARGETS[target].delegates[0] if TARGETS[target].delegates else None
+
+
 def run_build(target: str, precision: str, delegate: str | None, out: Path) -> dict:
     cmd = [str(Path(sys.executable).with_name("minivlm-convert")), "--target", target, "--precision", precision,
            "--out", str(out)]
@@ -47,8 +51,7 @@ def run_build(target: str, precision: str, delegate: str | None, out: Path) -> d
     started = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    default_delegate = TARGETS[target].delegates[0] if TARGETS[target].delegates else None
-    row = {"target": target, "precision": precision, "delegate": delegate or default_delegate,
+    row = {"target": target, "precision": precision, "delegate": delegate or _default_delegate(target),
            "seconds": round(seconds, 1), "exit": result.returncode}
     if result.returncode != 0:
         row["error"] = _cli_error(result.stderr)
@@ -139,6 +142,10 @@ def main() -> None:
                 row["parity"] = run_parity(Path(tmp) / f"build-{i}")
                 print(f"  parity: {_parity_cell(row['parity'])}", flush=True)
             rows.append(row)
+    if args.only and RESULTS.is_file():  # keep the other targets' rows of the last full run
+        kept = [r for r in json.loads(RESULTS.read_text())["builds"] if r["target"] != args.only]
+        rank = {(t, p, d or _default_delegate(t)): i for i, (t, p, d) in enumerate(BUILDS)}
+        rows = sorted(kept + rows, key=lambda r: rank.get((r["target"], r["precision"], r["delegate"]), len(rank)))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
                                    "builds": rows}, indent=1) + "\n")

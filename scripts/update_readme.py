@@ -75,11 +75,19 @@ def build_table() -> str:
     sys.path.insert(0, str(MATRIX.parents[1]))
     from convert_matrix import markdown
 
+    from minivlm.converters.targets import TARGETS
+
     results = json.loads(MATRIX.read_text())
+    defaults = [r for r in results["builds"] if r["exit"] == 0 and r["precision"] == TARGETS[r["target"]].precisions[0]
+                and r["delegate"] == (TARGETS[r["target"]].delegates or (None,))[0]]
+    names = ", ".join(f"{r['target']} {r['precision']}" for r in defaults)
     return "\n".join([
-        "## Build sizes and times", "",
-        f"`python benchmarks/convert_matrix.py` builds the bundled model for every target and precision, one "
-        f"`minivlm-convert` process at a time, timed from outside ({results['machine']}):", "",
+        "## Build sizes, times and parity", "",
+        f"`python benchmarks/convert_matrix.py --parity` builds the bundled model for every target and precision, "
+        f"one `minivlm-convert` process at a time, timed from outside ({results['machine']}), then runs "
+        f"`minivlm parity` on each build. The default build of each target "
+        f"({names}) "
+        f"took {sum(r['seconds'] for r in defaults):.0f} s together.", "",
         markdown(results["builds"]),
     ])
 
