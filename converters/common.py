@@ -528,7 +528,7 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
                 def vocabularies_and_goldens() -> int:
                     _write_vocabularies(pipeline, tmp)
                     io_names = {s.name: (s.input_names, s.output_names) for s in specs}
-                    return write_goldens(traces, io_names, pipeline.tokenizer, tmp / GOLDEN_DIR)
+                    return write_goldens(traces, io_names, pipeline, tmp / GOLDEN_DIR)
 
                 if workers is None:
                     graphs = _convert_serial(target, specs, options, tmp, progress)

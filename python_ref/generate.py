@@ -35,6 +35,13 @@ from .fusion import AttentionKind, CaptionPrefixGraph, CaptionStepGraph, Fusion,
 from .tokenizer import Tokenizer
 
 
+StepHook = Callable[[torch.Tensor, torch.Tensor], None]
+"""`on_step(history, logits)`, called once per decoding step: `history` (N, t) holds each row's tokens at
+positions 0..t-1 ([CLS] first) and `logits` (N, V) the logits the step graph returned for the [MASK] after them.
+Beam search's first step runs all N rows on the same history [CLS] (only row 0 is expanded). Goldens record
+whole decodes through it."""
+
+
 @dataclass(frozen=True)
 class Caption:
     """A decoded caption.
@@ -168,17 +175,21 @@ def greedy(
     *,
     max_caption_tokens: int | None = None,
     cached: bool = True,
+    on_step: StepHook | None = None,
 ) -> Caption:
     """Greedy caption of one packed image (`pack_inputs(..., text="", require_text=False)`).
 
     Takes the argmax at every step until [SEP] or `max_caption_tokens` (default: the config's).
-    `cached=False` recomputes the full sequence every step (the reference path).
+    `cached=False` recomputes the full sequence every step (the reference path). `on_step(history, logits)`
+    sees every step (see `StepHook`).
     """
     decoder, steps = _setup(fusion, tokenizer, inputs, 1, max_caption_tokens, cached)
     history = torch.tensor([[tokenizer.cls_id]])
     logits_seq, score, finished = [], 0.0, False
     for _ in range(steps):
         logits = decoder.step(history)[0]  # (V,)
+        if on_step is not None:
+            on_step(history, logits[None])
         token = int(logits.argmax())
         logits_seq.append(logits)
         score += float(F.log_softmax(logits, dim=-1)[token])
@@ -217,9 +228,11 @@ def beam_search(
     length_penalty: float = 1.0,
     max_caption_tokens: int | None = None,
     cached: bool = True,
+    on_step: StepHook | None = None,
 ) -> Caption:
     """Beam-search caption of one packed image: the best hypothesis by length-normalised log-probability
-    (see the module docstring for the exact rules). `cached=False` is the uncached reference path."""
+    (see the module docstring for the exact rules). `cached=False` is the uncached reference path.
+    `on_step(history, logits)` sees every step (see `StepHook`)."""
     decoder, steps = _setup(fusion, tokenizer, inputs, num_beams, max_caption_tokens, cached)
     vocab = fusion.cfg.vocab_size
     history = torch.full((num_beams, 1), tokenizer.cls_id)  # (N, t)
@@ -229,6 +242,8 @@ def beam_search(
     hyps = _Hypotheses(num_beams, length_penalty, [])
     for t in range(1, steps + 1):
         logits = decoder.step(history)  # (N, V)
+        if on_step is not None:
+            on_step(history, logits)
         candidates = (F.log_softmax(logits, dim=-1) + beam_scores[:, None]).view(-1)
         top_scores, top_idx = candidates.topk(2 * num_beams)  # spares for beams that end here
         running: list[tuple[float, int, int]] = []  # (sum_logprobs, parent beam, word)
@@ -250,4 +265,4 @@ def beam_search(
     return hyps.items[0]
 
 
-__all__ = ["Caption", "CachedDecoder", "CaptionGraphs", "UncachedDecoder", "beam_search", "greedy"]
+__all__ = ["Caption", "CachedDecoder", "CaptionGraphs", "StepHook", "UncachedDecoder", "beam_search", "greedy"]

@@ -6,7 +6,7 @@ import torch
 from minivlm.python_ref.config import tiny
 from minivlm.python_ref.errors import InputError
 from minivlm.python_ref.fusion import Fusion, pack_inputs
-from minivlm.python_ref.generate import beam_search, greedy
+from minivlm.python_ref.generate import UncachedDecoder, beam_search, greedy
 from minivlm.python_ref.tokenizer import Tokenizer
 
 CFG = tiny().fusion
@@ -112,3 +112,26 @@ def test_max_caption_tokens(model, tok, inputs):
         greedy(model, tok, inputs, max_caption_tokens=15)
     with pytest.raises(InputError, match="num_beams is 0"):
         beam_search(model, tok, inputs, 0)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_on_step_reports_each_rows_history_and_its_logits(model, tok, inputs, num_beams):
+    """Every row the hook sees is the uncached forward of its own history: the hook reports what each row
+    really decoded from (goldens key their tables by these histories)."""
+    seen = []
+    hook = lambda history, logits: seen.append((history.clone(), logits.clone()))
+    if num_beams == 1:
+        caption = greedy(model, tok, inputs, on_step=hook)
+    else:
+        caption = beam_search(model, tok, inputs, num_beams, on_step=hook)
+    assert [h.shape[1] for h, _ in seen] == list(range(1, len(seen) + 1))  # one call per step, history grows by one
+    assert all(h.shape[0] == num_beams and (h[:, 0] == tok.cls_id).all() for h, _ in seen)
+    best = (tok.cls_id, *caption.token_ids)
+    for t in range(1, min(len(best), len(seen)) + 1):  # the winner's path runs through the recorded histories
+        assert best[:t] in {tuple(r) for r in seen[t - 1][0].tolist()}, f"step {t} lacks the caption's prefix"
+    for history, logits in seen:
+        for row in range(0, num_beams, max(1, num_beams - 1)):  # first and last row of each step
+            with torch.no_grad():
+                uncached = UncachedDecoder(model, tok, inputs, 1).step(history[row : row + 1])[0]
+            err = float((uncached - logits[row]).abs().max())
+            assert err <= CACHE_ATOL, f"step {history.shape[1]} row {row}: hook logits {err:.3g} from the uncached forward"
