@@ -1,10 +1,60 @@
-"""Session fixtures shared by tests/converters and tests/sdk: the tiny model and its ExecuTorch / TFLite
-fp32 builds, converted once per session (the slowest thing the default test run does)."""
+"""Test tiers, and the session fixtures shared by tests/converters and tests/sdk: the tiny model and its
+ExecuTorch / TFLite fp32 builds, converted once per session.
+
+Tiers (docs/TESTING.md). A plain `pytest` runs the fast tier: unit tests on the tiny model, about a minute.
+The integration tiers are markers, given here by folder or by the fixtures a test uses:
+    build   converts a model (any test using a tiny build fixture)    parity  the demo model's builds (tests/parity)
+    native  compiles the C++ core (tests/native)                        apps    the demo apps' code (tests/apps)
+    model   whole-model runs: training smoke runs, the demo model's scores
+    ddp     two training processes under torchrun
+Each of them also carries `integration`, so `pytest -m integration` runs them all (CI does). Naming a test
+folder or file runs its tests whatever their tier (`pytest tests/parity`). `slow` and `macos` tests run only
+when a `-m` expression names them.
+"""
+
+from pathlib import Path
 
 import pytest
 import torch
 
 import minivlm
+
+TESTS = Path(__file__).resolve().parent
+INTEGRATION_TIERS = ("build", "parity", "native", "apps", "model", "ddp")
+FOLDER_TIERS = {"parity": "parity", "native": "native", "apps": "apps"}
+FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "smoke_run": "model"}
+OPT_IN = ("slow", "macos")
+
+
+def _named_explicitly(config: pytest.Config) -> list[Path]:
+    """The test folders and files given on the command line, except the whole tests/ folder (or above it)."""
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        return []
+    named = [Path(config.invocation_params.dir, arg.split("::")[0]).resolve() for arg in config.args]
+    return [p for p in named if p != TESTS and TESTS in p.parents]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        folder = path.relative_to(TESTS).parts[0] if TESTS in path.parents else ""
+        if folder in FOLDER_TIERS:
+            item.add_marker(FOLDER_TIERS[folder])
+        for fixture in FIXTURE_TIERS.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(FIXTURE_TIERS[fixture])
+        if any(item.get_closest_marker(tier) for tier in INTEGRATION_TIERS):
+            item.add_marker("integration")
+    expression = config.option.markexpr or ""
+    named = _named_explicitly(config)
+    keep, drop = [], []
+    for item in items:
+        opted_out = any(item.get_closest_marker(m) and m not in expression for m in OPT_IN)
+        tiered = not expression and item.get_closest_marker("integration") and \
+            not any(p == Path(str(item.path)).resolve() or p in Path(str(item.path)).resolve().parents for p in named)
+        (drop if opted_out or tiered else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from minivlm.converters.tolerances import tolerances_for
 from minivlm.errors import ArtifactError
 from minivlm.python_ref.pipeline import GRAPH_NAMES
 
+pytestmark = pytest.mark.build  # every test here converts the tiny model
+
 
 def _graph_io(reference):
     io = {}

@@ -16,6 +16,8 @@ from minivlm.python_ref.postprocess import box_iou
 
 import torch
 
+pytestmark = pytest.mark.build  # every test here converts the tiny model
+
 BUILDS = ["tiny_executorch_build", "tiny_tflite_build"]
 
 

@@ -27,6 +27,7 @@ def test_default_model_is_the_bundled_demo(demo):
     assert demo.source.endswith("minivlm-demo.safetensors")
 
 
+@pytest.mark.model
 def test_scores_on_unseen_scenes(demo):
     report = evaluate(demo.pipeline, n=40, seed=4242)
     assert report.detection_map >= 0.95, report.table()

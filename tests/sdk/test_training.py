@@ -74,6 +74,7 @@ def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monke
     assert read_safetensors(resumed)[1]["resumed"] == "true"  # the README quotes times of one-sitting runs only
 
 
+@pytest.mark.ddp
 def test_two_process_ddp_run(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
