@@ -132,8 +132,8 @@ class TEEConfig:
         if not set(self.roi_head.pooler_levels) <= set(levels):
             raise ConfigError(f"roi_head.pooler_levels {self.roi_head.pooler_levels} not within P{levels[0]}..P{levels[-1]}")
         stride = 2 ** self.bifpn.max_level
-        if self.image_size % stride:
-            raise ConfigError(f"image_size {self.image_size} is not a multiple of the coarsest stride {stride}")
+        if self.image_size <= 0 or self.image_size % stride:
+            raise ConfigError(f"image_size {self.image_size} is not a positive multiple of the coarsest stride {stride}")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .postprocess import Regions, region_geometry, select_proposals, select_regi
 from .preprocess import Letterbox, preprocess
 from .rpn import make_anchors
 from .tee import TEE
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, check_unicode
 
 BACKGROUND = "__background__"
 
@@ -207,7 +207,7 @@ class Pipeline:
 
 
 def check_text(text: object, what: str) -> str:
-    """InputError unless `text` is a non-empty string."""
+    """InputError unless `text` is a non-empty string that can be encoded as UTF-8."""
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{what} is {text!r}, expected a non-empty string")
-    return text
+    return check_unicode(text, what)

@@ -16,8 +16,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import MiniVLMConfig, get_config, replace
+from .errors import ConfigError
 from .fusion import AttentionKind
 from .pipeline import MiniVLM
+
+# The profile runs the model once at the requested size; activations grow with its square (the paper preset
+# takes ~1 GB at 1024, so ~4 GB at 2048). Larger sides are refused rather than exhausting memory.
+MAX_IMAGE_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,12 @@ def profile_model(preset: str | MiniVLMConfig, image_size: int | None = None) ->
     fusion: word embeddings, other embeddings, encoder, heads), then a total per network and overall."""
     cfg = get_config(preset) if isinstance(preset, str) else preset
     if image_size is not None:
+        stride = 2 ** cfg.tee.bifpn.max_level
+        largest = MAX_IMAGE_SIZE - MAX_IMAGE_SIZE % stride
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or not stride <= image_size <= largest \
+                or image_size % stride:
+            raise ConfigError(f"image size {image_size!r} is not one {cfg.name} can take: a multiple of its coarsest "
+                              f"stride {stride} from {stride} to {largest} ({cfg.name}'s own is {cfg.tee.image_size})")
         cfg = replace(cfg, tee=replace(cfg.tee, image_size=image_size))
     model = MiniVLM(cfg).eval()
     tee, fusion = model.tee, model.fusion

@@ -55,6 +55,21 @@ def _read_vocab(path: Path) -> dict[str, int]:
     return vocab
 
 
+def check_unicode(text: str, what: str) -> str:
+    """`text` if it can be encoded as UTF-8, else InputError naming the first bad position.
+
+    Undecodable bytes reach Python as lone surrogates (`"\\udcff"`: what `sys.argv` holds for a non-UTF-8
+    command-line argument, and what `errors="surrogateescape"` reads from a file). They are refused rather
+    than replaced by U+FFFD: a question whose bytes were garbled should be retyped, not answered as
+    something else."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{what} is not valid UTF-8 text: {text[e.start]!r} at character {e.start} is an "
+                         "undecodable byte or lone surrogate; pass UTF-8 text") from None
+    return text
+
+
 class Tokenizer:
     """BERT uncased WordPiece over a `vocab.txt`. Encodes without specials; decodes skipping them."""
 
@@ -116,7 +131,7 @@ class Tokenizer:
     def _check_text(text: object) -> str:
         if not isinstance(text, str):
             raise InputError(f"text must be a str, got {type(text).__name__}")
-        return text
+        return check_unicode(text, "text")
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, without [CLS]/[SEP], untruncated."""
@@ -148,4 +163,4 @@ class Tokenizer:
         return out
 
 
-__all__ = ["DEFAULT_VOCAB", "SPECIAL_TOKENS", "Tokenizer"]
+__all__ = ["DEFAULT_VOCAB", "SPECIAL_TOKENS", "Tokenizer", "check_unicode"]

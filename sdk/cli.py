@@ -155,17 +155,14 @@ def parity(
 def train(
     out: Annotated[str, typer.Option(help="Working folder: checkpoints, region cache and the final model.safetensors.")] = "runs/minivlm-demo",
     seed: Annotated[int, typer.Option(help="Training scene stream and initialisation seed.")] = 1,
-    scale: Annotated[float, typer.Option(help="Multiply every step and scene count (e.g. 0.01 for a smoke run).")] = 1.0,
+    scale: Annotated[float, typer.Option(help="Multiply every step and scene count (e.g. 0.01 for a smoke run; counts never drop below 2).")] = 1.0,
     progress: Annotated[bool, typer.Option(help="Show progress bars with the losses.")] = True,
 ) -> None:
-    """Train the demo model from scratch on generated scenes (resumes from the checkpoints in --out)."""
+    """Train the demo model from scratch on generated scenes (resumes from the checkpoints in --out, which must
+    then have been made with the same --seed and --scale)."""
     from minivlm.training import TrainSettings, train as run
 
-    settings = TrainSettings(seed=seed)
-    if scale != 1.0:
-        if scale <= 0:
-            raise typer.BadParameter(f"--scale is {scale}, expected a positive factor")
-        settings = settings.scaled(scale)
+    settings = TrainSettings(seed=seed).scaled(scale)
     typer.echo(f"wrote {run(settings, out, progress=progress)}")
 
 

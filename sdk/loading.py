@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from minivlm.errors import ConfigError, WeightsError
 from minivlm.images import ImageLike, load_image
 from minivlm.python_ref.config import PRESETS, get_config
-from minivlm.python_ref.pipeline import Detection, MiniVLM, Pipeline, Vocabularies
+from minivlm.python_ref.pipeline import Detection, MiniVLM, Pipeline, Vocabularies, check_text
 from minivlm.python_ref.tokenizer import Tokenizer
-from minivlm.python_ref.weights import load_weights, read_safetensors
+from minivlm.python_ref.weights import load_weights, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,14 @@ class ReferencePipeline:
         return self.pipeline.caption(load_image(image), num_beams)
 
     def answer(self, image: ImageLike, question: str) -> str:
-        """The answer to a question about the image."""
+        """The answer to a question about the image. InputError unless `question` is a non-empty str that
+        can be encoded as UTF-8 (checked before the image is read)."""
+        question = check_text(question, "question")
         return self.pipeline.answer(load_image(image), question)
 
     def match(self, image: ImageLike, text: str) -> float:
-        """Probability in [0, 1] that `text` describes the image."""
+        """Probability in [0, 1] that `text` describes the image (`text` checked as `answer`'s question)."""
+        text = check_text(text, "text")
         return self.pipeline.match(load_image(image), text)
 
 
@@ -69,15 +73,27 @@ def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferenceP
     """The reference pipeline of `model`: a preset name (its bundled weights) or a `.safetensors` file
     written by `minivlm train`. `random_init=True` builds an untrained preset (e.g. `minivlm-paper`, for
     which no weights exist) with numbered placeholder vocabularies."""
+    model = os.fspath(model) if isinstance(model, os.PathLike) else model
+    if not isinstance(model, str):
+        raise ConfigError(f"model is {model!r}, expected a preset name or a .safetensors path")
     path = Path(model)
+    presets = ", ".join(sorted(PRESETS))
     if model not in PRESETS and path.suffix == ".safetensors":
+        if path.is_dir():
+            raise WeightsError(f"{model!r} is a directory; --model takes a .safetensors file written by `minivlm train`")
         if not path.is_file():
             raise WeightsError(f"weights file {model!r} does not exist")
-        _, metadata = read_safetensors(path)
-        preset = metadata.get("preset")
+        preset = read_metadata(path).get("preset")
         if preset is None:
             raise WeightsError(f"{path} names no 'preset' in its metadata")
+        if preset not in PRESETS:
+            raise WeightsError(f"{path} names preset {preset!r} in its metadata, which this SDK does not have "
+                               f"(presets: {presets})")
         return _from_file(get_config(preset), path)
+    if model not in PRESETS and (path.suffix or os.sep in model or path.exists()):
+        raise WeightsError(f"{model!r} is neither a model preset nor a weights file: a weights file must be a "
+                           f".safetensors file written by `minivlm train` (pickled .pt/.bin checkpoints are never "
+                           f"loaded); presets: {presets}")
     cfg = get_config(model)  # ConfigError for an unknown name, listing the presets
     if random_init:
         net = MiniVLM(cfg)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -27,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from minivlm.errors import ConfigError
+from minivlm.errors import ConfigError, InputError
 from minivlm.python_ref.config import MiniVLMConfig, get_config
 from minivlm.python_ref.fusion import Fusion, additive_mask, pack_inputs
 from minivlm.python_ref.losses import IGNORE, box_head_loss, roi_targets, rpn_loss, token_loss
@@ -78,11 +79,45 @@ class TrainSettings:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     checkpoint_every: int = 200
+    scale: float = 1.0  # the product of the `scaled` factors applied (recorded: a run folder names it)
+
+    def __post_init__(self) -> None:
+        counts = ("detector_steps", "detector_batch", "rpn_samples", "roi_samples", "region_scenes", "pretrain_steps",
+                  "finetune_steps", "fusion_batch", "vqa_batch", "match_batch", "checkpoint_every")
+        # (field, valid, what is expected): checked here so that a bad value fails before a folder is touched
+        rules = [(k, lambda v: _is_int(v) and v >= 1, "an integer >= 1") for k in counts] + [
+            ("preset", lambda v: isinstance(v, str), "a preset name"),
+            ("seed", lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
+            *((k, lambda v: _is_real(v) and v > 0, "a finite number > 0") for k in ("detector_lr", "fusion_lr", "scale")),
+            ("weight_decay", lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
+            ("mask_probability", lambda v: _is_real(v) and 0 < v < 1, "a probability in (0, 1)"),
+            ("label_smoothing", lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
+            ("warmup_fraction", lambda v: _is_real(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+        ]
+        for name, valid, expected in rules:
+            if not valid(getattr(self, name)):
+                raise ConfigError(f"training setting {name} is {getattr(self, name)!r}, expected {expected}")
 
     def scaled(self, factor: float) -> "TrainSettings":
-        """The same recipe with every step/scene count multiplied by `factor` (smoke runs, longer runs)."""
+        """The same recipe with every step/scene count multiplied by `factor` (smoke runs, longer runs).
+
+        Counts never drop below 2, so a tiny factor gives a run of 2 steps per stage and 2 region scenes
+        (not 0, which would have no checkpoint to continue from)."""
         counts = ("detector_steps", "region_scenes", "pretrain_steps", "finetune_steps")
-        return dataclasses.replace(self, **{k: max(2, int(getattr(self, k) * factor)) for k in counts})
+        if not _is_real(factor) or factor <= 0:
+            raise ConfigError(f"scale is {factor!r}, expected a finite factor > 0 (e.g. 0.01 for a smoke run)")
+        values = {k: getattr(self, k) * factor for k in counts}
+        if not all(math.isfinite(v) and math.isfinite(self.scale * factor) for v in values.values()):
+            raise ConfigError(f"scale {factor!r} makes the step counts overflow")
+        return dataclasses.replace(self, **{k: max(2, int(v)) for k, v in values.items()}, scale=self.scale * factor)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -500,9 +535,69 @@ def model_metadata(cfg: MiniVLMConfig, vocab: Vocabularies, settings: TrainSetti
     return meta
 
 
+RUN_FILE = "run.json"  # a run folder's settings, written when the folder is created
+
+
+def _recorded_settings(workdir: Path) -> dict | None:
+    """The settings a run folder was made with; None for a new or empty folder. InputError for a path that is
+    not a folder, or a non-empty folder that holds no run (training never writes into a folder it did not make)."""
+    if not workdir.exists():
+        return None
+    if not workdir.is_dir():
+        raise InputError(f"{workdir} is a file, not a folder: train into a new or empty folder, or a run folder to resume")
+    legacy = sorted(workdir.glob("checkpoint-*/state.json"))  # runs made before the run file existed
+    record = workdir / RUN_FILE if (workdir / RUN_FILE).is_file() else legacy[0] if legacy else None
+    if record is not None:
+        try:
+            settings = json.loads(record.read_text())["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{record} is not a readable run record ({type(e).__name__}: {e})") from None
+        if not isinstance(settings, dict):
+            raise InputError(f"{record} is not a readable run record (its settings are not a JSON object)")
+        return settings
+    if next(workdir.iterdir(), None) is None:
+        return None
+    raise InputError(f"{workdir} is not empty and holds no training run (no {RUN_FILE}): train into a new or empty folder")
+
+
+def _open_run_folder(workdir: Path, settings: TrainSettings, rank: int) -> None:
+    """Check that `workdir` is new, empty, or a run with exactly `settings` (a resume); create it and record the
+    settings (rank 0). ConfigError naming every differing setting; InputError if the folder cannot be made."""
+    wanted = dataclasses.asdict(settings)
+    recorded = _recorded_settings(workdir)  # every rank checks, before any rank writes
+    if recorded is not None:
+        differ = [f"{k} {recorded[k]!r} (this run: {wanted[k]!r})" for k in wanted if k in recorded and recorded[k] != wanted[k]]
+        differ += [f"{k} {recorded[k]!r} (not a setting of this version)" for k in recorded if k not in wanted]
+        if differ:
+            raise ConfigError(f"{workdir} holds a run made with other settings: {'; '.join(differ)}. Resume with the "
+                              f"same settings, or start afresh in another folder (--out)")
+    _barrier()
+    if rank == 0 and not (workdir / RUN_FILE).is_file():
+        _make_run_folder(workdir, wanted)
+    _barrier()
+
+
+def _make_run_folder(workdir: Path, settings: dict) -> None:
+    """`workdir` (and missing parents) with its `run.json`, written atomically; on failure, nothing made stays."""
+    missing = [p for p in (workdir, *workdir.parents) if not p.exists()]  # inner to outer
+    tmp = workdir / f".{RUN_FILE}.tmp"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"settings": settings}, indent=2))
+        os.replace(tmp, workdir / RUN_FILE)
+    except OSError as e:
+        if missing:
+            shutil.rmtree(missing[-1], ignore_errors=True)  # the outermost folder this call made, nothing else
+        else:
+            tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot make the run folder {workdir}: {e.strerror or e}") from None
+
+
 def train(settings: TrainSettings, workdir: str | Path, *, progress: bool = True) -> Path:
     """Run (or resume) every stage in `workdir`; returns the path of the final `model.safetensors`.
 
+    `workdir` must be new, empty, or a folder this function made with the same settings (then the run
+    resumes from its checkpoints); it records the settings in `run.json` when it makes it.
     Rank 0 writes the final weights; other ranks return the same path once it exists.
     """
     cfg = get_config(settings.preset)
@@ -510,8 +605,8 @@ def train(settings: TrainSettings, workdir: str | Path, *, progress: bool = True
         raise ConfigError(f"preset {settings.preset!r} predicts {cfg.tee.roi_head.num_classes} classes; the scenes have "
                           f"{len(DEMO_VOCABULARIES.classes)} (with background)")
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     rank, world_size = world()
+    _open_run_folder(workdir, settings, rank)
     _seed_everything(settings.seed)
     model = MiniVLM(cfg)
     tokenizer = Tokenizer.default()

@@ -37,3 +37,6 @@ def test_contradicting_parts_are_rejected_with_both_numbers():
         dataclasses.replace(paper.fusion, hidden_size=100)
     with pytest.raises(ConfigError, match=r"image_size 500"):
         dataclasses.replace(paper.tee, image_size=500)
+    for size in (0, -128):  # multiples of 128 too, but no image has that side
+        with pytest.raises(ConfigError, match=rf"image_size {size} is not a positive multiple of the coarsest stride 128"):
+            dataclasses.replace(paper.tee, image_size=size)

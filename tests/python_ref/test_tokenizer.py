@@ -83,6 +83,15 @@ def test_non_str_text_raises(tok, bad):
         tok.encode(bad)
 
 
+@pytest.mark.parametrize("text, position", [("\udcff\udcfe how many", 0), ("how \ud800many", 4)])
+def test_text_that_is_not_utf8_is_refused_naming_the_position(tok, text, position):
+    """Undecodable argv bytes arrive as lone surrogates: an InputError, not `tokenizers`' TypeError."""
+    with pytest.raises(InputError, match=f"not valid UTF-8 text: .* at character {position} "):
+        tok.encode(text)
+    with pytest.raises(InputError, match="not valid UTF-8 text"):
+        tok.tokens(text)
+
+
 @pytest.mark.parametrize("ids", [[30522], [-1], ["a"], "abc"])
 def test_bad_ids_raise(tok, ids):
     with pytest.raises(InputError):

@@ -288,15 +288,58 @@ def test_load_refuses_another_model(tmp_path):
 def test_load_bad_files(tmp_path):
     with pytest.raises(WeightsError, match="no weights file"):
         load_weights(Fusion(CFG), tmp_path / "absent.safetensors")
+    (tmp_path / "folder.safetensors").mkdir()
+    with pytest.raises(WeightsError, match="folder.safetensors is a directory, not a weights file"):
+        load_weights(Fusion(CFG), tmp_path / "folder.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 5)
-    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+    with pytest.raises(WeightsError, match="is not a safetensors file: it does not start with a safetensors header"):
         load_weights(Fusion(CFG), junk)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(WeightsError, match=r"empty.safetensors is not a safetensors file: it is empty \(0 bytes\)"):
+        load_weights(Fusion(CFG), empty)
     half = tmp_path / "half.safetensors"
     save_file({"x": torch.zeros(1000)}, str(half))
+    size = half.stat().st_size
     half.write_bytes(half.read_bytes()[:-100])
-    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+    expected = f"it is truncated or damaged: its header describes {size} bytes, the file has {size - 100}"
+    with pytest.raises(WeightsError, match=expected):
         load_weights(Fusion(CFG), half)
+    header_cut = tmp_path / "header_cut.safetensors"
+    header_cut.write_bytes(half.read_bytes()[:20])
+    with pytest.raises(WeightsError, match="it is truncated or not safetensors: its header claims"):
+        load_weights(Fusion(CFG), header_cut)
+
+
+@pytest.mark.parametrize("zipped, kind", [(True, "a zip archive"), (False, "a Python pickle")])
+def test_pickle_renamed_safetensors_is_named_and_never_unpickled(tmp_path, monkeypatch, zipped, kind):
+    """A torch.save file renamed .safetensors: say what it is (not "header too large"); never unpickle it."""
+    path = tmp_path / "model.safetensors"
+    torch.save(Fusion(CFG).state_dict(), path, _use_new_zipfile_serialization=zipped)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a pickle was loaded"))
+    with pytest.raises(WeightsError, match=f"is not a safetensors file: it is {kind}.*pickled checkpoints are never loaded"):
+        load_weights(Fusion(CFG), path)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    """NaN weights used to load and answer nonsense: the first bad tensor (key order) and its count are named."""
+    source = Fusion(CFG)
+    with torch.no_grad():
+        source.vqa_head.fc2.bias[:3] = float("nan")
+        source.encoder.layers[1].attn.query.weight[0, 0] = float("inf")
+    path = tmp_path / "nan.safetensors"
+    save_weights(source, path)
+    target = Fusion(CFG)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    n = target.encoder.layers[1].attn.query.weight.numel()
+    expected = (rf"nan.safetensors holds non-finite weights: encoder\.layers\.1\.attn\.query\.weight has 1 NaN/inf "
+                rf"values of {n}; 1 more tensors hold 3 more")
+    with pytest.raises(WeightsError, match=expected):
+        load_weights(target, path)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+    with pytest.raises(WeightsError, match="holds non-finite weights"):
+        read_safetensors(path)
 
 
 def test_bad_metadata_writes_nothing(tmp_path):

@@ -1,6 +1,5 @@
 """The `minivlm` command: thin, true --help, one-line errors with exit code 2."""
 
-import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -15,6 +14,15 @@ def test_info_prints_a_row_per_part():
     assert result.exit_code == 0, result.output
     for part in ("backbone (EfficientNet)", "BiFPN", "RoIAlign", "word embeddings", "encoder"):
         assert part in result.output
+
+
+@pytest.mark.parametrize("size", ["0", "-128", "-64", "100", "4096", "1000000000000"])
+def test_info_refuses_image_sizes_the_model_cannot_take(size):
+    """0 and -128 used to end in a traceback from the backbone or the anchors, huge sizes in an allocation."""
+    result = runner.invoke(app, ["info", "minivlm-tiny", "--image-size", size])
+    assert result.exit_code == 2, result.output
+    expected = f"error: image size {size} is not one minivlm-tiny can take: a multiple of its coarsest stride 128 from 128 to 2048"
+    assert result.output.startswith(expected) and len(result.output.strip().splitlines()) == 1, result.output
 
 
 @pytest.mark.parametrize(

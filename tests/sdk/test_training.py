@@ -1,5 +1,8 @@
 """The training pipeline: a few-step smoke run, exact resume after an interruption, and 2-process DDP."""
 
+import dataclasses
+import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,6 +13,7 @@ from safetensors.torch import load_file
 
 import minivlm
 from minivlm import training
+from minivlm.errors import ConfigError, InputError
 from minivlm.training import TrainSettings, train
 
 SMOKE = TrainSettings(
@@ -72,6 +76,122 @@ def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monke
     from minivlm.python_ref.weights import read_safetensors
 
     assert read_safetensors(resumed)[1]["resumed"] == "true"  # the README quotes times of one-sitting runs only
+
+
+# --- run folders and settings: checked before any training step ------------------------------------------------
+
+
+class Stopped(Exception):
+    pass
+
+
+@pytest.fixture
+def interrupted(monkeypatch):
+    """`train` stops where its first stage would start: what runs before it (settings, the run folder) is real."""
+    def stop(*args, **kwargs):
+        raise Stopped
+
+    monkeypatch.setattr(training, "_run_stage", stop)
+
+
+def test_resuming_with_other_settings_is_refused_naming_them(tmp_path, interrupted):
+    """A seed-2 run used to "resume" a seed-1 folder in seconds and label the seed-1 weights as seed 2."""
+    out = tmp_path / "run"
+    with pytest.raises(Stopped):
+        train(SMOKE, out, progress=False)
+    assert json.loads((out / training.RUN_FILE).read_text()) == {"settings": dataclasses.asdict(SMOKE)}
+    expected = (f"{out} holds a run made with other settings: seed 1 (this run: 2); detector_lr 0.002 (this run: 0.001)."
+                " Resume with the same settings, or start afresh in another folder (--out)")
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        train(dataclasses.replace(SMOKE, seed=2, detector_lr=1e-3), out, progress=False)
+    with pytest.raises(Stopped):  # the same settings pass the check: a resume
+        train(SMOKE, out, progress=False)
+
+
+def test_a_run_folder_from_before_the_run_file_is_checked_by_its_checkpoints(tmp_path, interrupted):
+    old = {k: v for k, v in dataclasses.asdict(SMOKE).items() if k != "scale"}  # older runs had no scale field
+    (tmp_path / "checkpoint-detector").mkdir()
+    (tmp_path / "checkpoint-detector" / "state.json").write_text(json.dumps({"stage": "detector", "step": 3, "settings": old}))
+    with pytest.raises(ConfigError, match=re.escape("seed 1 (this run: 7)")):
+        train(dataclasses.replace(SMOKE, seed=7), tmp_path, progress=False)
+    with pytest.raises(Stopped):
+        train(SMOKE, tmp_path, progress=False)
+    assert json.loads((tmp_path / training.RUN_FILE).read_text())["settings"]["seed"] == 1
+
+
+def test_cli_resume_with_another_seed_or_scale_is_one_line(tmp_path, interrupted):
+    from typer.testing import CliRunner
+
+    from minivlm.cli import app
+
+    runner, out = CliRunner(), str(tmp_path / "r")
+    first = runner.invoke(app, ["train", "--out", out, "--scale", "0.01", "--no-progress"])
+    assert isinstance(first.exception, Stopped) and (tmp_path / "r" / training.RUN_FILE).is_file(), first.output
+    for args, parts in [(["--seed", "2", "--scale", "0.01"], ["seed 1 (this run: 2)"]),
+                        (["--scale", "0.02"], ["detector_steps 9 (this run: 18)", "scale 0.01 (this run: 0.02)"])]:
+        result = runner.invoke(app, ["train", "--out", out, "--no-progress", *args])
+        assert result.exit_code == 2, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "another folder (--out)" in result.output
+        assert all(p in result.output for p in parts), result.output
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        (lambda t: (t / "file").write_text("mine") and t / "file", "file is a file, not a folder"),
+        (lambda t: (t / "file").write_text("mine") and t / "file" / "run", "cannot make the run folder .*: Not a directory"),
+        (lambda t: (t / "notes").mkdir() or (t / "notes" / "a.txt").write_text("mine") and t / "notes",
+         "notes is not empty and holds no training run .no run.json.: train into a new or empty folder"),
+        (lambda t: Path("/proc/minivlm-run"), "cannot make the run folder /proc/minivlm-run"),
+    ],
+)
+def test_unusable_out_paths_are_input_errors_and_touch_nothing(tmp_path, interrupted, out, message):
+    path = out(tmp_path)
+    before = _listing(tmp_path)
+    with pytest.raises(InputError, match=message):
+        train(SMOKE, path, progress=False)
+    assert _listing(tmp_path) == before
+
+
+def test_a_failed_run_folder_write_leaves_nothing(tmp_path, interrupted, monkeypatch):
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training.os, "replace", full_disk)
+    with pytest.raises(InputError, match="cannot make the run folder .*: No space left on device"):
+        train(SMOKE, tmp_path / "new" / "run", progress=False)
+    assert _listing(tmp_path) == []
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="No space left on device"):
+        train(SMOKE, tmp_path / "empty", progress=False)
+    assert _listing(tmp_path) == ["empty"]
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf", "-1", "0", "1e308"])
+def test_cli_bad_scale_is_one_line(tmp_path, interrupted, scale):
+    from typer.testing import CliRunner
+
+    from minivlm.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r"), "--scale", scale, "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: scale ") and len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_counts_never_reach_zero():
+    """A tiny scale clamps every count at 2 (a 2-step stage still checkpoints); 0 steps set by hand is refused."""
+    tiny_run = TrainSettings().scaled(1e-9)
+    assert (tiny_run.detector_steps, tiny_run.region_scenes, tiny_run.pretrain_steps, tiny_run.finetune_steps) == (2, 2, 2, 2)
+    assert tiny_run.scale == 1e-9
+    for field, value in [("detector_steps", 0), ("region_scenes", 0), ("checkpoint_every", 0), ("seed", -1),
+                         ("fusion_lr", float("nan")), ("mask_probability", 1.0), ("detector_batch", 2.5)]:
+        with pytest.raises(ConfigError, match=f"training setting {field} is {value!r}, expected"):
+            TrainSettings(**{field: value})
 
 
 @pytest.mark.ddp
