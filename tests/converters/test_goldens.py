@@ -20,6 +20,11 @@ from minivlm.python_ref.postprocess import select_proposals
 from minivlm.python_ref.tokenizer import Tokenizer
 
 
+# The build traced its goldens on one thread; this replay runs on the default thread count, whose reductions
+# sum in another order: fp32 rounding only, relative to each output's magnitude.
+REPLAY_RTOL, REPLAY_ATOL = 1e-5, 1e-5
+
+
 def _load(folder, entry):
     data = (folder / entry["file"]).read_bytes()
     dtype = np.dtype(entry["dtype"] if entry["dtype"] == "bool" else "<" + np.dtype(entry["dtype"]).str[1:])
@@ -60,7 +65,7 @@ def test_replaying_goldens_through_python_ref_reproduces_them(tiny_executorch_bu
             with torch.no_grad():
                 outputs = modules[name](*inputs)
             for got, entry in zip(outputs, call["outputs"].values()):
-                torch.testing.assert_close(got, _load(folder, entry), rtol=0, atol=1e-6)
+                torch.testing.assert_close(got, _load(folder, entry), rtol=REPLAY_RTOL, atol=REPLAY_ATOL)
     step = case["host_steps"]["proposals"]
     ins = {k: _load(folder, e) for k, e in step["inputs"].items()}
     proposals, valid = select_proposals(ins["objectness"], ins["deltas"], ins["anchors"], pipe.level_sizes,
