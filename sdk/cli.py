@@ -251,7 +251,12 @@ convert_app.command()(_one_line_errors(convert))
 
 
 def main() -> None:
+    from PIL import Image
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # Files past Pillow's pixel limit are refused by minivlm.images with a one-line error; Pillow's own warning
+    # about them would only repeat it as a traceback-like line.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     app()
 
 
