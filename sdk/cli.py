@@ -14,7 +14,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from minivlm.converters.targets import TARGETS
-from minivlm.errors import MiniVLMError
+from minivlm.errors import MiniVLMError, NoDetectionsWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MiniVLM SDK: reference model, phone builds, parity.")
 
@@ -35,6 +35,19 @@ def _one_line_errors(command: Callable) -> Callable:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _printing_warnings(task: Callable[[], object]) -> object:
+    """Run `task`; the SDK's warnings become `warning: <message>` lines on stderr (others show as usual)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoDetectionsWarning)
+        result = task()
+    for w in caught:
+        if issubclass(w.category, NoDetectionsWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return result
 
 
 @app.command()
@@ -81,7 +94,7 @@ def caption(
     """Caption an image."""
     from minivlm.loading import load
 
-    typer.echo(load(model).caption(image, num_beams=beams))
+    typer.echo(_printing_warnings(lambda: load(model).caption(image, num_beams=beams)))
 
 
 @app.command()
@@ -94,7 +107,7 @@ def ask(
     """Answer a question about an image."""
     from minivlm.loading import load
 
-    typer.echo(load(model).answer(image, question))
+    typer.echo(_printing_warnings(lambda: load(model).answer(image, question)))
 
 
 @app.command()
@@ -107,7 +120,7 @@ def match(
     """Probability that a text describes an image (the image-text matching head)."""
     from minivlm.loading import load
 
-    typer.echo(f"{load(model).match(image, text):.4f}")
+    typer.echo(f"{_printing_warnings(lambda: load(model).match(image, text)):.4f}")
 
 
 @app.command("eval")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
 
-from minivlm.errors import ConfigError, WeightsError
+from minivlm.errors import ConfigError, NoDetectionsWarning, WeightsError
 from minivlm.images import ImageLike, load_image, shrink_for_input
 from minivlm.python_ref.config import PRESETS, get_config
 from minivlm.python_ref.pipeline import Detection, ImageRegions, MiniVLM, Pipeline, Vocabularies
@@ -66,16 +67,24 @@ class ReferencePipeline:
         return self.pipeline.detections_of(self.regions(image))
 
     def caption(self, image: ImageLike, num_beams: int = 1) -> str:
-        """A caption of the image (greedy, or beam search with `num_beams` > 1)."""
-        return self.pipeline.caption_of(self.regions(image), num_beams)
+        """A caption of the image (greedy, or beam search with `num_beams` > 1). Warns (NoDetectionsWarning)
+        when nothing was detected: the caption then comes from no region at all."""
+        return self.pipeline.caption_of(self._checked_regions(image, "caption"), num_beams)
 
     def answer(self, image: ImageLike, question: str) -> str:
-        """The answer to a question about the image."""
-        return self.pipeline.answer_of(self.regions(image), question)
+        """The answer to a question about the image (NoDetectionsWarning as for `caption`)."""
+        return self.pipeline.answer_of(self._checked_regions(image, "answer"), question)
 
     def match(self, image: ImageLike, text: str) -> float:
-        """Probability in [0, 1] that `text` describes the image."""
-        return self.pipeline.match_of(self.regions(image), text)
+        """Probability in [0, 1] that `text` describes the image (NoDetectionsWarning as for `caption`)."""
+        return self.pipeline.match_of(self._checked_regions(image, "match score"), text)
+
+    def _checked_regions(self, image: ImageLike, result: str) -> ImageRegions:
+        found = self.regions(image)
+        if not found.tags:
+            warnings.warn(f"no object detected in the image: the {result} comes from no region and no tag",
+                          NoDetectionsWarning, stacklevel=3)
+        return found
 
 
 def _vocabularies(metadata: dict[str, str], path: Path) -> Vocabularies:

@@ -1,5 +1,7 @@
 """The public eager API on an untrained tiny model: shapes, types and input checks (not accuracy)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
@@ -141,3 +143,16 @@ def test_exif_orientation_is_applied_before_detection(demo, tmp_path):
     with Image.open(path) as opened:
         assert demo.caption(opened) == demo.caption(upright)
 
+
+@needs_demo
+def test_nothing_detected_warns_on_caption_answer_and_match(demo):
+    blank = np.full((256, 256, 3), 255, np.uint8)
+    assert demo.detect(blank) == []
+    for call in (lambda: demo.caption(blank), lambda: demo.answer(blank, "how many shapes are there?"),
+                 lambda: demo.match(blank, "a red circle")):
+        with pytest.warns(minivlm.NoDetectionsWarning, match="no object detected in the image") as caught:
+            call()
+        assert caught[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", minivlm.NoDetectionsWarning)
+        demo.caption(generate_scene(4244, 0).image)  # objects found: no warning
