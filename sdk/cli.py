@@ -70,10 +70,12 @@ def detect(
     out: Annotated[Optional[str], typer.Option(help="Also write the image with labelled boxes to this file.")] = None,
 ) -> None:
     """Detect objects: one line per region (label, score, box in image pixels)."""
-    from minivlm.drawing import draw_detections
+    from minivlm.drawing import check_output, draw_detections
     from minivlm.images import load_image
     from minivlm.loading import load
 
+    if out is not None:
+        check_output(out)
     pixels = load_image(image)
     found = load(model).detect(pixels)
     for d in found:
