@@ -1,6 +1,6 @@
 """MiniVLM SDK: an exact PyTorch reference of MiniVLM, its phone builds, and the checks that they agree."""
 
-from minivlm.errors import ArtifactError, ConfigError, ConversionError, InputError, MiniVLMError, ParityError, WeightsError
+from minivlm.errors import ArtifactError, ConfigError, ConversionError, InputError, MiniVLMError, NoDetectionsWarning, ParityError, WeightsError
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "ConversionError",
     "InputError",
     "MiniVLMError",
+    "NoDetectionsWarning",
     "ParityError",
     "WeightsError",
     "__version__",

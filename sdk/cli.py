@@ -14,7 +14,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from minivlm.converters.targets import TARGETS
-from minivlm.errors import MiniVLMError
+from minivlm.errors import MiniVLMError, NoDetectionsWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MiniVLM SDK: reference model, phone builds, parity.")
 
@@ -37,6 +37,19 @@ def _one_line_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def _printing_warnings(task: Callable[[], object]) -> object:
+    """Run `task`; the SDK's warnings become `warning: <message>` lines on stderr (others show as usual)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoDetectionsWarning)
+        result = task()
+    for w in caught:
+        if issubclass(w.category, NoDetectionsWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
 @app.command()
 @_one_line_errors
 def info(
@@ -57,10 +70,12 @@ def detect(
     out: Annotated[Optional[str], typer.Option(help="Also write the image with labelled boxes to this file.")] = None,
 ) -> None:
     """Detect objects: one line per region (label, score, box in image pixels)."""
-    from minivlm.drawing import draw_detections
+    from minivlm.drawing import check_output, draw_detections
     from minivlm.images import load_image
     from minivlm.loading import load
 
+    if out is not None:
+        check_output(out)
     pixels = load_image(image)
     found = load(model).detect(pixels)
     for d in found:
@@ -81,7 +96,7 @@ def caption(
     """Caption an image."""
     from minivlm.loading import load
 
-    typer.echo(load(model).caption(image, num_beams=beams))
+    typer.echo(_printing_warnings(lambda: load(model).caption(image, num_beams=beams)))
 
 
 @app.command()
@@ -94,7 +109,7 @@ def ask(
     """Answer a question about an image."""
     from minivlm.loading import load
 
-    typer.echo(load(model).answer(image, question))
+    typer.echo(_printing_warnings(lambda: load(model).answer(image, question)))
 
 
 @app.command()
@@ -107,7 +122,7 @@ def match(
     """Probability that a text describes an image (the image-text matching head)."""
     from minivlm.loading import load
 
-    typer.echo(f"{load(model).match(image, text):.4f}")
+    typer.echo(f"{_printing_warnings(lambda: load(model).match(image, text)):.4f}")
 
 
 @app.command("eval")
@@ -248,7 +263,12 @@ convert_app.command()(_one_line_errors(convert))
 
 
 def main() -> None:
+    from PIL import Image
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # Files past Pillow's pixel limit are refused by minivlm.images with a one-line error; Pillow's own warning
+    # about them would only repeat it as a traceback-like line.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     app()
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
-from minivlm.errors import ConfigError, WeightsError
-from minivlm.images import ImageLike, load_image
+import torch
+
+from minivlm.errors import ConfigError, NoDetectionsWarning, WeightsError
+from minivlm.images import ImageLike, load_image, shrink_for_input
 from minivlm.python_ref.config import PRESETS, get_config
-from minivlm.python_ref.pipeline import Detection, MiniVLM, Pipeline, Vocabularies, check_text
+from minivlm.python_ref.pipeline import Detection, ImageRegions, MiniVLM, Pipeline, Vocabularies, check_text
+from minivlm.python_ref.postprocess import region_geometry
 from minivlm.python_ref.tokenizer import Tokenizer
 from minivlm.python_ref.weights import load_weights, read_metadata
 
@@ -41,24 +46,50 @@ class ReferencePipeline:
     def vocab(self) -> Vocabularies:
         return self.pipeline.vocab
 
+    def regions(self, image: ImageLike) -> ImageRegions:
+        """What the detector hands the fusion model, for any image: boxes in its pixels. An image more than
+        PRESHRINK_RATIO times the model input is box-reduced first (`minivlm.images.shrink_for_input`), its
+        boxes scaled back and its region geometry taken in the original frame (`letterbox` stays that of the
+        reduced image the model saw)."""
+        pixels = load_image(image)
+        small, factor = shrink_for_input(pixels, self.config.tee.image_size)
+        found = self.pipeline.regions(small)
+        if factor == 1:
+            return found
+        height, width = pixels.shape[:2]
+        boxes = found.boxes * factor
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        tokens = torch.cat([found.regions.features, region_geometry(boxes, width, height)], dim=1)
+        return dataclasses.replace(found, boxes=boxes, tokens=tokens)
+
     def detect(self, image: ImageLike) -> list[Detection]:
         """Detections by descending score: (box xyxy in image pixels, label, score, attribute)."""
-        return self.pipeline.detect(load_image(image))
+        return self.pipeline.detections_of(self.regions(image))
 
     def caption(self, image: ImageLike, num_beams: int = 1) -> str:
-        """A caption of the image (greedy, or beam search with `num_beams` > 1)."""
-        return self.pipeline.caption(load_image(image), num_beams)
+        """A caption of the image (greedy, or beam search with `num_beams` > 1). Warns (NoDetectionsWarning)
+        when nothing was detected: the caption then comes from no region at all."""
+        return self.pipeline.caption_of(self._checked_regions(image, "caption"), num_beams)
 
     def answer(self, image: ImageLike, question: str) -> str:
         """The answer to a question about the image. InputError unless `question` is a non-empty str that
-        can be encoded as UTF-8 (checked before the image is read)."""
+        can be encoded as UTF-8 (checked before the image is read); NoDetectionsWarning as for `caption`."""
         question = check_text(question, "question")
-        return self.pipeline.answer(load_image(image), question)
+        return self.pipeline.answer_of(self._checked_regions(image, "answer"), question)
 
     def match(self, image: ImageLike, text: str) -> float:
-        """Probability in [0, 1] that `text` describes the image (`text` checked as `answer`'s question)."""
+        """Probability in [0, 1] that `text` describes the image (`text` checked as `answer`'s question;
+        NoDetectionsWarning as for `caption`)."""
         text = check_text(text, "text")
-        return self.pipeline.match(load_image(image), text)
+        return self.pipeline.match_of(self._checked_regions(image, "match score"), text)
+
+    def _checked_regions(self, image: ImageLike, result: str) -> ImageRegions:
+        found = self.regions(image)
+        if not found.tags:
+            warnings.warn(f"no object detected in the image: the {result} comes from no region and no tag",
+                          NoDetectionsWarning, stacklevel=3)
+        return found
 
 
 def _vocabularies(metadata: dict[str, str], path: Path) -> Vocabularies:

@@ -1,5 +1,10 @@
 """The `minivlm` command: thin, true --help, one-line errors with exit code 2."""
 
+import os
+import struct
+import zlib
+
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -57,3 +62,79 @@ def test_detect_draws_boxes_atomically(tmp_path):
     bad = runner.invoke(app, ["detect", str(img), "--out", str(tmp_path / "no" / "such" / "dir.png")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.png", "scene.png"]
+
+
+@pytest.fixture(scope="module")
+def scene_png(tmp_path_factory):
+    from minivlm.python_ref.scenes import generate_scene
+
+    path = tmp_path_factory.mktemp("scene") / "scene.png"
+    Image.fromarray(generate_scene(4244, 0).image).save(path)
+    return path
+
+
+@pytest.mark.parametrize("name, message", [("boxes", "it has no suffix, expected one of .png, .jpg"),
+                                           ("boxes.gif", "it has suffix '.gif', expected one of .png, .jpg")])
+def test_detect_out_needs_an_image_suffix(scene_png, tmp_path, name, message):
+    out = tmp_path / name
+    result = runner.invoke(app, ["detect", str(scene_png), "--out", str(out), "--model", "minivlm-tiny"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: cannot write {str(out)!r}: {message}") and result.output.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # checked before the model loads (minivlm-tiny has no weights)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_detect_out_in_a_folder_that_refuses_files(scene_png):
+    from minivlm.loading import bundled_weights
+
+    if bundled_weights("minivlm-demo") is None:
+        pytest.skip("demo weights not bundled")
+    result = runner.invoke(app, ["detect", str(scene_png), "--out", "/proc/b.png"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == "error: cannot write '/proc/b.png': cannot create a file in '/proc' (No such file or directory)"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_detect_out_honours_the_umask(scene_png, tmp_path, umask):
+    from minivlm.loading import bundled_weights
+
+    if bundled_weights("minivlm-demo") is None:
+        pytest.skip("demo weights not bundled")
+    out = tmp_path / "boxes.png"
+    old = os.umask(umask)
+    try:
+        result = runner.invoke(app, ["detect", str(scene_png), "--out", str(out)])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["boxes.png"]
+
+
+def test_a_blank_image_captions_with_a_warning(tmp_path):
+    from minivlm.loading import bundled_weights
+
+    if bundled_weights("minivlm-demo") is None:
+        pytest.skip("demo weights not bundled")
+    blank = tmp_path / "white.png"
+    Image.fromarray(np.full((256, 256, 3), 255, np.uint8)).save(blank)
+    result = runner.invoke(app, ["caption", str(blank)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() and "warning" not in result.stdout  # the caption, still printed
+    assert result.stderr == "warning: no object detected in the image: the caption comes from no region and no tag\n"
+
+
+def test_image_errors_are_one_line(tmp_path):
+    from minivlm.loading import bundled_weights
+
+    if bundled_weights("minivlm-demo") is None:
+        pytest.skip("demo weights not bundled")
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    for image, message in [("", "error: image path is empty, expected the path of an image file"),
+                           (str(bomb), f"error: image {str(bomb)!r} has 400,000,000 pixels, more than the 89,478,485")]:
+        result = runner.invoke(app, ["caption", image])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(message) and result.output.count("\n") == 1, result.output
