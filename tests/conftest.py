@@ -1,10 +1,21 @@
 """Session fixtures shared by tests/converters and tests/sdk: the tiny model and its ExecuTorch / TFLite
 fp32 builds, converted once per session (the slowest thing the default test run does)."""
 
+import os
+
 import pytest
 import torch
 
 import minivlm
+
+try:  # property-based tests (tests/properties, tests/native): a few examples by default, more in CI's native tier
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:
+    pass
+else:
+    _hypothesis_settings.register_profile("dev", max_examples=50, deadline=None)
+    _hypothesis_settings.register_profile("ci", max_examples=400, deadline=None, print_blob=True)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(scope="session")
