@@ -216,7 +216,8 @@ void manifest_inputs(check::Suite& s, const std::string& text, const std::string
   const std::string heads = replace_once(text, "\"num_heads\": ", "\"num_heads\": 7, \"w\": ");
   fails_with(s, mvlm_manifest_parse(heads.data(), heads.size(), nullptr, &m), MVLM_BAD_FILE, "heads not dividing hidden", "num_heads 7");
   const std::string specials = replace_once(text, "\"[SEP]\": ", "\"[SEP]\": -4, \"v\": ");
-  fails_with(s, mvlm_manifest_parse(specials.data(), specials.size(), nullptr, &m), MVLM_BAD_FILE, "negative special id", "-4");
+  fails_with(s, mvlm_manifest_parse(specials.data(), specials.size(), nullptr, &m), MVLM_BAD_FILE, "negative special id",
+             "config.sep_id is -4");
   const std::string escape = replace_once(text, "\"vocabularies_file\": \"", "\"vocabularies_file\": \"../../etc/passwd\", \"u\": \"");
   golden::must(mvlm_manifest_parse(escape.data(), escape.size(), "/tmp", &m), "manifest naming an outside file");
   int32_t n = 0;
