@@ -457,8 +457,9 @@ def test_manifest_reader_rejects_a_broken_field_by_name_and_ignores_the_rest(nat
     except NativeError as e:
         assert e.status == MVLM_BAD_FILE and "\n" not in e.message
         assert read, f"{pointer} is not read, yet the manifest was rejected: {e.message}"
-        # It names the field (or, for a cross-field check, a field it compared) or the config value it checked.
-        names = [*READ, "schema_version", "inconsistent model: config."]
+        # It names the field by its pointer or key (a cross-field check may name the other field it compared), or
+        # the config value it checked.
+        names = [*READ, *(p.rsplit("/", 1)[1] for p in read), "inconsistent model: config."]
         assert any(name in e.message for name in names), e.message
         return
     if not read:
