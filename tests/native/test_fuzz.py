@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import NATIVE, build_native
+from native_ctypes import NATIVE, build_native
 
 pytestmark = pytest.mark.native
 TARGETS = ("tokenizer", "vocab", "json", "manifest", "preprocess")

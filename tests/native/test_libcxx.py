@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import build_native
+from native_ctypes import build_native
 
 pytestmark = pytest.mark.native
 CLANG = shutil.which("clang++")

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from conftest import GOLDEN_MANIFEST, MVLM_BAD_FILE, MVLM_BAD_INPUT, NativeError  # noqa: E402
-from conftest import Letterbox as NativeLetterbox  # noqa: E402
+from native_ctypes import GOLDEN_MANIFEST, MVLM_BAD_FILE, MVLM_BAD_INPUT, NativeError  # noqa: E402
+from native_ctypes import Letterbox as NativeLetterbox  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
