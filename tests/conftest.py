@@ -12,10 +12,12 @@ folder or file runs its tests whatever their tier (`pytest tests/parity`). `slow
 when a `-m` expression names them.
 """
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 import minivlm
 
@@ -55,6 +57,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+# Property-based tests (tests/properties, tests/native): 50 examples by default, 400 with HYPOTHESIS_PROFILE=ci.
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("ci", max_examples=400, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(scope="session")

@@ -125,9 +125,11 @@ const mvlm_config& checked(const mvlm_config* config) {
                                     str(c.max_text_len - 2));
   }
   const int64_t specials[5] = {c.pad_id, c.unk_id, c.cls_id, c.sep_id, c.mask_id};
-  for (int64_t id : specials) {
-    if (id < 0 || id >= c.vocab_size) {
-      fail(MVLM_INVALID_ARGUMENT, "config special token id " + str(id) + " is outside [0, " + str(c.vocab_size) + ")");
+  const char* const names[5] = {"pad_id", "unk_id", "cls_id", "sep_id", "mask_id"};
+  for (int k = 0; k < 5; ++k) {
+    if (specials[k] < 0 || specials[k] >= c.vocab_size) {
+      fail(MVLM_INVALID_ARGUMENT, std::string("config.") + names[k] + " is " + str(specials[k]) +
+                                      ", expected a token id in [0, " + str(c.vocab_size) + ")");
     }
   }
   return c;

@@ -165,7 +165,9 @@ class Parser {
     in.imbue(std::locale::classic());
     double out = 0.0;
     in >> out;
-    if (in.fail()) {  // out of range; as Python: huge -> inf, tiny -> 0
+    // A range error: as Python, huge -> inf, tiny -> 0. libc++ also reports one for a subnormal result, which it
+    // still converts correctly (libstdc++ does not flag those): keep it.
+    if (in.fail() && std::fpclassify(out) != FP_SUBNORMAL) {
       const bool negative = s_[start] == '-';
       const size_t e = s_.find_first_of("eE", start);
       const bool tiny = e < i_ && s_[e + 1] == '-';
