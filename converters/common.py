@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest_sha256"  # the manifest's own checksum, over every other entry (see manifest_digest)
 VOCAB_FILE = "vocab.txt"
 VOCABULARIES_FILE = "vocabularies.json"
 GOLDEN_DIR = "golden"
@@ -278,6 +279,14 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces) without its `manifest_sha256` entry:
+    stored in the manifest, it makes an edit of manifest.json after the build as visible as an edit of a file."""
+    body = json.loads(json.dumps({k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}))  # as read back
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -543,6 +552,7 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
         manifest = _manifest(pipeline, model_name, source, options, graphs, target.manifest_extra(options))
         manifest["fp16_range"] = ranges.summary()
         manifest["files"] = file_hashes(tmp)
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return BuildReport(Path(out), options, model_name, graphs, time.perf_counter() - started, golden_bytes, manifest)
 
@@ -553,6 +563,7 @@ __all__ = [
     "GraphBuild",
     "GraphSpec",
     "MANIFEST",
+    "MANIFEST_DIGEST",
     "Progress",
     "TARGETS",
     "TensorSpec",
@@ -560,6 +571,7 @@ __all__ = [
     "build",
     "file_hashes",
     "graph_specs",
+    "manifest_digest",
     "resolve_options",
     "runtime_io",
     "sha256_file",

@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -466,10 +466,37 @@ def write_report(report: ParityReport, folder: Path | None = None) -> Path:
 # --- the checks -----------------------------------------------------------------------------------------------
 
 
-def _load_golden(folder: Path, entry: dict) -> torch.Tensor:
+def _load_golden(build: Path, golden_dir: str, entry: dict) -> torch.Tensor:
+    from minivlm.runtime import _inside
+
     dtype = np.dtype("bool") if entry["dtype"] == "bool" else np.dtype(entry["dtype"]).newbyteorder("<")
-    data = (folder / entry["file"]).read_bytes()
+    data = _inside(build, f"{golden_dir}/{entry['file']}").read_bytes()
     return torch.from_numpy(np.frombuffer(data, dtype=dtype).reshape(entry["shape"]).copy())
+
+
+def _golden_calls(build: Path, golden_dir: str) -> list[tuple[str, str, list[torch.Tensor], dict[str, torch.Tensor]]]:
+    """(image, graph, inputs, outputs by name) of every graph call stored in the build's goldens; ArtifactError
+    for an index that is not what minivlm-convert writes."""
+    from minivlm.runtime import _first_line
+
+    index_path = build / golden_dir / "index.json"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ParityError(f"{index_path} is unreadable ({type(err).__name__}); the build has no usable goldens") from None
+    try:
+        calls = []
+        for image, case in index["cases"].items():
+            for graph, graph_calls in case["graphs"].items():
+                if graph not in GRAPH_NAMES:
+                    raise KeyError(graph)
+                for call in graph_calls:
+                    calls.append((image, graph, [_load_golden(build, golden_dir, e) for e in call["inputs"].values()],
+                                  {name: _load_golden(build, golden_dir, e) for name, e in call["outputs"].items()}))
+    except (KeyError, TypeError, ValueError, AttributeError, OSError) as err:
+        raise ArtifactError(f"{index_path} is malformed ({type(err).__name__}: {_first_line(err)}); rebuild with "
+                            f"minivlm-convert") from None
+    return calls
 
 
 @torch.no_grad()
@@ -477,28 +504,20 @@ def check_goldens(build: Path, manifest: dict, reference: ReferencePipeline, sou
     """ParityError unless the reference's graphs reproduce the build's stored goldens (within fp32 tolerance):
     otherwise the build was made from other weights, and comparing it with this reference means nothing.
     Returns the number of graph calls checked."""
-    folder = build / manifest.get("golden_dir", "golden")
-    try:
-        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ParityError(f"{folder}/index.json is unreadable ({type(err).__name__}); the build has no usable goldens") from None
     limit = LIMITS["FP32_MAX_ABS"]
     modules = reference.pipeline.graphs.modules()
     checked = 0
-    for image, case in index["cases"].items():
-        for graph, calls in case["graphs"].items():
-            for call in calls:
-                inputs = [_load_golden(folder, e) for e in call["inputs"].values()]
-                outputs = modules[graph](*inputs)
-                for (name, entry), got in zip(call["outputs"].items(), outputs, strict=True):
-                    stats = ErrorStats()
-                    stats.add(_load_golden(folder, entry), got, image)
-                    if stats.shape_mismatch or not limit.holds(stats.relative_max_abs):
-                        raise ParityError(
-                            f"the reference ({source}) is not the model this build was made from: its {graph} output "
-                            f"{name} on {image} differs from the build's goldens by {stats.relative_max_abs:.3g} of its "
-                            f"peak (expected {limit.describe()}); rebuild, or pass --model with the weights it was built from")
-                checked += 1
+    for image, graph, inputs, stored in _golden_calls(build, manifest.get("golden_dir", "golden")):
+        outputs = modules[graph](*inputs)
+        for (name, want), got in zip(stored.items(), outputs, strict=True):
+            stats = ErrorStats()
+            stats.add(want, got, image)
+            if stats.shape_mismatch or not limit.holds(stats.relative_max_abs):
+                raise ParityError(
+                    f"the reference ({source}) is not the model this build was made from: its {graph} output "
+                    f"{name} on {image} differs from the build's goldens by {stats.relative_max_abs:.3g} of its "
+                    f"peak (expected {limit.describe()}); rebuild, or pass --model with the weights it was built from")
+        checked += 1
     return checked
 
 
@@ -665,19 +684,17 @@ def _first(first: dict[str, str], key: str) -> str:
 
 
 def _coreml_spec_checks(build: Path, manifest: dict) -> list[Check]:
-    """Each `.mlpackage`'s saved inputs and outputs (names, order, shapes, dtypes) against the manifest."""
+    """Each `.mlpackage`'s saved inputs and outputs (names, order, shapes, dtypes) against the manifest (a build
+    that disagrees is already refused by `verify_build`; the rows show in the report what was checked)."""
     import coremltools as ct
-    from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
 
-    def features(items) -> list[tuple[str, tuple[int, ...], str]]:
-        return [(f.name, tuple(f.type.multiArrayType.shape),
-                 ArrayFeatureType.ArrayDataType.Name(f.type.multiArrayType.dataType).lower()) for f in items]
+    from minivlm.runtime import coreml_io
 
     checks = []
     for name in GRAPH_NAMES:
         entry = manifest["graphs"][name]
-        spec = ct.utils.load_spec(str(build / entry["file"]))
-        have = (features(spec.description.input), features(spec.description.output))
+        saved = coreml_io(ct.utils.load_spec(str(build / entry["file"])))
+        have = (saved["inputs"], saved["outputs"])
         want = tuple([(e["runtime_name"], tuple(e["shape"]), e["runtime_dtype"]) for e in entry[io]] for io in ("inputs", "outputs"))
         checks.append(_structural("graph", name, "Core ML spec I/O", have == want, "= manifest",
                                   f"spec {have[0]} -> {have[1]}; manifest {want[0]} -> {want[1]}"))
@@ -720,17 +737,12 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     """Compare the build in `build` with the reference run `ref` (see the module doc). Raises ArtifactError for
     a folder that is not a valid build, ParityError if the reference is not the model it was built from; a
     build that disagrees is a report with failed checks (`report.passed` False)."""
-    from minivlm.runtime import load_artifact, read_manifest, verify_files
+    from minivlm.runtime import load_artifact, verify_build
 
     t0 = time.perf_counter()
     folder = Path(build)
-    manifest = read_manifest(folder)
-    verify_files(folder, manifest)
-    key = (manifest["target"], manifest["precision"])
-    try:
-        tol = tolerance(*key)
-    except KeyError:
-        raise ArtifactError(f"{folder} is a {key[0]} {key[1]} build, for which no parity tolerance exists") from None
+    manifest = verify_build(folder)
+    tol = _tolerance(folder, manifest)
     source = ref.reference.source
     if manifest["model"]["preset"] != ref.reference.config.name:
         raise ParityError(f"{folder} is a build of {manifest['model']['preset']}, the reference is {ref.reference.config.name}")
@@ -760,6 +772,14 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
                         not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform)
 
 
+def _tolerance(folder: Path, manifest: dict) -> Tolerance:
+    key = (manifest["target"], manifest["precision"])
+    try:
+        return tolerance(*key)
+    except KeyError:
+        raise ArtifactError(f"{folder} is a {key[0]} {key[1]} build, for which no parity tolerance exists") from None
+
+
 def reference_for(manifest: dict, model: str | None = None) -> ReferencePipeline:
     """The reference a build is compared with: `model` if given, else the bundled weights of the build's model
     name, else the weights file the build records as its source."""
@@ -780,11 +800,13 @@ def reference_for(manifest: dict, model: str | None = None) -> ReferencePipeline
 def run_parity(build: str | Path, *, model: str | None = None, scenes: int = DEFAULT_SCENES,
                photos: Iterable[str] = DEFAULT_PHOTOS, write: bool = True,
                progress: Callable[[Iterable], Iterable] = lambda it: it) -> ParityReport:
-    """`minivlm parity`: load the reference for the build, run it on the parity images, compare, and write
-    `parity_report.json` into the build (unless `write` is False)."""
-    from minivlm.runtime import read_manifest
+    """`minivlm parity`: verify the build (manifest, checksums, each graph's I/O against the model and its
+    runtime: seconds), then load the reference for it, run it on the parity images, compare, and write
+    `parity_report.json` into the build (unless `write` is False). A broken build fails before the reference runs."""
+    from minivlm.runtime import verify_build
 
-    manifest = read_manifest(Path(build))
+    manifest = verify_build(build)
+    _tolerance(Path(build), manifest)
     ref = run_reference(reference_for(manifest, model), parity_images(scenes, photos), progress,
                         fp16_range=_computes_in_fp16(manifest))
     report = check_parity(build, ref, progress=progress)

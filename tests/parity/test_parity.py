@@ -20,6 +20,7 @@ agreement is asserted.
 
 import copy
 import json
+import re
 import shutil
 
 import pytest
@@ -29,11 +30,12 @@ from typer.testing import CliRunner
 
 import minivlm
 from minivlm.cli import app
-from minivlm.converters.common import MANIFEST, GraphSpec, TensorSpec, file_hashes, load_target
+from minivlm.converters.common import (MANIFEST, MANIFEST_DIGEST, GraphSpec, TensorSpec, file_hashes, load_target,
+                                       manifest_digest)
 from minivlm.converters.fp16_range import RANGE_FILE
 from minivlm.converters.targets import resolve_options
 from minivlm.converters.tolerances import LIMITS, tolerance
-from minivlm.errors import ParityError
+from minivlm.errors import ArtifactError, ParityError
 from minivlm.loading import ReferencePipeline
 from minivlm.parity import (ALL_PHOTOS, REPORT_FILE, SWEEP_SCENES, check_parity, parity_images, run_reference,
                             write_report)
@@ -137,6 +139,12 @@ def _rebuild_graph(folder, name, module, example_inputs):
     options = resolve_options(manifest["target"], manifest["precision"], manifest["delegate"])
     load_target(options).convert_graph(spec, options, folder, lambda step: None)
     manifest["files"] = file_hashes(folder)
+    _write_sealed(folder, manifest)
+
+
+def _write_sealed(folder, manifest):
+    """Write `manifest` with its own checksum recomputed, as a forger (or a buggy tool) would."""
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -164,25 +172,27 @@ def _swap_outputs(folder, graph, a, b):
     manifest = json.loads((folder / MANIFEST).read_text())
     outputs = manifest["graphs"][graph]["outputs"]
     outputs[a], outputs[b] = outputs[b], outputs[a]
-    (folder / MANIFEST).write_text(json.dumps(manifest))  # the manifest is not among the hashed files
+    _write_sealed(folder, manifest)  # its own checksum recomputed: only the I/O check can tell
 
 
-def test_swapped_output_order_in_the_manifest_fails(et_copy):
+SWAPPED = r"graph caption_step outputs are \['mask_logits', 'new_values', 'new_keys'\] in manifest\.json; " \
+          r"the minivlm-demo model's are \['mask_logits', 'new_keys', 'new_values'\]"
+
+
+def test_swapped_output_order_in_the_manifest_is_refused_before_the_reference_runs(et_copy):
     _swap_outputs(et_copy, "caption_step", 1, 2)  # new_keys <-> new_values: same shape and dtype
     result = _cli(et_copy, "--scenes", 2)
-    assert result.exit_code == 1, result.output
-    assert "graph caption_step manifest I/O order" in result.output
+    assert result.exit_code == 2, result.output
+    assert re.search(SWAPPED, result.output) and result.output.count("\n") == 1, result.output
+    assert not (et_copy / REPORT_FILE).exists()
 
 
-def test_swapped_outputs_of_a_by_name_runtime_fail_in_the_numbers(demo_build, tmp_path, reference_run):
+def test_swapped_outputs_of_a_by_name_runtime_are_refused(demo_build, tmp_path, reference_run):
     folder = tmp_path / "tflite"
     shutil.copytree(demo_build("tflite", "int8").path, folder)
-    _swap_outputs(folder, "caption_step", 1, 2)  # the TFLite runner now hands keys where values belong
-    report = check_parity(folder, reference_run)
-    assert not report.passed
-    assert report.check("graph", "caption_step", "PSNR").status == "FAIL"
-    assert report.check("graph", "caption_step", "manifest I/O order").status == "FAIL"
-    assert "caption_step" in report.verdict() and "SQNR" in report.verdict()
+    _swap_outputs(folder, "caption_step", 1, 2)  # the TFLite runner would hand keys where values belong
+    with pytest.raises(ArtifactError, match=SWAPPED):
+        check_parity(folder, reference_run)
 
 
 def test_a_reference_of_other_weights_is_refused_in_one_line(demo_build, demo):
@@ -219,15 +229,15 @@ def test_coreml_build_converts_matches_its_manifest_and_fits_fp16(demo_build, re
     assert not any(c.kind == "task" for c in report.checks)  # nothing claimed that did not run
 
 
-def test_coreml_spec_that_disagrees_with_the_manifest_fails(demo_build, reference_run, tmp_path):
+def test_coreml_spec_that_disagrees_with_the_manifest_is_refused(demo_build, reference_run, tmp_path):
     folder = tmp_path / "coreml"
     shutil.copytree(demo_build("coreml", "fp16").path, folder)
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest["graphs"]["vqa"]["outputs"][0]["runtime_name"] = "logits"
-    (folder / MANIFEST).write_text(json.dumps(manifest))
-    report = check_parity(folder, reference_run, platform="linux")
-    assert report.check("graph", "vqa", "Core ML spec I/O").status == "FAIL"
-    assert "answer_logits" in report.check("graph", "vqa", "Core ML spec I/O").where
+    _write_sealed(folder, manifest)
+    with pytest.raises(ArtifactError, match=r"graph vqa output answer_logits has runtime name logits in manifest\.json; "
+                                            r"vqa\.mlpackage itself has answer_logits"):
+        check_parity(folder, reference_run, platform="linux")
 
 
 @pytest.mark.macos
