@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from pathlib import Path
 
 from tqdm import tqdm
 

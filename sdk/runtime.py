@@ -137,7 +137,7 @@ def check_manifest(manifest: Any, path: Path) -> dict:
                 shape = need(tensor, "shape", at, lambda v: isinstance(v, list) and v and all(_is_int(d) and d > 0 for d in v),
                              "a list of positive integers")
                 need(tensor, "dtype", at, _one_of(_TORCH_DTYPES), f"one of {', '.join(_TORCH_DTYPES)}")
-                need(tensor, "batch_axis", at, lambda v: _is_int(v) and 0 <= v < len(shape), f"an axis of its shape, 0 to {len(shape) - 1}")
+                need(tensor, "batch_axis", at, lambda v, s=shape: _is_int(v) and 0 <= v < len(s), f"an axis of its shape, 0 to {len(shape) - 1}")
                 need(tensor, "runtime_name", at, _text, "the tensor's name in the runtime")
                 need(tensor, "runtime_dtype", at, _one_of(_TORCH_DTYPES), f"one of {', '.join(_TORCH_DTYPES)}")
     tokenizer = need(manifest, "tokenizer", "", is_dict, "an object with the tokenizer's vocab_file")

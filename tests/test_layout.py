@@ -37,7 +37,7 @@ def test_python_ref_imports_only_torch_numpy_and_itself(path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "converters").rglob("*.py")), ids=lambda p: p.name)
 def test_converters_never_import_the_sdk_layer(path):
-    for module, level in _imports(path):
+    for module, _level in _imports(path):
         if module.startswith("minivlm") and not module.startswith(("minivlm.python_ref", "minivlm.converters", "minivlm.errors")):
             pytest.fail(f"{path.relative_to(ROOT)} imports {module!r}: converters may import only python_ref")
 

@@ -127,7 +127,10 @@ FLOAT_TOL = 1e-4  # graph outputs traced on another CPU (other SIMD kernels) dif
 def _same_golden(fresh: Path, committed: Path) -> list[str]:
     """Differences between two host-golden folders: file sets, index.json (floats to FLOAT_TOL), arrays."""
     problems = []
-    files = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def files(root: Path) -> list[str]:
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
     if files(fresh) != files(committed):
         return [f"file sets differ: {sorted(set(files(fresh)) ^ set(files(committed)))[:5]}"]
 

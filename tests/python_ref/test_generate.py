@@ -119,7 +119,10 @@ def test_on_step_reports_each_rows_history_and_its_logits(model, tok, inputs, nu
     """Every row the hook sees is the uncached forward of its own history: the hook reports what each row
     really decoded from (goldens key their tables by these histories)."""
     seen = []
-    hook = lambda history, logits: seen.append((history.clone(), logits.clone()))
+
+    def hook(history, logits):
+        seen.append((history.clone(), logits.clone()))
+
     if num_beams == 1:
         caption = greedy(model, tok, inputs, on_step=hook)
     else:

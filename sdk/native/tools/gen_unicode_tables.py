@@ -102,7 +102,7 @@ def _pre_tokenizer_flags(cps: list[int]) -> dict[int, int]:
     for chunk in _chunks(cps):
         words = pre.pre_tokenize_str("".join("x" + chr(c) for c in chunk) + "x")
         covered, alone = set(), set()
-        for word, (start, end) in words:
+        for _word, (start, end) in words:
             covered.update(range(start, end))
             if end - start == 1:
                 alone.add(start)
