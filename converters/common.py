@@ -1,5 +1,5 @@
 """What every target shares: the targets and their options, graph specs from real inputs, the manifest, and
-the atomic build folder (DESIGN §4).
+the atomic build folder (docs/ARCHITECTURE.md §6).
 
 `build` is the one entry point: it traces the reference pipeline on real images, hands each graph to the
 target's `convert_graph`, writes vocabularies, goldens and `manifest.json` (with the sha256 of every file)

@@ -21,7 +21,7 @@ from .common import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
 
 # Linear layers quantize dynamically per token (int8 weights per channel, activation ranges computed at run
-# time: DESIGN §3 measured dynamic int8 MiniLM at 0.038 max error). The RoI head too: calibrated static int8
+# time: dynamic int8 MiniLM was measured at 0.038 max error). The RoI head too: calibrated static int8
 # gave its attribute logits 29 dB PSNR and a worst-call cosine of 0.95 on the parity images, dynamic 44 dB and
 # 0.993 (and converts in 28 s instead of 70). Static (calibrated on the int8 calibration photos and scenes)
 # remains available per graph. tee_stage1 stays fp32 for now: quantized, it lowers and loads but XNNPACK fails

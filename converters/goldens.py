@@ -1,4 +1,5 @@
-"""Goldens: the reference's inputs and outputs of every graph and host step, for on-device replay (DESIGN §4).
+"""Goldens: the reference's inputs and outputs of every graph and host step, for on-device replay
+(docs/ARCHITECTURE.md §7).
 
 Layout inside a build:
     golden/index.json                       what every file holds (dtype, shape), and inline JSON values
@@ -12,8 +13,8 @@ full row and of the other V - K logits. A replaying callback rebuilds a logits r
 entries share their probability mass equally, strictly below the K-th logit), which decides every greedy and
 beam-search step as the full row does; `_check_replay` proves that through python_ref's own decoders before anything is written.
 
-`write_host_goldens` writes the same format without graph calls, for tests/golden/ (DESIGN §7): the host steps
-of the bundled model on the golden images, small preprocessing cases, the anchors, the tokenizer cases, and a
+`write_host_goldens` writes the same format without graph calls, for tests/golden/ (docs/ARCHITECTURE.md §7): the
+host steps of the bundled model on the golden images, small preprocessing cases, the anchors, the tokenizer cases, and a
 host-only manifest.json. `scripts/update_goldens.py` runs it.
 """
 

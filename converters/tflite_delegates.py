@@ -1,6 +1,6 @@
 """Which TFLite ops the GPU and NNAPI delegates can take, from their documentation, not from an analyzer.
 
-DESIGN §3: `ai_edge_litert`'s GPU compatibility analyzer reports "compatible" for models that are not, so
+`ai_edge_litert`'s GPU compatibility analyzer reports "compatible" for models that are not, so
 the report here checks a model's ops (from the interpreter) against these tables:
 - GPU: the "Supported ops" list of the TFLite GPU delegate guide (tensorflow/lite/g3doc/performance/gpu.md,
   republished as ai.google.dev/edge/litert/performance/gpu): 16- and 32-bit float ops only. Ops the

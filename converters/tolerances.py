@@ -1,5 +1,5 @@
-"""The parity tolerances a build is held to (DESIGN §5): every bound is a named constant with a one-line reason,
-and each target × precision picks its row from them.
+"""The parity tolerances a build is held to (docs/ARCHITECTURE.md §8): every bound is a named constant with a
+one-line reason, and each target × precision picks its row from them.
 
 Every build records its row in `manifest.json` (constant name, value, bound, reason), so a device test
 replaying the goldens reads the same numbers that `minivlm parity` prints. Graph outputs are compared on the
@@ -94,7 +94,7 @@ FP16_MIN_AGREEMENT = _limit(
     "fp16 may flip a near-tie argmax on a rare image, never systematically")
 INT8_MIN_IDENTICAL_CAPTIONS = _limit(
     "INT8_MIN_IDENTICAL_CAPTIONS", 0.95, "min",
-    "quantization may flip a near-tie argmax now and then, never systematically (DESIGN §5)")
+    "quantization may flip a near-tie argmax now and then, never systematically")
 INT8_MIN_AGREEMENT = _limit(
     "INT8_MIN_AGREEMENT", 0.95, "min",
     "detections, tags and answers meet the caption bar: an occasional near-tie flip, no systematic loss")

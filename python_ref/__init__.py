@@ -1,4 +1,4 @@
-"""The exact PyTorch reference of MiniVLM: one module per architectural part (see DESIGN.md §1, §7).
+"""The exact PyTorch reference of MiniVLM: one module per architectural part (see docs/ARCHITECTURE.md §9).
 
 Imports only torch, numpy, safetensors and tokenizers; never the SDK or a converter backend.
 """

@@ -1,6 +1,6 @@
 """Typed, frozen configurations for every part of MiniVLM, and the named presets.
 
-Numbers follow MiniVLM (Wang et al., arXiv 2012.06946) as recorded in ../shared/DESIGN.md §1: the TEE settings
+Numbers follow MiniVLM (Wang et al., arXiv 2012.06946; docs/ARCHITECTURE.md §11): the TEE settings
 come from the first author's `qd` configs (`frcnn_eff_attr_8.yaml`), the fusion model is MiniLM-L12-H384
 in the OSCAR layout. Each part owns its config; `MiniVLMConfig` composes them and checks the contracts
 between parts (region feature width, sequence lengths). Presets are functions; `get_config(name)` looks
@@ -196,7 +196,7 @@ class MiniVLMConfig:
 
 
 def minivlm_paper() -> MiniVLMConfig:
-    """MiniVLM as in the paper: EfficientNet-B0 TEE at 512x512, MiniLM-L12-H384 fusion (DESIGN §1.1–1.2)."""
+    """MiniVLM as in the paper: EfficientNet-B0 TEE at 512x512, MiniLM-L12-H384 fusion (arXiv 2012.06946)."""
     return MiniVLMConfig(name="minivlm-paper")
 
 
@@ -244,7 +244,7 @@ def tiny() -> MiniVLMConfig:
 def minivlm_demo() -> MiniVLMConfig:
     """The bundled demo model: the MiniVLM architecture scaled to retrain on 2 CPU cores in under 30 minutes.
 
-    Scenes are 256x256 with 1–4 objects of 28–90 px (DESIGN §2), so the input stays 256 (no resampling), the
+    Scenes are 256x256 with 1–4 objects of 28–90 px (scenes.py), so the input stays 256 (no resampling), the
     trunk is a narrow EfficientNet, and a few dozen proposals and 10 regions cover every object. Classes are
     the 18 "<colour> <shape>" labels plus background; the 6 attributes are the colours. Regions need a score
     of 0.5 (one proposal then yields at most one class) and reach the fusion model left to right.

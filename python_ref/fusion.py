@@ -6,7 +6,7 @@ Ported from microsoft/Oscar `oscar/modeling/modeling_bert.py` (`BertImgModel`: r
 decoding with `encoder_history_states`) and HF transformers `models/bert/modeling_bert.py` (`BertEmbeddings`,
 `BertSelfAttention`, `BertLayer`, `BertPooler`, `BertLMPredictionHead`).
 
-Sequence layout (DESIGN §1.2), all static:
+Sequence layout (OSCAR's; docs/ARCHITECTURE.md §4), all static:
     positions 0 .. max_text_len-1              `[CLS] text [SEP]` + padding   segment A
     positions max_text_len .. max_text_tags_len-1   `tags [SEP]` + padding    segment B
     then max_regions region tokens (no position or segment embedding)
@@ -14,7 +14,7 @@ Text is padded to a fixed length, so tag positions never depend on the text: the
 caption is computed once per image (`CaptionPrefixGraph`) and reused by every decoding step
 (`CaptionStepGraph`).
 
-Written for full XNNPACK delegation (DESIGN §3): LayerNorm is mean/rsqrt over the last dim, attention is
+Written for full XNNPACK delegation (docs/ARCHITECTURE.md §3): LayerNorm is mean/rsqrt over the last dim, attention is
 3-D `bmm` over (B*heads, T, head_dim), masks are additive floats built from 0/1 masks.
 """
 

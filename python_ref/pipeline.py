@@ -1,4 +1,4 @@
-"""The whole reference pipeline: image -> detections, caption, answer, match score (DESIGN §3, §6).
+"""The whole reference pipeline: image -> detections, caption, answer, match score (docs/ARCHITECTURE.md §3).
 
 preprocess -> TEE stage 1 -> proposals -> TEE stage 2 -> region selection -> fusion (+ heads) -> caption
 decoding. Every step here is the definition that each phone build and native port is checked against.
@@ -93,7 +93,7 @@ GRAPH_NAMES = ("tee_stage1", "tee_stage2", "caption_prefix", "caption_step", "vq
 
 @dataclass(frozen=True)
 class Graphs:
-    """The graphs a phone runs, as callables on torch tensors returning tuples (DESIGN §3).
+    """The graphs a phone runs, as callables on torch tensors returning tuples (docs/ARCHITECTURE.md §4).
 
     `of(model)` gives the reference modules; a build's runtime supplies its own with the same signatures.
     """

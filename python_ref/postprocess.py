@@ -1,6 +1,6 @@
 """Host steps around the TEE graphs: NMS, proposal selection, region selection and region geometry.
 
-Deterministic float32 CPU code that the native ports replay from goldens (DESIGN §3), kept out of the
+Deterministic float32 CPU code that the native ports replay from goldens (docs/ARCHITECTURE.md §5), kept out of the
 graphs because top-k/sort do not run on every target. Semantics follow torchvision
 `ops/boxes.py` (`nms`, `batched_nms`, `clip_boxes_to_image`, `remove_small_boxes`),
 `models/detection/rpn.py` (`RegionProposalNetwork.filter_proposals`) and

@@ -5,7 +5,7 @@ Semantics are those of torchvision `ops/roi_align.py` / `csrc/ops/cpu/roi_align_
 Bilinear sampling at a point is separable: the value at (y, x) is sum_ij hat(y - i) hat(x - j) F[i, j]
 with hat(t) = relu(1 - |t|). So each box gets two small weight matrices, Wy (P, H) and Wx (P, W), that
 already average the s x s samples of each bin, and the pooled map is Wy F Wx^T: two batched matmuls,
-no gather and no grid_sample (DESIGN §3: fully XNNPACK-delegated, and legal on every target).
+no gather and no grid_sample (fully XNNPACK-delegated, and legal on every target: docs/ARCHITECTURE.md §3).
 """
 
 from __future__ import annotations

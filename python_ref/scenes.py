@@ -1,4 +1,4 @@
-"""Procedural scenes: the demo task the bundled `minivlm-demo` is trained and checked on (DESIGN.md §2).
+"""Procedural scenes: the demo task the bundled `minivlm-demo` is trained and checked on (docs/ARCHITECTURE.md §2).
 
 The grammar is a public contract (tests outside the repo render their own scenes), so every number in it is
 a named constant below. Rasterisation is pure NumPy with hard edges, point-sampled at pixel centres: no

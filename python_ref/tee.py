@@ -2,7 +2,7 @@
 
 EfficientNet trunk -> BiFPN (EfficientDet) -> RPN -> multi-level RoIAlign -> box head, as a Faster R-CNN
 (Ren et al. 2015) on a fixed square input. Deployment splits it into two static-shape graphs around the
-host proposal step (DESIGN §3): `TEEStage1` (images -> pooled levels + RPN outputs) and `TEEStage2`
+host proposal step (docs/ARCHITECTURE.md §3): `TEEStage1` (images -> pooled levels + RPN outputs) and `TEEStage2`
 (pooled levels + proposals -> region features and predictions). Both share the TEE's submodules.
 """
 

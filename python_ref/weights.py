@@ -411,7 +411,7 @@ def _module_rules(source: str, target: str, params: tuple[str, ...]) -> list[Key
 
 
 def minivlm_detector_key_map(tee_cfg: TEEConfig) -> KeyMap:
-    """The original MiniVLM detector layout (qd / maskrcnn-benchmark module names, PAPERS.md §1.4) -> our TEE.
+    """The original MiniVLM detector layout (qd / maskrcnn-benchmark module names of the authors' code) -> our TEE.
 
     The EfficientNet blocks are numbered globally there (`_blocks.N`, EfficientNet-PyTorch names) and per
     stage here, so the table is generated from the stage table; everything else is a fixed rename. No

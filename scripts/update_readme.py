@@ -20,7 +20,7 @@ from minivlm.python_ref.weights import read_safetensors
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "convert_matrix.json"
-# DESIGN.md §1.1–1.2: the budget derived from the authors' configs, for comparison with what we count.
+# The budget derived from the MiniVLM authors' configs (arXiv 2012.06946), for comparison with what we count.
 PAPER_BUDGET = {"backbone (EfficientNet)": "≈ 3.6", "BiFPN": "≈ 0.2", "box head fc6+fc7": "≈ 2.1",
                 "predictors (cls, box)": "≈ 8.2", "attribute head": "≈ 1.0", "tee/total": "≈ 15",
                 "word embeddings": "11.7", "fusion/total": "≈ 33 (without task heads)"}

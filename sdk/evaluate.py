@@ -1,4 +1,4 @@
-"""`minivlm eval`: score a pipeline on fresh scenes from a stream it was not trained on (DESIGN §2).
+"""`minivlm eval`: score a pipeline on fresh scenes from a stream it was not trained on (docs/ARCHITECTURE.md §2).
 
 Detection mAP@0.5 over the 18 classes, caption exact match (greedy decoding), VQA accuracy (overall and per
 question type). Training draws scenes of stream 1; evaluation defaults to stream 1000.

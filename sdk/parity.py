@@ -1,4 +1,5 @@
-"""Parity: a build run by its real runtime next to python_ref, per graph, per host step and per task (DESIGN §5).
+"""Parity: a build run by its real runtime next to python_ref, per graph, per host step and per task
+(docs/ARCHITECTURE.md §8).
 
 On real inputs only (scikit-image photos and demo scenes the model never trained or calibrated on):
 1. the reference runs every task on each image with its six graphs recorded (inputs and outputs of each call);

@@ -1,4 +1,4 @@
-"""`minivlm.load_artifact`: a build folder run by its real runtime behind the reference API (DESIGN §4, §6).
+"""`minivlm.load_artifact`: a build folder run by its real runtime behind the reference API (docs/ARCHITECTURE.md §6).
 
 A build is verified before anything runs (`verify_build`), each check a one-line ArtifactError naming what is
 wrong: the manifest's structure (every entry the SDK reads, of the type it expects), its own sha256 (an edit

@@ -1,4 +1,4 @@
-"""Training the demo model on generated scenes, with MiniVLM's recipe (DESIGN §2; PAPERS.md §0).
+"""Training the demo model on generated scenes, with MiniVLM's recipe (docs/ARCHITECTURE.md §2; arXiv 2012.06946).
 
 Stages, each resumable from its last checkpoint:
 1. `detector`  — TEE as a Faster R-CNN: RPN objectness/box losses + box-head classification, class-specific

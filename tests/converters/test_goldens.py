@@ -174,7 +174,7 @@ def _same_golden(fresh: Path, committed: Path) -> list[str]:
 @pytest.mark.skipif(bundled_weights("minivlm-demo") is None, reason="demo weights not bundled")
 def test_committed_host_goldens_are_current(tmp_path):
     """tests/golden/ is what scripts/update_goldens.py writes for the bundled weights now (MINIVLM_ACCEPT_GOLDEN=1
-    rewrites it), and every file stays small (DESIGN §7)."""
+    rewrites it), and every file stays small (docs/TESTING.md)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as scripts/update_goldens.py: the same reductions on every machine
     try:

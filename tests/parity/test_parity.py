@@ -1,4 +1,4 @@
-"""Parity of the bundled demo model's phone builds with python_ref (DESIGN §5, issue 6).
+"""Parity of the bundled demo model's phone builds with python_ref (docs/ARCHITECTURE.md §8).
 
 Every build is compared with one reference run on the parity images (4 scikit-image photos and 24 demo scenes
 that no build trained or calibrated on): per graph on the reference's own inputs, per host step, per task.

@@ -292,7 +292,7 @@ def test_vqa_graph_matches_fusion_methods(fusion, tok):
 
 
 def test_paper_parameter_count():
-    """DESIGN §1.2: MiniLM-L12-H384 ≈ 33M, 11.7M of them word embeddings (heads counted apart)."""
+    """MiniLM-L12-H384 ≈ 33M, 11.7M of them word embeddings (30522 x 384; heads counted apart)."""
     f = Fusion(minivlm_paper().fusion)
     count = {name: sum(p.numel() for p in m.parameters()) for name, m in f.named_children()}
     assert f.encoder.embeddings.word_embeddings.weight.numel() == 30522 * 384 == 11_720_448

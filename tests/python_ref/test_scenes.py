@@ -1,4 +1,4 @@
-"""The scene grammar of DESIGN.md §2, checked from the pixels and by hand-written captions."""
+"""The scene grammar of python_ref/scenes.py, checked from the pixels and by hand-written captions."""
 
 from __future__ import annotations
 

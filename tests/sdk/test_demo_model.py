@@ -1,4 +1,4 @@
-"""Semantic checks of the bundled demo weights on scenes they were never trained on (DESIGN §2).
+"""Semantic checks of the bundled demo weights on scenes they were never trained on (docs/ARCHITECTURE.md §2).
 
 The truth comes from the scene grammar (python_ref.scenes), which is independent of the model. The thresholds
 are regression guards a few points under what `minivlm eval --n 300` measured for these weights (README),

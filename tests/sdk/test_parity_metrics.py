@@ -90,7 +90,7 @@ def test_every_buildable_target_and_precision_has_a_row_of_named_limits_with_rea
         assert recorded["captions"] == {"limit": row.captions.name, "value": row.captions.value, "bound": "min",
                                         "reason": row.captions.reason}
     assert tolerance("tflite", "fp32").graph_max_abs.name == "FP32_MAX_ABS"
-    assert tolerance("executorch", "int8").captions.value == 0.95  # DESIGN §5: >= 95 % identical captions
+    assert tolerance("executorch", "int8").captions.value == 0.95  # INT8_MIN_IDENTICAL_CAPTIONS: >= 95 %
     assert tolerance("coreml", "fp16").graph_min_psnr_db.value == 40.0
 
 

@@ -1,5 +1,5 @@
 /*
- * MiniVLM native core: the host steps of the MiniVLM pipeline (DESIGN §3) as a small, stable C ABI.
+ * MiniVLM native core: the host steps of the MiniVLM pipeline (docs/ARCHITECTURE.md §5) as a small, stable C ABI.
  *
  *   preprocess -> [tee_stage1 graph] -> select_proposals -> [tee_stage2 graph] -> select_regions ->
  *   region_tokens -> pack_inputs -> [caption_prefix graph] -> caption_decode (calls [caption_step]) -> detokenize
@@ -135,7 +135,7 @@ mvlm_status mvlm_json_key(const mvlm_json* json, const char* pointer, size_t ind
                           size_t* length);
 
 /* ---------------------------------------------------------------------------------------------------------
- * Manifest (manifest.json of a build folder, DESIGN §4). */
+ * Manifest (manifest.json of a build folder, docs/ARCHITECTURE.md §6). */
 
 typedef struct mvlm_manifest mvlm_manifest;
 
