@@ -34,7 +34,9 @@ def test_info_refuses_image_sizes_the_model_cannot_take(size):
     "args, message",
     [
         (["info", "minivlm-huge"], "unknown model preset 'minivlm-huge'"),
-        (["caption", "/nonexistent/photo.png", "--model", "minivlm-tiny"], "error:"),
+        # A model that loads (the bundled demo), so that the error is the image's, not the weights'.
+        (["caption", "/nonexistent/photo.png", "--model", "minivlm-demo"],
+         "error: image file '/nonexistent/photo.png' does not exist"),
         (["eval", "--model", "minivlm-paper"], "no weights ship for 'minivlm-paper'"),
         (["ask", "IMG", "", "--model", "minivlm-paper"], "no weights ship"),
     ],
@@ -122,6 +124,22 @@ def test_a_blank_image_captions_with_a_warning(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() and "warning" not in result.stdout  # the caption, still printed
     assert result.stderr == "warning: no object detected in the image: the caption comes from no region and no tag\n"
+
+
+def test_caption_of_a_scene_is_its_true_caption(tmp_path):
+    """`minivlm caption` on a rendered scene prints the caption the scene grammar gives it, and nothing else."""
+    from minivlm.loading import bundled_weights
+    from minivlm.python_ref.scenes import generate_scene
+
+    if bundled_weights("minivlm-demo") is None:
+        pytest.skip("demo weights not bundled")
+    # Four objects, one colour twice, "an orange": not a trivial caption. The truth is the scene grammar's.
+    scene = generate_scene(4244, 2)
+    img = tmp_path / "scene.png"
+    Image.fromarray(scene.image).save(img)
+    result = runner.invoke(app, ["caption", str(img)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == scene.caption + "\n" and result.stderr == "", result.output
 
 
 def test_image_errors_are_one_line(tmp_path):
