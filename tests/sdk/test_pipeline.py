@@ -11,6 +11,7 @@ import minivlm.python_ref.pipeline as reference_pipeline
 from minivlm.errors import ConfigError, InputError, WeightsError
 from minivlm.images import PRESHRINK_RATIO
 from minivlm.loading import bundled_weights
+from minivlm.python_ref.generate import beam_search, greedy
 from minivlm.python_ref.scenes import generate_scene
 
 needs_demo = pytest.mark.skipif(bundled_weights("minivlm-demo") is None, reason="demo weights not bundled")
@@ -36,8 +37,12 @@ def test_four_tasks_return_well_formed_results(pipe):
         x1, y1, x2, y2 = d.box
         assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 96
         assert d.label in pipe.vocab.classes[1:] and d.attribute in pipe.vocab.attributes
-    assert isinstance(pipe.caption(img), str)
-    assert isinstance(pipe.caption(img, num_beams=2), str)
+    # The caption is python_ref's greedy / beam decode of this image's regions, at most max_caption_tokens long.
+    tok, graphs = pipe.pipeline.tokenizer, pipe.pipeline.graphs.caption
+    inputs = pipe.pipeline.pack(pipe.regions(img), "", require_text=False)
+    for num_beams, decoded in ((1, greedy(graphs, tok, inputs)), (2, beam_search(graphs, tok, inputs, 2))):
+        assert len(decoded.token_ids) <= pipe.config.fusion.max_caption_tokens
+        assert pipe.caption(img, num_beams=num_beams) == tok.decode(list(decoded.token_ids))
     assert pipe.answer(img, "how many shapes are there?") in pipe.vocab.answers
     assert 0.0 <= pipe.match(img, "a red circle") <= 1.0
 
