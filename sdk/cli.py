@@ -232,16 +232,16 @@ def convert(
     delegate: Annotated[Optional[DelegateChoice], typer.Option(help=f"executorch: the backend graphs are lowered to; tflite: the delegate the build is checked and recorded for (one file serves all three). {_per_target('delegates')}.")] = None,
     compute_units: Annotated[Optional[ComputeUnitsChoice], typer.Option(help=f"Core ML compute units recorded in the build. {_per_target('compute_units')}.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Build folder (default out/<model>-<target>-<precision>, plus -<delegate> or -<compute units> when not the default).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing build folder (only once the new build is complete).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing build folder that minivlm-convert wrote (only once the new build is complete).")] = False,
     random_init: Annotated[bool, typer.Option("--random-init", help="Build an untrained preset (e.g. minivlm-tiny) instead of bundled weights.")] = False,
     jobs: Annotated[int, typer.Option(min=1, help="Graphs converted at once, in worker processes (1 = in this process).")] = min(os.cpu_count() or 1, 6),
     verbose: Annotated[bool, typer.Option("--verbose", help="Also show the backends' own log messages and warnings (hidden by default; their errors always show).")] = False,
 ) -> None:
     """Convert a model into one self-contained build folder: graph files, vocabularies, goldens and manifest.json (with sha256 of every file), written atomically."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from minivlm.console import TERMINATING, backend_chatter_hidden, signals_interrupt
     from minivlm.conversion import Interrupted, convert as run, format_report
-
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     bars = _Bars()
     try:
