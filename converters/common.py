@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import json
 import logging
+import logging.handlers
 import multiprocessing
 import os
+import pickle
 import platform
 import queue
+import secrets
 import shutil
 import signal
-import tempfile
+import stat
+import sys
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -194,39 +200,219 @@ class BuildReport:
 
 # --- atomic build folder --------------------------------------------------------------------------------------
 
+# Files that tools add to a finished build (`minivlm parity` writes its report, atomically through a
+# `.parity_report.json.*` temporary file): `--force` may replace a build that holds them.
+ADDED_LATER = ("parity_report.json",)
 
-def _check_destination(dest: Path, force: bool) -> None:
+
+class Interrupted(BaseException):
+    """A termination signal (SIGTERM, SIGHUP, SIGINT) turned into an exception, so that a build unwinds and
+    removes what it started; `signum` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _special_folder(dest: Path) -> str | None:
+    """What `dest` is if it is a folder no build may replace: the root, home or current folder, or a parent
+    of the last two."""
+    real = dest.resolve()
+    home, cwd = Path.home().resolve(), Path.cwd().resolve()
+    if real == Path(real.anchor):
+        return "the root folder"
+    if real == cwd:
+        return "the current folder"
+    if real == home:
+        return "the home folder"
+    if real in cwd.parents or real in home.parents:
+        return f"a parent of the {'current' if real in cwd.parents else 'home'} folder"
+    return None
+
+
+def foreign_entry(folder: Path, listed: set[str], allowed: Callable[[str], bool] = lambda rel: False) -> str | None:
+    """The first entry of `folder` (sorted, top-down) that is neither a file in `listed` (POSIX paths relative
+    to `folder`) nor a folder on the way to one, nor a file `allowed` accepts; None when there is none.
+    Symbolic links and special files are always foreign: no writer of this SDK makes them."""
+    folders = {p for rel in listed for p in Path(rel).parents if p != Path(".")}
+    unreadable: list[OSError] = []
+    for root, dirs, files in os.walk(folder, onerror=unreadable.append):
+        if unreadable:
+            break
+        here = Path(root).relative_to(folder)
+        for name in sorted(files + dirs):
+            path, rel = Path(root) / name, (here / name).as_posix()
+            if name in dirs:
+                if path.is_symlink() or Path(rel) not in folders:
+                    return rel + "/"
+            elif path.is_symlink() or not path.is_file() or not (rel in listed or allowed(rel)):
+                return rel
+        dirs.sort()
+    if unreadable:  # a folder we cannot list may hold anything
+        return Path(unreadable[0].filename).relative_to(folder).as_posix() + "/"
+    return None
+
+
+def _not_a_build(dest: Path) -> str | None:
+    """Why `--force` may not replace the existing folder `dest`, or None: it may if it is empty, or if its
+    manifest.json is a build manifest whose `files` (plus the files tools add later) cover all it holds."""
+    try:
+        if not any(dest.iterdir()):
+            return None
+    except OSError as err:
+        return f"cannot read {dest}: {err.strerror or err}; --force only replaces a folder minivlm-convert wrote"
+    try:
+        manifest = json.loads((dest / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"] if manifest.get("schema_version") == SCHEMA_VERSION else None
+        listed = (set(files) if isinstance(files, dict) and all(isinstance(k, str) for k in files)
+                  and isinstance(manifest.get("graphs"), dict) else None)
+    except (OSError, ValueError, AttributeError, TypeError):
+        listed = None
+    if listed is None:
+        first = MANIFEST if (dest / MANIFEST).exists() else foreign_entry(dest, set())
+        why = f"{first} is not a minivlm build manifest" if first == MANIFEST else f"it has no {MANIFEST} and holds {first}"
+    else:
+        later = lambda rel: rel in ADDED_LATER or any(rel.startswith(f".{n}.") for n in ADDED_LATER)  # noqa: E731
+        first = foreign_entry(dest, listed | {MANIFEST}, later)
+        if first is None:
+            return None
+        why = f"{first} is not one of the files in its {MANIFEST}"
+    return f"{dest} is not a build folder ({why}); --force only replaces a folder minivlm-convert wrote, so nothing was touched"
+
+
+def _check_destination(dest: Path, force: bool, replaceable: Callable[[Path], str | None] = _not_a_build) -> None:
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise ConversionError(f"{dest} exists and is not a folder; choose another --out")
     if not dest.exists():
         return
+    special = _special_folder(dest)
+    if special:
+        raise ConversionError(f"{dest} is {special}; --out must name a folder of its own for the build")
     if not force:
         raise ConversionError(f"{dest} already exists; pass --force to replace it")
-    if any(dest.iterdir()) and not (dest / MANIFEST).is_file():
-        raise ConversionError(f"{dest} is not a build folder (no {MANIFEST}); --force only replaces a previous build")
+    refused = replaceable(dest)
+    if refused:
+        raise ConversionError(refused)
+
+
+_TERMINATING = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s))
 
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while the finished build swaps in, so Ctrl-C cannot land between two renames."""
+    """Hold SIGINT/SIGTERM/SIGHUP while the finished build swaps in or a failed one is cleaned up, so that a
+    signal cannot land between two renames or halfway through a removal; they arrive when the block ends."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _commit(tmp: Path, dest: Path) -> None:
-    """Rename the finished build into place; a previous build is moved aside first and deleted last."""
+@contextlib.contextmanager
+def _fatal_signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP, where they would kill the process outright (their default action), first unwind
+    the block (so a build removes its temporary folder and stops its workers) and then kill it as before.
+    Handlers a caller installed are left alone (the CLI installs its own)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mine = [s for s in _TERMINATING if s != signal.SIGINT and signal.getsignal(s) == signal.SIG_DFL]
+
+    def unwind(signum, frame):
+        raise Interrupted(signum)
+
+    for s in mine:
+        signal.signal(s, unwind)
+    try:
+        yield
+    except Interrupted as err:
+        if err.signum not in mine:
+            raise
+        for s in mine:
+            signal.signal(s, signal.SIG_DFL)
+        signal.raise_signal(err.signum)  # dies here, as it would have without the block
+        raise
+    finally:
+        for s in mine:
+            signal.signal(s, signal.SIG_DFL)
+
+
+def new_folder(parent: Path, prefix: str) -> Path:
+    """A new, uniquely named folder in `parent` with the mode any new folder gets under the process umask
+    (tempfile.mkdtemp's is always 0700)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for a temporary folder {prefix}* in {parent}")
+
+
+def normal_modes(folder: Path) -> None:
+    """Give every folder and file under `folder` the mode it would have had if made normally under the process
+    umask (0755/0644 under 022): backends write some with 0700/0600. `folder` must come from `new_folder`."""
+    dir_mode = stat.S_IMODE(folder.stat().st_mode)  # made with 0777 minus the umask
+    file_mode = dir_mode & 0o666
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            st = path.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                want = dir_mode
+            elif stat.S_ISREG(st.st_mode):
+                want = file_mode | (dir_mode & 0o111 if st.st_mode & 0o111 else 0)
+            else:
+                continue
+            if stat.S_IMODE(st.st_mode) != want:
+                os.chmod(path, want)
+
+
+def _lock(dest: Path) -> int:
+    """Take the lock on building `dest`: flock on `.<name>.lock` beside it (see `_unlock`). A second build of
+    the same folder fails at once instead of racing the first to the final rename."""
+    path = _lock_path(dest)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConversionError(f"{dest} is being built by another process right now (it holds {path}); "
+                                  "wait for it to finish or choose another --out") from None
+        try:  # a holder removes the file before unlocking it: make sure we locked the file that is there now
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd
+        os.close(fd)
+
+
+def _unlock(dest: Path, fd: int) -> None:
+    """Remove the lock file, then release it (in this order: see the check in `_lock`)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_lock_path(dest))
+    os.close(fd)
+
+
+def _lock_path(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.lock"
+
+
+def replace_folder(tmp: Path, dest: Path) -> None:
+    """Rename the finished folder `tmp` to `dest`; a folder already there is moved aside first and deleted
+    last, so `dest` is at every moment either the old folder or the new one."""
     with _signals_deferred():
         if not dest.exists():
             os.rename(tmp, dest)
             return
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        old = new_folder(dest.parent, f".{dest.name}.old-")
         os.rename(dest, old / dest.name)
         try:
             os.rename(tmp, dest)
@@ -238,28 +424,42 @@ def _commit(tmp: Path, dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(dest: Path, *, force: bool = False) -> Iterator[Path]:
+def atomic_directory(dest: Path, *, force: bool = False,
+                     replaceable: Callable[[Path], str | None] = _not_a_build) -> Iterator[Path]:
     """A temporary folder beside `dest` that becomes `dest` only if the block completes.
 
-    Refuses an existing `dest` unless `force` (and then only a previous build or an empty folder); with
-    `force` the old build is removed only after the new one is in place. Any exception, KeyboardInterrupt
-    included, removes the temporary folder and any parent folders this call created.
+    Refuses an existing `dest` unless `force`, and even then refuses the root, home or current folder and
+    any folder `replaceable` rejects (default: anything but an empty folder or a build whose manifest lists
+    every file in it); with `force` the old folder is removed only after the new one is in place. Only one
+    process at a time may build `dest` (a `.<name>.lock` beside it). Any exception, KeyboardInterrupt and
+    `Interrupted` included, removes the temporary folder, the lock file and any parent folders this call
+    created. The result has the modes new files and folders get under the process umask.
     """
     dest = Path(dest)
-    _check_destination(dest, force)
+    _check_destination(dest, force, replaceable)  # before touching anything
     created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    except OSError as err:
-        _remove_empty(created)
-        raise ConversionError(f"cannot write a build under {dest.parent}: {err.strerror or err}") from None
-    try:
-        yield tmp
-        _check_destination(dest, force)  # someone may have created it while we were converting
-        _commit(tmp, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            lock = _lock(dest)
+        except OSError as err:
+            raise ConversionError(f"cannot write a build under {dest.parent}: {err.strerror or err}") from None
+        try:
+            _check_destination(dest, force, replaceable)  # again: a build may have finished just before the lock
+            tmp = new_folder(dest.parent, f".{dest.name}.partial-")
+            try:
+                yield tmp
+                normal_modes(tmp)
+                with _signals_deferred():
+                    _check_destination(dest, force, replaceable)  # something else may have appeared meanwhile
+                    replace_folder(tmp, dest)
+            except BaseException:
+                with _signals_deferred():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        finally:
+            _unlock(dest, lock)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
 
@@ -374,7 +574,12 @@ def _convert_serial(target, specs: list[GraphSpec], options: BuildOptions, folde
     for spec in specs:
         progress.graph_started(spec.name, target.steps(options))
         t0 = time.perf_counter()
-        result = target.convert_graph(spec, options, folder, lambda step, n=spec.name: progress.graph_step(n, step))
+        try:
+            result = target.convert_graph(spec, options, folder, lambda step, n=spec.name: progress.graph_step(n, step))
+        except ConversionError:
+            raise
+        except Exception as err:  # a backend's own exception: one line, as from a worker process
+            raise _graph_failed(err) from err
         result.seconds = time.perf_counter() - t0
         result.size_bytes = _size(folder / result.path)
         graphs.append(result)
@@ -382,12 +587,44 @@ def _convert_serial(target, specs: list[GraphSpec], options: BuildOptions, folde
     return graphs
 
 
+def _graph_failed(err: Exception) -> ConversionError:
+    first = (str(err).splitlines() or [""])[0]
+    return ConversionError(f"a graph failed to convert: {type(err).__name__}: {first}")
+
+
 _worker_events = None  # in a worker process only: the queue its steps are reported on (set by _worker_start)
 
 
-def _worker_start(events, module_name: str) -> None:
+class _ToParent(logging.handlers.QueueHandler):
+    """A worker's log records go to the parent, whose logging configuration decides what is shown."""
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self.queue.put_nowait(("log", record.name, record))
+
+
+def _warning_to_parent(message, category, filename, lineno, file=None, line=None) -> None:
+    """A worker's warnings go to the parent, whose warning filters decide what is shown."""
+    try:
+        pickle.dumps(category)
+    except Exception:  # a category defined where the parent cannot import it
+        category = UserWarning
+    module = next((name for name, m in list(sys.modules.items()) if getattr(m, "__file__", None) == filename), None)
+    _worker_events.put(("warning", None, (str(message), category, filename, lineno, module)))
+
+
+def _worker_start(events, module_name: str, log_level: int) -> None:
     global _worker_events
     _worker_events = events
+    # Ctrl-C and a closed terminal reach every process of the foreground group: the parent alone decides,
+    # and terminates the workers (they would otherwise print tracebacks and finish their graph first).
+    for s in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    root = logging.getLogger()
+    root.handlers[:] = [_ToParent(events)]
+    root.setLevel(log_level)
+    warnings.resetwarnings()  # every warning once per place; the parent's filters decide
+    warnings.simplefilter("default")
+    warnings.showwarning = _warning_to_parent
     torch.set_num_threads(1)  # the workers already use every core between them
     try:
         from threadpoolctl import threadpool_limits  # numpy's BLAS threads too (coremltools' passes use numpy)
@@ -403,8 +640,9 @@ def _worker_ready() -> None:
     """A no-op task: submitting one per worker makes the pool start them all at once."""
 
 
-def _worker_convert(module_name: str, spec: GraphSpec, options: BuildOptions, folder: str) -> GraphBuild:
+def _worker_convert(module_name: str, pickled_spec: bytes, options: BuildOptions, folder: str) -> GraphBuild:
     target = importlib.import_module(module_name)
+    spec = pickle.loads(pickled_spec)
     _worker_events.put(("start", spec.name, target.steps(options)))
     t0 = time.perf_counter()
     result = target.convert_graph(spec, options, Path(folder), lambda step: _worker_events.put(("step", spec.name, step)))
@@ -412,22 +650,52 @@ def _worker_convert(module_name: str, spec: GraphSpec, options: BuildOptions, fo
     return result
 
 
+@contextlib.contextmanager
+def _ignoring(signals: tuple[int, ...]) -> Iterator[None]:
+    """`signals` ignored in the block (main thread only), so that processes started in it begin with them
+    ignored, before they run any code of ours."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 class _Workers:
     """Processes converting graphs in parallel. They start (and import torch and the backend) as soon as
     this exists, so that happens while the parent traces the reference; spawned, because fork is unsafe
-    with torch's threads."""
+    with torch's threads. Their log records and warnings are re-emitted here; they ignore SIGINT and SIGHUP
+    and are terminated by `close(abort=True)`."""
 
     def __init__(self, jobs: int, target) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.target = target
         self.events = ctx.Queue()
+        self.warned: dict = {}  # the registry of warnings re-emitted here, so two workers' copies show once
         self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
-                                        initargs=(self.events, target.__name__))
-        for _ in range(jobs):
-            self.pool.submit(_worker_ready)
+                                        initargs=(self.events, target.__name__, logging.getLogger().getEffectiveLevel()))
+        with _ignoring((signal.SIGINT, signal.SIGHUP)):  # a few ms: the workers start with them ignored
+            for _ in range(jobs):
+                self.pool.submit(_worker_ready)
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)  # workers stop before the caller removes their folder
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the workers before the caller removes their folder: wait for them, or with `abort` terminate
+        them at once (a graph in the middle of a backend's C++ pass would otherwise finish first)."""
+        if abort:
+            # ProcessPoolExecutor cannot stop a running task (terminate_workers() is Python 3.14+)
+            processes = list((getattr(self.pool, "_processes", None) or {}).values())
+            for p in processes:
+                p.terminate()
+            for p in processes:
+                p.join(5)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+        self.pool.shutdown(wait=not abort, cancel_futures=True)
         self.events.close()
 
     def convert(self, specs: list[GraphSpec], options: BuildOptions, folder: Path, progress: Progress,
@@ -437,7 +705,10 @@ class _Workers:
         done: dict[str, GraphBuild] = {}
         started: set[str] = set()
         order = sorted(specs, key=lambda s: s.name not in ("tee_stage1", "caption_step"))
-        pending = {self.pool.submit(_worker_convert, self.target.__name__, s, options, str(folder)) for s in order}
+        # Pickled here, by value: the pool's own pickler would share tensors through file descriptors that this
+        # process serves from a thread, which prints a traceback when a worker is terminated mid-transfer.
+        pending = {self.pool.submit(_worker_convert, self.target.__name__, pickle.dumps(s, pickle.HIGHEST_PROTOCOL), options,
+                                    str(folder)) for s in order}
         side = meanwhile()
         while pending:
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -446,17 +717,18 @@ class _Workers:
                 try:
                     result = future.result()
                 except BrokenProcessPool as err:
-                    raise ConversionError(f"a conversion worker process died ({err}); rerun with --jobs 1 to see why") from None
+                    raise ConversionError(f"a conversion worker process died ({err}); rerun with --jobs 1 --verbose "
+                                          "to see why") from None
                 except ConversionError:
                     raise
                 except Exception as err:  # a backend's own exception from a worker: one line, not a traceback
-                    first = (str(err).splitlines() or [""])[0]
-                    raise ConversionError(f"a graph failed to convert: {type(err).__name__}: {first}") from err
+                    raise _graph_failed(err) from err
                 result.size_bytes = _size(folder / result.path)
                 if result.name not in started:
                     progress.graph_started(result.name, self.target.steps(options))
                 done[result.name] = result
                 progress.graph_done(result)
+        self._drain(progress, done, started)
         return [done[s.name] for s in specs], side
 
     def _drain(self, progress: Progress, done: dict, started: set) -> None:
@@ -465,9 +737,16 @@ class _Workers:
                 kind, name, arg = self.events.get_nowait()
             except queue.Empty:
                 return
-            if name in done:  # a late event from a graph whose result already arrived
+            if kind == "log":
+                logger = logging.getLogger(name)
+                if logger.isEnabledFor(arg.levelno):
+                    logger.handle(arg)
+            elif kind == "warning":
+                message, category, filename, lineno, module = arg
+                warnings.warn_explicit(message, category, filename, lineno, module, self.warned)
+            elif name in done:  # a late event from a graph whose result already arrived
                 continue
-            if kind == "start":
+            elif kind == "start":
                 started.add(name)
                 progress.graph_started(name, arg)
             else:
@@ -515,10 +794,12 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
         raise ConversionError("a build needs the eager reference model (Pipeline.from_model), not runtime graphs")
     progress = progress or Progress()
     started = time.perf_counter()
-    with atomic_directory(Path(out), force=force) as tmp:  # checks the destination before any slow work
+    with _fatal_signals_unwind(), atomic_directory(Path(out), force=force) as tmp:  # checks `out` before slow work
         target = load_target(options)
-        workers = _Workers(min(jobs, len(GRAPH_NAMES)), target) if jobs > 1 else None
+        workers = None
         try:
+            if jobs > 1:
+                workers = _Workers(min(jobs, len(GRAPH_NAMES)), target)
             # The workers take every core: the parent traces and writes goldens on one thread.
             with _torch_threads(1 if workers is not None else None):
                 progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
@@ -545,9 +826,13 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
                     golden_bytes = vocabularies_and_goldens()
                 else:
                     graphs, golden_bytes = workers.convert(specs, options, tmp, progress, vocabularies_and_goldens)
-        finally:
+        except BaseException:
             if workers is not None:
-                workers.close()
+                with _signals_deferred():
+                    workers.close(abort=True)
+            raise
+        if workers is not None:
+            workers.close()
         (tmp / RANGE_FILE).write_text(json.dumps(ranges.table(), indent=0) + "\n", encoding="utf-8")
         manifest = _manifest(pipeline, model_name, source, options, graphs, target.manifest_extra(options))
         manifest["fp16_range"] = ranges.summary()
@@ -558,10 +843,12 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
 
 
 __all__ = [
+    "ADDED_LATER",
     "BuildOptions",
     "BuildReport",
     "GraphBuild",
     "GraphSpec",
+    "Interrupted",
     "MANIFEST",
     "MANIFEST_DIGEST",
     "Progress",
@@ -570,8 +857,12 @@ __all__ = [
     "atomic_directory",
     "build",
     "file_hashes",
+    "foreign_entry",
     "graph_specs",
     "manifest_digest",
+    "new_folder",
+    "normal_modes",
+    "replace_folder",
     "resolve_options",
     "runtime_io",
     "sha256_file",

@@ -349,7 +349,7 @@ def host_manifest(pipeline: Pipeline, model_name: str) -> dict:
 
 def write_host_goldens(pipeline: Pipeline, traces: list[Trace], folder: Path, model_name: str) -> int:
     """tests/golden/: host steps only, every file small. Returns the bytes of array data written."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     w = _Writer(folder)
     tee = pipeline.cfg.tee
     cases = {}
@@ -395,23 +395,44 @@ def write_host_goldens(pipeline: Pipeline, traces: list[Trace], folder: Path, mo
 
 def update_host_goldens(pipeline: Pipeline, model_name: str, folder: Path) -> int:
     """Trace `pipeline` on the golden images (2 scikit-image photos, 2 demo scenes) and replace `folder` with
-    their host goldens, atomically (a sibling temporary folder renamed into place). Returns the array bytes."""
-    import shutil
-    import tempfile
-
+    their host goldens, atomically (see `common.atomic_directory`: a sibling temporary folder renamed into
+    place). An existing `folder` is replaced only if it holds host goldens and nothing else. Returns the
+    array bytes."""
+    from .common import atomic_directory
     from .samples import golden_images, trace
 
-    traces = [trace(pipeline, s) for s in golden_images()]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        written = write_host_goldens(pipeline, traces, tmp / folder.name, model_name)
-        if folder.exists():
-            shutil.rmtree(folder)
-        (tmp / folder.name).rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_directory(Path(folder), force=True, replaceable=_not_host_goldens) as tmp:  # refuses before tracing
+        traces = [trace(pipeline, s) for s in golden_images()]
+        written = write_host_goldens(pipeline, traces, tmp, model_name)
     return written
+
+
+def _not_host_goldens(folder: Path) -> str | None:
+    """Why `update_host_goldens` may not replace `folder`, or None: it may if it is empty, or if every file in it
+    is one that index.json names or one of the fixed files `write_host_goldens` writes."""
+    from .common import foreign_entry
+
+    if not any(folder.iterdir()):
+        return None
+    try:
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{folder} is not a host goldens folder (no readable index.json); nothing was touched"
+    listed = set(_files_named(index)) | {"index.json", HOST_MANIFEST, HOST_VOCABULARIES, ".gitattributes"}
+    first = foreign_entry(folder, listed)
+    if first is None:
+        return None
+    return f"{folder} is not only host goldens ({first} is not named in its index.json); nothing was touched"
+
+
+def _files_named(value: Any) -> list[str]:
+    """Every `"file"` entry anywhere in a goldens index."""
+    if isinstance(value, dict):
+        own = [value["file"]] if isinstance(value.get("file"), str) else []
+        return own + [f for v in value.values() for f in _files_named(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in _files_named(v)]
+    return []
 
 
 __all__ = ["CAPTION_TOP_K", "GOLDEN_BEAMS", "GOLDEN_STEP_CALLS", "PREPROCESS_CASES", "TOKENIZER_CASES", "DecodeRecord",

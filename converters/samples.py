@@ -50,7 +50,7 @@ def _photo(name: str) -> SampleImage:
         from skimage import data  # dev dependency; its photos ship inside the wheel (no download)
     except ImportError:
         raise ConversionError("real photos for goldens and calibration need scikit-image (pip install scikit-image)") from None
-    image = np.ascontiguousarray(getattr(data, name)()[..., :3], dtype=np.uint8)
+    image = np.array(getattr(data, name)()[..., :3], dtype=np.uint8)  # an owned, writable copy (torch.from_numpy)
     return SampleImage(f"photo_{name}", f"skimage.data.{name}()", image, PHOTO_QUESTION, PHOTO_TEXT)
 
 
@@ -59,7 +59,7 @@ def _scene(index: int) -> SampleImage:
     question = scene.qa[-1][0] if scene.qa else COUNT_QUESTION
     text = caption_for(scene.boxes[:1], scene.labels[:1])  # the leftmost object: short enough for every preset
     return SampleImage(f"scene_{SCENE_STREAM}_{index}", f"python_ref.scenes.generate_scene({SCENE_STREAM}, {index})",
-                       np.asarray(scene.image), question, text)
+                       np.array(scene.image), question, text)  # a copy: the scene's array is read-only
 
 
 def golden_images() -> list[SampleImage]:

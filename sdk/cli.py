@@ -7,6 +7,7 @@ import enum
 import functools
 import logging
 import os
+import signal
 import sys
 import warnings
 from typing import Annotated, Callable, Optional
@@ -230,6 +231,12 @@ class _Bars:
         bar.set_postfix_str("done")
         bar.close()
 
+    def close(self) -> None:
+        """Close the bars of graphs that never finished (the build stopped)."""
+        for bar, _ in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
 
 def convert(
     target: Annotated[TargetChoice, typer.Option("--target", "-t", help="The phone runtime to build for.")],
@@ -238,22 +245,33 @@ def convert(
     delegate: Annotated[Optional[DelegateChoice], typer.Option(help=f"executorch: the backend graphs are lowered to; tflite: the delegate the build is checked and recorded for (one file serves all three). {_per_target('delegates')}.")] = None,
     compute_units: Annotated[Optional[ComputeUnitsChoice], typer.Option(help=f"Core ML compute units recorded in the build. {_per_target('compute_units')}.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Build folder (default out/<model>-<target>-<precision>, plus -<delegate> or -<compute units> when not the default).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing build folder (only once the new build is complete).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing build folder that minivlm-convert wrote (only once the new build is complete).")] = False,
     random_init: Annotated[bool, typer.Option("--random-init", help="Build an untrained preset (e.g. minivlm-tiny) instead of bundled weights.")] = False,
     jobs: Annotated[int, typer.Option(min=1, help="Graphs converted at once, in worker processes (1 = in this process).")] = min(os.cpu_count() or 1, 6),
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the backends' own log messages and warnings (hidden by default; their errors always show).")] = False,
 ) -> None:
     """Convert a model into one self-contained build folder: graph files, vocabularies, goldens and manifest.json (with sha256 of every file), written atomically."""
-    # The backends' own progress output and deprecation chatter would bury the bars (ours pass disable=False).
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")  # worker processes
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from minivlm.conversion import convert as run, format_report
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    report = run(model, target.value, precision=precision and precision.value, delegate=delegate and delegate.value,
-                 compute_units=compute_units and compute_units.value, out=out, force=force, random_init=random_init,
-                 progress=_Bars(), jobs=jobs)
+    from minivlm.console import TERMINATING, backend_chatter_hidden, signals_interrupt
+    from minivlm.conversion import Interrupted, convert as run, format_report
+
+    bars = _Bars()
+    try:
+        # Log lines are printed above the progress bars, not after one on its line.
+        with signals_interrupt(), logging_redirect_tqdm(), backend_chatter_hidden(verbose):
+            report = run(model, target.value, precision=precision and precision.value, delegate=delegate and delegate.value,
+                         compute_units=compute_units and compute_units.value, out=out, force=force,
+                         random_init=random_init, progress=bars, jobs=jobs)
+    except Interrupted as stop:
+        for s in TERMINATING:  # exiting now: a further Ctrl-C must not interrupt the last line
+            signal.signal(s, signal.SIG_IGN)
+        bars.close()
+        typer.echo(f"error: interrupted by {stop}; the unfinished build was removed and nothing else was changed", err=True)
+        raise typer.Exit(128 + stop.signum) from None
+    except BaseException:
+        bars.close()  # before the error line, not after it when the interpreter exits
+        raise
     typer.echo(format_report(report))
 
 
