@@ -216,3 +216,46 @@ def test_duplicate_histories_in_one_batch_are_compared_within_a_tolerance(tiny_r
     _check_replay(record, table, pipe.graphs.caption, pipe.tokenizer, inputs)
     with pytest.raises(ConversionError, match=r"history \[101\] have logits .* apart"):
         _table(with_first_rows(DUPLICATE_ROW_TOL * 10), pipe.cfg.fusion.max_text_len, CAPTION_TOP_K)
+
+
+def _one_step_record(logits: list[float], num_beams: int = 1):
+    from minivlm.converters.goldens import DecodeRecord
+    from minivlm.python_ref.generate import Caption
+
+    row = torch.tensor(logits)
+    return DecodeRecord(num_beams, 1.0, 1, Caption((), row[None], 0.0, False), "", [((101,), row)])
+
+
+def test_closest_beam_tie_is_the_gap_between_the_top_candidates():
+    from minivlm.converters.goldens import closest_beam_tie
+
+    assert closest_beam_tie(_one_step_record([0, 1, 2, 3, 4, 5])) == pytest.approx(1.0)
+    near = closest_beam_tie(_one_step_record([0, 1, 2, 3 + 2e-6, 3, 5]))  # 3rd and 2nd best almost equal
+    assert 0 < near < 1e-5
+    # Only the top 2·beams + 1 candidates count: a tie further down decides nothing.
+    assert closest_beam_tie(_one_step_record([1, 1, 5, 7, 9, 11])) == pytest.approx(2.0)
+
+
+def test_a_beam_decode_on_a_near_tie_is_left_out_saying_so_and_any_other_failure_stops(tiny_reference, monkeypatch,
+                                                                                        tmp_path):
+    from minivlm.converters import goldens
+
+    tr = _traced(tiny_reference)
+    pipe = tiny_reference.pipeline
+    real = goldens._check_replay
+
+    def beams_diverge(record, *args):
+        if record.num_beams > 1:
+            raise ConversionError("replaying the compact caption golden asked for unrecorded history [101, 7]")
+        return real(record, *args)
+
+    monkeypatch.setattr(goldens, "_check_replay", beams_diverge)
+    monkeypatch.setattr(goldens, "closest_beam_tie", lambda record: 3e-6)
+    w = goldens._Writer(tmp_path)
+    out = goldens._caption_decoding(w, tr, pipe)
+    assert "beam" not in out and "greedy" in out
+    assert "3e-06 apart" in out["beam_omitted"] and "unrecorded history [101, 7]" in out["beam_omitted"]
+    assert not list(tmp_path.rglob("*beam*"))  # nothing of the beam table was written
+    monkeypatch.setattr(goldens, "closest_beam_tie", lambda record: 0.5)
+    with pytest.raises(ConversionError, match="unrecorded history"):
+        goldens._caption_decoding(w, tr, pipe)
