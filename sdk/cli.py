@@ -159,9 +159,10 @@ def parity(
 
     report = lib.run_parity(build, model=model, scenes=lib.DEFAULT_SCENES if scenes is None else scenes,
                             photos=lib.ALL_PHOTOS if all_photos else lib.DEFAULT_PHOTOS,
-                            progress=lambda it: tqdm(it, desc="parity", leave=False, disable=not sys.stderr.isatty()))
+                            progress=lambda it: tqdm(it, desc="parity", leave=False, disable=not sys.stderr.isatty()),
+                            write=False)
     typer.echo(report.table())
-    typer.echo(f"wrote {report.build / lib.REPORT_FILE}")
+    typer.echo(f"wrote {lib.write_report(report)}")  # after the table, which stays printed if the write fails
     if not report.passed:
         raise typer.Exit(1)
 

@@ -449,11 +449,19 @@ class ParityReport:
 
 
 def write_report(report: ParityReport, folder: Path | None = None) -> Path:
-    """Write `parity_report.json` into the build folder (or `folder`), atomically."""
+    """Write `parity_report.json` into the build folder (or `folder`), atomically, with the mode a new file gets
+    under the process umask. ArtifactError in one line if the folder takes no new file."""
     folder = Path(folder or report.build)
     path = folder / REPORT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_FILE}.", dir=folder)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_FILE}.", dir=folder)
+    except OSError as err:
+        raise ArtifactError(f"cannot write {REPORT_FILE} into {folder}: {err.strerror or type(err).__name__}; "
+                            f"the table above is the whole report") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a report is as readable as the build's other files
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(report.as_json(), f, indent=1, ensure_ascii=False)
             f.write("\n")

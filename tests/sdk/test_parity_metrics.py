@@ -2,6 +2,7 @@
 statistics, IoU pairing of detections, the tolerance table, and the fp16 range recorder."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +127,28 @@ def test_fp16_range_names_each_tensor_and_warns_within_the_margin():
     assert report.worst()["g"].tensor == product and report.calls == 2
     summary = report.summary()
     assert summary["fp16_max"] == FP16_MAX and len(summary["warnings"]) == 2
+
+
+class _Report:
+    build = None
+
+    def as_json(self) -> dict:
+        return {"passed": True}
+
+
+def test_the_report_file_gets_the_umask_mode_and_an_unwritable_folder_is_one_line(tmp_path):
+    import os
+    import stat
+
+    from minivlm.errors import ArtifactError
+    from minivlm.parity import REPORT_FILE, write_report
+
+    old = os.umask(0o022)
+    try:
+        path = write_report(_Report(), tmp_path)
+    finally:
+        os.umask(old)
+    assert path == tmp_path / REPORT_FILE and stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == [REPORT_FILE]
+    with pytest.raises(ArtifactError, match=rf"^cannot write {REPORT_FILE} into /proc: .*the table above is the whole report$"):
+        write_report(_Report(), Path("/proc"))
