@@ -23,10 +23,8 @@ import os
 import pickle
 import platform
 import queue
-import secrets
 import shutil
 import signal
-import stat
 import sys
 import threading
 import time
@@ -45,6 +43,7 @@ from minivlm.python_ref.fusion import MASK_VALUE
 from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
 from minivlm.python_ref.tokenizer import SPECIAL_TOKENS, Tokenizer
 
+from .atomic import TERMINATING, new_folder, normal_modes, replace_folder, signals_deferred
 from .fp16_range import RANGE_FILE, check_specs
 from .goldens import write_goldens
 from .samples import Trace, calibration_images, golden_images, trace
@@ -295,23 +294,6 @@ def _check_destination(dest: Path, force: bool, replaceable: Callable[[Path], st
         raise ConversionError(refused)
 
 
-_TERMINATING = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s))
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP while the finished build swaps in or a failed one is cleaned up, so that a
-    signal cannot land between two renames or halfway through a removal; they arrive when the block ends."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 @contextlib.contextmanager
 def _fatal_signals_unwind() -> Iterator[None]:
     """SIGTERM and SIGHUP, where they would kill the process outright (their default action), first unwind
@@ -320,7 +302,7 @@ def _fatal_signals_unwind() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    mine = [s for s in _TERMINATING if s != signal.SIGINT and signal.getsignal(s) == signal.SIG_DFL]
+    mine = [s for s in TERMINATING if s != signal.SIGINT and signal.getsignal(s) == signal.SIG_DFL]
 
     def unwind(signum, frame):
         raise Interrupted(signum)
@@ -339,38 +321,6 @@ def _fatal_signals_unwind() -> Iterator[None]:
     finally:
         for s in mine:
             signal.signal(s, signal.SIG_DFL)
-
-
-def new_folder(parent: Path, prefix: str) -> Path:
-    """A new, uniquely named folder in `parent` with the mode any new folder gets under the process umask
-    (tempfile.mkdtemp's is always 0700)."""
-    for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(4)}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free name for a temporary folder {prefix}* in {parent}")
-
-
-def normal_modes(folder: Path) -> None:
-    """Give every folder and file under `folder` the mode it would have had if made normally under the process
-    umask (0755/0644 under 022): backends write some with 0700/0600. `folder` must come from `new_folder`."""
-    dir_mode = stat.S_IMODE(folder.stat().st_mode)  # made with 0777 minus the umask
-    file_mode = dir_mode & 0o666
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = Path(root) / name
-            st = path.lstat()
-            if stat.S_ISDIR(st.st_mode):
-                want = dir_mode
-            elif stat.S_ISREG(st.st_mode):
-                want = file_mode | (dir_mode & 0o111 if st.st_mode & 0o111 else 0)
-            else:
-                continue
-            if stat.S_IMODE(st.st_mode) != want:
-                os.chmod(path, want)
 
 
 def _lock(dest: Path) -> int:
@@ -405,24 +355,6 @@ def _lock_path(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.lock"
 
 
-def replace_folder(tmp: Path, dest: Path) -> None:
-    """Rename the finished folder `tmp` to `dest`; a folder already there is moved aside first and deleted
-    last, so `dest` is at every moment either the old folder or the new one."""
-    with _signals_deferred():
-        if not dest.exists():
-            os.rename(tmp, dest)
-            return
-        old = new_folder(dest.parent, f".{dest.name}.old-")
-        os.rename(dest, old / dest.name)
-        try:
-            os.rename(tmp, dest)
-        except BaseException:
-            os.rename(old / dest.name, dest)
-            shutil.rmtree(old, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def atomic_directory(dest: Path, *, force: bool = False,
                      replaceable: Callable[[Path], str | None] = _not_a_build) -> Iterator[Path]:
@@ -450,11 +382,11 @@ def atomic_directory(dest: Path, *, force: bool = False,
             try:
                 yield tmp
                 normal_modes(tmp)
-                with _signals_deferred():
+                with signals_deferred():
                     _check_destination(dest, force, replaceable)  # something else may have appeared meanwhile
                     replace_folder(tmp, dest)
             except BaseException:
-                with _signals_deferred():
+                with signals_deferred():
                     shutil.rmtree(tmp, ignore_errors=True)
                 raise
         finally:
@@ -828,7 +760,7 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
                     graphs, golden_bytes = workers.convert(specs, options, tmp, progress, vocabularies_and_goldens)
         except BaseException:
             if workers is not None:
-                with _signals_deferred():
+                with signals_deferred():
                     workers.close(abort=True)
             raise
         if workers is not None:

@@ -1,4 +1,5 @@
-"""Weights: safetensors save/load for every model, and declarative key maps from upstream checkpoints.
+"""Weights: strict safetensors loading for every model, and declarative key maps from upstream checkpoints.
+(The SDK writes weights with `minivlm.checkpoints.save_weights`.)
 
 A `KeyMap` is one table per upstream format, checked both ways like nanoGPT's `from_pretrained` and
 litert-torch's `TENSOR_NAMES`: every source key must be used (by a rule, or listed as ignored with a
@@ -20,9 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from .config import FusionConfig, TEEConfig
-from .errors import ConfigError, InputError, WeightsError
+from .errors import ConfigError, WeightsError
 from .fusion import Fusion
 
 logger = logging.getLogger(__name__)
@@ -54,29 +52,6 @@ def _listed(keys: list[str] | tuple[str, ...]) -> str:
 
 # --------------------------------------------------------------------------------------------------------------
 # Our own format
-
-
-def save_weights(module: nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
-    """Write `module.state_dict()` to a safetensors file, atomically (temp file in the same folder, then
-    `os.replace`), so a crash never leaves a truncated file under `path`."""
-    meta = dict(metadata or {})
-    bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
-    if bad:
-        raise InputError(f"metadata must map str to str; bad entry {bad[0]!r}")
-    # Cloned so that tied or view-sharing tensors serialise (safetensors refuses shared storage).
-    state = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt", **meta})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a weights file is as readable as any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _header_problem(path: Path) -> str | None:
@@ -517,5 +492,4 @@ __all__ = [
     "load_with_key_map",
     "read_metadata",
     "read_safetensors",
-    "save_weights",
 ]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from minivlm.converters.atomic import FolderNotWritable, atomic_file
 from minivlm.errors import InputError
 from minivlm.python_ref.pipeline import Detection
 
@@ -43,20 +41,11 @@ def draw_detections(image: np.ndarray, detections: list[Detection], out: str | P
     for d in detections:
         pen.rectangle(d.box, outline=(0, 0, 0), width=2)
         pen.text((d.box[0] + 2, max(0.0, d.box[1] - 11)), f"{d.label} {d.score:.2f}", fill=(0, 0, 0))
-    tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
     try:
-        # os.open applies the umask to 0o666, as for any new file (mkstemp would make it 0600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as err:
-        raise InputError(f"cannot write {str(out)!r}: cannot create a file in {str(out.parent)!r} ({err.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
+        with atomic_file(out) as file:  # interrupted too: the temporary file never stays behind
             canvas.save(file, format=fmt)
-        os.replace(tmp, out)
-    except BaseException as err:  # interrupted too: never leave the temporary file behind
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if not isinstance(err, (OSError, ValueError, KeyError)):
-            raise
+    except FolderNotWritable as err:
+        raise InputError(f"cannot write {str(out)!r}: cannot create a file in {str(out.parent)!r} ({err.strerror})") from None
+    except (OSError, ValueError, KeyError) as err:
         text = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip()
         raise InputError(f"cannot write {str(out)!r}: {text.splitlines()[0] if text else type(err).__name__}") from None

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from minivlm.converters.atomic import FolderNotWritable, atomic_file
 from minivlm.converters.fp16_range import RangeRecorder, RangeReport, measure
 from minivlm.converters.samples import PHOTO_TEXT, SCENE_STREAM
 from minivlm.converters.tolerances import LIMITS, Limit, Tolerance, tolerance
@@ -454,21 +453,12 @@ def write_report(report: ParityReport, folder: Path | None = None) -> Path:
     folder = Path(folder or report.build)
     path = folder / REPORT_FILE
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_FILE}.", dir=folder)
-    except OSError as err:
-        raise ArtifactError(f"cannot write {REPORT_FILE} into {folder}: {err.strerror or type(err).__name__}; "
-                            f"the table above is the whole report") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a report is as readable as the build's other files
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_file(path, "w", encoding="utf-8") as f:
             json.dump(report.as_json(), f, indent=1, ensure_ascii=False)
             f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except FolderNotWritable as err:
+        raise ArtifactError(f"cannot write {REPORT_FILE} into {folder}: {err.strerror or type(err).__name__}; "
+                            f"the table above is the whole report") from None
     return path
 
 

@@ -24,7 +24,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from minivlm.checkpoints import load_checkpoint, save_checkpoint, save_weights
+from minivlm.converters.atomic import atomic_file, atomic_path
 from minivlm.errors import ConfigError, InputError
 from minivlm.python_ref.config import MiniVLMConfig, get_config
 from minivlm.python_ref.fusion import Fusion, additive_mask, pack_inputs
@@ -48,7 +49,6 @@ from minivlm.python_ref.rpn import BoxCoder
 from minivlm.python_ref.scenes import ANSWERS, CLASSES, COLOURS, Scene, generate_scene
 from minivlm.python_ref.tee import TEE
 from minivlm.python_ref.tokenizer import Tokenizer
-from minivlm.python_ref.weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -143,37 +143,6 @@ def _barrier() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Checkpoints: weights as safetensors, optimizer state as a tensors-only torch file, progress as JSON.
-
-
-def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Write a checkpoint folder atomically: a temporary folder renamed over the old one when complete."""
-    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=path.parent))
-    try:
-        save_weights(model, tmp / "model.safetensors", {"state": json.dumps(state)})
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2))
-        if path.exists():
-            old = path.with_name(path.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    load_weights(model, path / "model.safetensors")
-    if optimizer is not None and (path / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    return json.loads((path / "state.json").read_text())
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Data
 
 
@@ -254,9 +223,8 @@ class RegionCache:
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
 
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in dataclasses.asdict(self).items()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in dataclasses.asdict(self).items()}, str(tmp))
 
     @classmethod
     def load(cls, path: Path) -> "RegionCache":
@@ -497,7 +465,7 @@ def _run_stage(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, steps, settings.warmup_fraction))
     start = 0
     if ckpt.exists():
-        state = _load_checkpoint(ckpt, model, optimizer)
+        state = load_checkpoint(ckpt, model, optimizer)
         start = state["step"]
         for group in optimizer.param_groups:  # the schedule's value at `start`, as the uninterrupted run had it
             group["lr"] = group["initial_lr"] * _schedule(start, steps, settings.warmup_fraction)
@@ -522,7 +490,7 @@ def _run_stage(
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
         done = step + 1
         if rank == 0 and (done % settings.checkpoint_every == 0 or done == steps):
-            _save_checkpoint(ckpt, model, optimizer, {"stage": name, "step": done, "settings": dataclasses.asdict(settings)})
+            save_checkpoint(ckpt, model, optimizer, {"stage": name, "step": done, "settings": dataclasses.asdict(settings)})
         _barrier()
     objective.eval()
 
@@ -580,16 +548,13 @@ def _open_run_folder(workdir: Path, settings: TrainSettings, rank: int) -> None:
 def _make_run_folder(workdir: Path, settings: dict) -> None:
     """`workdir` (and missing parents) with its `run.json`, written atomically; on failure, nothing made stays."""
     missing = [p for p in (workdir, *workdir.parents) if not p.exists()]  # inner to outer
-    tmp = workdir / f".{RUN_FILE}.tmp"
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"settings": settings}, indent=2))
-        os.replace(tmp, workdir / RUN_FILE)
+        with atomic_file(workdir / RUN_FILE, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"settings": settings}, indent=2))
     except OSError as e:
         if missing:
             shutil.rmtree(missing[-1], ignore_errors=True)  # the outermost folder this call made, nothing else
-        else:
-            tmp.unlink(missing_ok=True)
         raise InputError(f"cannot make the run folder {workdir}: {e.strerror or e}") from None
 
 
@@ -666,4 +631,4 @@ def train(settings: TrainSettings, workdir: str | Path, *, progress: bool = True
 def _load_latest(workdir: Path, stage: str, model: MiniVLM) -> None:
     """Every rank continues from the stage's final checkpoint (what rank 0 saved)."""
     _barrier()
-    _load_checkpoint(workdir / f"checkpoint-{stage}", model, None)
+    load_checkpoint(workdir / f"checkpoint-{stage}", model, None)

@@ -12,6 +12,7 @@ from minivlm.python_ref.config import minilm_l6, replace, tiny
 from minivlm.python_ref.errors import InputError, WeightsError
 from minivlm.python_ref.fusion import AttentionKind, Fusion
 from minivlm.python_ref.tokenizer import Tokenizer
+from minivlm.checkpoints import save_weights
 from minivlm.python_ref.weights import (
     HF_BERT_TO_FUSION,
     OSCAR_TO_FUSION,
@@ -22,7 +23,6 @@ from minivlm.python_ref.weights import (
     load_weights,
     load_with_key_map,
     read_safetensors,
-    save_weights,
 )
 
 transformers = pytest.importorskip("transformers")

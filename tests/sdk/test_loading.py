@@ -12,7 +12,7 @@ from minivlm.cli import app
 from minivlm.errors import InputError, WeightsError
 from minivlm.python_ref.config import get_config
 from minivlm.python_ref.pipeline import MiniVLM, Vocabularies
-from minivlm.python_ref.weights import save_weights
+from minivlm.checkpoints import save_weights
 from minivlm.training import model_metadata
 
 runner = CliRunner()

@@ -83,7 +83,7 @@ def test_weights_record_the_run_time_per_stage(smoke_run, tmp_path, monkeypatch)
 
 def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monkeypatch):
     saves = []
-    real_save = training._save_checkpoint
+    real_save = training.save_checkpoint
 
     def save_then_crash(path, model, optimizer, state):
         real_save(path, model, optimizer, state)
@@ -91,11 +91,11 @@ def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monke
         if state["stage"] == "finetune" and state["step"] == 1:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-stage
 
-    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train(SMOKE, tmp_path, progress=False)
     assert not (tmp_path / "model.safetensors").exists()
-    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
     resumed = train(SMOKE, tmp_path, progress=False)
     _same_weights(resumed, smoke_run)
     from minivlm.python_ref.weights import read_safetensors
