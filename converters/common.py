@@ -106,18 +106,12 @@ class GraphSpec:
         return tuple(s.name for s in self.outputs)
 
 
-def _io_names(module: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    ins = getattr(module, "input_names", None) or module.INPUT_NAMES
-    outs = getattr(module, "output_names", None) or module.OUTPUT_NAMES
-    return tuple(ins), tuple(outs)
-
-
 def graph_specs(pipeline: Pipeline, traces: list[Trace], calibration: list[Trace]) -> list[GraphSpec]:
     """The six graphs with example inputs from the first traced image (a photo). `caption_step` takes its
     second call, whose cache already holds a token, so export never sees only the empty-cache special case."""
     specs = []
     for name, module in pipeline.graphs.modules().items():
-        in_names, out_names = _io_names(module)
+        in_names, out_names = module.input_names, module.output_names
         calls = traces[0].calls[name]
         example_in, example_out = calls[1] if name == "caption_step" and len(calls) > 1 else calls[0]
         seen = [ins for tr in calibration for ins, _ in tr.calls[name]]

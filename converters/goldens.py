@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from minivlm.python_ref.errors import ConversionError
-from minivlm.python_ref.fusion import FusionInputs
+from minivlm.python_ref.packing import FusionInputs
 from minivlm.python_ref.generate import Caption, CaptionGraphs, beam_search, greedy
 from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
 from minivlm.python_ref.preprocess import preprocess

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from minivlm.python_ref.errors import ConversionError
-from minivlm.python_ref.fusion import VQAGraph
-from minivlm.python_ref.generate import CaptionGraphs, greedy
-from minivlm.python_ref.pipeline import GRAPH_NAMES, Graphs, Pipeline
+from minivlm.python_ref.packing import FUSION_INPUT_NAMES
+from minivlm.python_ref.generate import greedy
+from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
 from minivlm.python_ref.postprocess import select_proposals, select_regions
 from minivlm.python_ref.preprocess import preprocess
 from minivlm.python_ref.scenes import COUNT_QUESTION, caption_for, generate_scene
+
+from .recorder import Call, recorded
 
 # Two photos that are nothing like the demo scenes (a portrait, and a non-square still life that exercises
 # the letterbox), then two scenes from a stream training never draws (it uses stream 1).
@@ -72,10 +74,6 @@ def calibration_images() -> list[SampleImage]:
     return [*golden_images(), *(_scene(i) for i in CALIBRATION_SCENES)]
 
 
-# A graph call as the reference made it: (inputs, outputs), detached copies.
-Call = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]
-
-
 @dataclass
 class Trace:
     """What one image did in the reference pipeline.
@@ -89,15 +87,6 @@ class Trace:
     calls: dict[str, list[Call]] = field(default_factory=lambda: defaultdict(list))
 
 
-def _recording(calls: dict[str, list[Call]], name: str, graph: Callable) -> Callable:
-    def call(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = graph(*args)
-        calls[name].append((tuple(a.detach().clone() for a in args), tuple(o.detach().clone() for o in outputs)))
-        return outputs
-
-    return call
-
-
 def _same(what: str, a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or not torch.equal(a, b):
         raise ConversionError(f"golden recomputation of {what} differs from the pipeline's; python_ref changed under the converter")
@@ -107,12 +96,7 @@ def _same(what: str, a: torch.Tensor, b: torch.Tensor) -> None:
 def trace(pipeline: Pipeline, sample: SampleImage) -> Trace:
     """Run detect/caption/answer/match on one image, recording every graph call and host step."""
     out = Trace(sample)
-    g = pipeline.graphs
-    wrapped = {name: _recording(out.calls, name, fn) for name, fn in g.modules().items()}
-    graphs = Graphs(wrapped["tee_stage1"], wrapped["tee_stage2"],
-                    CaptionGraphs(g.caption.cfg, wrapped["caption_prefix"], wrapped["caption_step"]),
-                    wrapped["vqa"], wrapped["match"])
-    traced = Pipeline(pipeline.cfg, pipeline.tokenizer, pipeline.vocab, graphs)
+    traced = recorded(pipeline, out.calls)
     tee, image = pipeline.cfg.tee, sample.image
 
     found = traced.regions(image)
@@ -145,15 +129,15 @@ def trace(pipeline: Pipeline, sample: SampleImage) -> Trace:
     }
 
     caption_inputs = traced.pack(found, "", require_text=False)
-    caption = greedy(graphs.caption, traced.tokenizer, caption_inputs)
+    caption = greedy(traced.graphs.caption, traced.tokenizer, caption_inputs)
     out.steps["caption_packing"] = {"inputs": {"tags": list(found.tags), "region_tokens": found.tokens},
-                                    "outputs": dict(zip(VQAGraph.INPUT_NAMES, caption_inputs.as_tuple()))}
+                                    "outputs": dict(zip(FUSION_INPUT_NAMES, caption_inputs.as_tuple()))}
     out.steps["greedy_caption"] = {"inputs": {}, "outputs": {
         "token_ids": torch.tensor(caption.token_ids, dtype=torch.int64),
         "caption": traced.tokenizer.decode(list(caption.token_ids)), "finished": caption.finished}}
     question_inputs = traced.pack(found, sample.question)
     out.steps["question_packing"] = {"inputs": {"question": sample.question, "tags": list(found.tags)},
-                                     "outputs": dict(zip(VQAGraph.INPUT_NAMES, question_inputs.as_tuple()))}
+                                     "outputs": dict(zip(FUSION_INPUT_NAMES, question_inputs.as_tuple()))}
     out.steps["answer"] = {"inputs": {"question": sample.question}, "outputs": {"answer": traced.answer_of(found, sample.question)}}
     out.steps["match"] = {"inputs": {"text": sample.text}, "outputs": {"probability": traced.match_of(found, sample.text)}}
     missing = [name for name in GRAPH_NAMES if not out.calls[name]]

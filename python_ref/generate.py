@@ -31,7 +31,9 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .config import FusionConfig
-from .fusion import AttentionKind, CaptionPrefixGraph, CaptionStepGraph, Fusion, FusionInputs
+from .fusion import AttentionKind, Fusion
+from .fusion_graphs import CaptionPrefixGraph, CaptionStepGraph
+from .packing import FusionInputs
 from .tokenizer import Tokenizer
 
 

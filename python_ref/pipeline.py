@@ -8,16 +8,18 @@ Images are uint8 (H, W, 3) RGB arrays; `minivlm.load` accepts paths and PIL imag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import MiniVLMConfig
+from .config import FusionConfig, MiniVLMConfig
 from .errors import ConfigError, InputError
-from .fusion import Fusion, FusionInputs, MatchGraph, VQAGraph, pack_inputs
+from .fusion import Fusion
+from .fusion_graphs import ClassifierGraph
 from .generate import CaptionGraphs, beam_search, greedy
+from .packing import FusionInputs, pack_inputs
 from .postprocess import Regions, region_geometry, select_proposals, select_regions
 from .preprocess import Letterbox, preprocess
 from .rpn import make_anchors
@@ -106,13 +108,27 @@ class Graphs:
 
     @classmethod
     def of(cls, model: MiniVLM) -> "Graphs":
-        return cls(model.tee.stage1(), model.tee.stage2(), CaptionGraphs.of(model.fusion), VQAGraph(model.fusion),
-                   MatchGraph(model.fusion))
+        return cls(model.tee.stage1(), model.tee.stage2(), CaptionGraphs.of(model.fusion),
+                   ClassifierGraph(model.fusion, "vqa"), ClassifierGraph(model.fusion, "match"))
+
+    @classmethod
+    def named(cls, caption_cfg: FusionConfig, graphs: Mapping[str, Callable]) -> "Graphs":
+        """From graph name -> callable (every name of GRAPH_NAMES): a build's runtime graphs, or wrapped ones."""
+        missing = [n for n in GRAPH_NAMES if n not in graphs]
+        if missing:
+            raise ValueError(f"graphs {missing} are missing; every one of {list(GRAPH_NAMES)} is needed")
+        return cls(graphs["tee_stage1"], graphs["tee_stage2"],
+                   CaptionGraphs(caption_cfg, graphs["caption_prefix"], graphs["caption_step"]), graphs["vqa"],
+                   graphs["match"])
 
     def modules(self) -> dict[str, Callable]:
         """Graph name -> callable, in GRAPH_NAMES order."""
         return dict(zip(GRAPH_NAMES, (self.tee_stage1, self.tee_stage2, self.caption.prefix, self.caption.step,
                                       self.vqa, self.match)))
+
+    def map(self, wrap: Callable[[str, Callable], Callable]) -> "Graphs":
+        """The same graphs, each replaced by `wrap(name, graph)` (to record or redirect their calls)."""
+        return Graphs.named(self.caption.cfg, {name: wrap(name, g) for name, g in self.modules().items()})
 
 
 class Pipeline:

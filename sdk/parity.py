@@ -34,12 +34,13 @@ import torch
 
 from minivlm.converters.atomic import FolderNotWritable, atomic_file
 from minivlm.converters.fp16_range import RangeRecorder, RangeReport, measure
+from minivlm.converters.recorder import Call, recorded
 from minivlm.converters.samples import PHOTO_TEXT, SCENE_STREAM
 from minivlm.converters.tolerances import LIMITS, Limit, Tolerance, tolerance
 from minivlm.errors import ArtifactError, ParityError
 from minivlm.loading import ReferencePipeline
-from minivlm.python_ref.generate import CaptionGraphs, greedy
-from minivlm.python_ref.pipeline import GRAPH_NAMES, Detection, Graphs, Pipeline
+from minivlm.python_ref.generate import greedy
+from minivlm.python_ref.pipeline import GRAPH_NAMES, Detection, Pipeline
 from minivlm.python_ref.postprocess import box_iou, select_proposals
 from minivlm.python_ref.scenes import COUNT_QUESTION, caption_for, generate_scene
 
@@ -94,33 +95,6 @@ def parity_images(scenes: int = DEFAULT_SCENES, photos: Iterable[str] = DEFAULT_
     return [*(_photo(p) for p in photos), *(_scene(PARITY_SCENE_START + i) for i in range(scenes))]
 
 
-# --- running a pipeline with its graph calls recorded ---------------------------------------------------------
-
-Call = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]
-
-
-def _recorded(pipeline: Pipeline, calls: dict[str, list[Call]], ranges: RangeRecorder | None = None) -> Pipeline:
-    """The same pipeline whose graphs append (inputs, outputs) of every call to `calls[graph]`, and record the
-    range of every tensor they compute into `ranges` (eager reference graphs only)."""
-
-    def wrap(name: str, graph: Callable) -> Callable:
-        def call(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            if ranges is None:
-                outputs = graph(*args)
-            else:
-                outputs = ranges(name, graph, getattr(graph, "input_names", None) or graph.INPUT_NAMES, args)
-            calls.setdefault(name, []).append((tuple(a.detach().clone() for a in args),
-                                               tuple(o.detach().clone() for o in outputs)))
-            return outputs
-
-        return call
-
-    g = {name: wrap(name, fn) for name, fn in pipeline.graphs.modules().items()}
-    graphs = Graphs(g["tee_stage1"], g["tee_stage2"], CaptionGraphs(pipeline.graphs.caption.cfg, g["caption_prefix"],
-                                                                    g["caption_step"]), g["vqa"], g["match"])
-    return Pipeline(pipeline.cfg, pipeline.tokenizer, pipeline.vocab, graphs)
-
-
 @dataclass
 class ImageRun:
     """What one pipeline did on one image: every task's result and the host steps' integer decisions."""
@@ -145,7 +119,8 @@ def run_image(pipeline: Pipeline, sample: ParityImage, ranges: RangeRecorder | N
     """Every task on one image through `pipeline` (reference or build), with its graph calls recorded (and, for
     the eager reference, the range of every tensor into `ranges`)."""
     calls: dict[str, list[Call]] = {}
-    traced = _recorded(pipeline, calls, ranges)
+    measured = None if ranges is None else (lambda name, graph, args: ranges(name, graph, graph.input_names, args))
+    traced = recorded(pipeline, calls, measured)
     tee = pipeline.cfg.tee
     found = traced.regions(sample.image)
     (_,), stage1 = calls["tee_stage1"][0]
@@ -528,8 +503,7 @@ def _graph_checks(build_graphs: dict[str, Callable], ref: ReferenceRun, manifest
     modules = ref.reference.pipeline.graphs.modules()
     for name in GRAPH_NAMES:
         module = modules[name]
-        out_names = tuple(getattr(module, "output_names", None) or module.OUTPUT_NAMES)
-        in_names = tuple(getattr(module, "input_names", None) or module.INPUT_NAMES)
+        out_names, in_names = module.output_names, module.input_names
         entry = manifest["graphs"][name]
         listed_in, listed_out = tuple(i["name"] for i in entry["inputs"]), tuple(o["name"] for o in entry["outputs"])
         same_io = listed_in == in_names and listed_out == out_names

@@ -31,7 +31,6 @@ from minivlm.converters.targets import TARGETS
 from minivlm.errors import ArtifactError, ConfigError, InputError
 from minivlm.loading import ReferencePipeline
 from minivlm.python_ref.config import MiniVLMConfig, get_config
-from minivlm.python_ref.generate import CaptionGraphs
 from minivlm.python_ref.pipeline import GRAPH_NAMES, Graphs, MiniVLM, Pipeline, Vocabularies
 from minivlm.python_ref.tokenizer import Tokenizer
 
@@ -263,12 +262,8 @@ TensorIO = tuple[str, tuple[int, ...], str]  # (name, shape, dtype)
 def model_graph_io(cfg: MiniVLMConfig) -> dict[str, tuple[tuple[TensorIO, ...], tuple[TensorIO, ...]]]:
     """Each graph's inputs and outputs (name, shape, dtype, in order) at batch 1, as python_ref's model of `cfg`
     defines them: the graphs run on the meta device (shapes only, no weights, about a second)."""
-    def names(module, kind: str) -> tuple[str, ...]:
-        return tuple(getattr(module, f"{kind}_names", None) or getattr(module, f"{kind.upper()}_NAMES"))
-
-    def io(module, kind: str, tensors) -> tuple[TensorIO, ...]:
-        return tuple((n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
-                     for n, t in zip(names(module, kind), tensors, strict=True))
+    def io(names: tuple[str, ...], tensors) -> tuple[TensorIO, ...]:
+        return tuple((n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(names, tensors, strict=True))
 
     tee = cfg.tee
     with torch.device("meta"), torch.no_grad():
@@ -277,7 +272,7 @@ def model_graph_io(cfg: MiniVLMConfig) -> dict[str, tuple[tuple[TensorIO, ...], 
         *levels, _, _ = graphs["tee_stage1"](*inputs["tee_stage1"])  # pooler levels, objectness, deltas
         inputs["tee_stage2"] = (*levels, torch.zeros(1, tee.rpn.post_nms_top_n, 4))  # the kept proposals
         inputs |= {name: graphs[name].example_inputs() for name in GRAPH_NAMES[2:]}
-        return {name: (io(graphs[name], "input", inputs[name]), io(graphs[name], "output", graphs[name](*inputs[name])))
+        return {name: (io(graphs[name].input_names, inputs[name]), io(graphs[name].output_names, graphs[name](*inputs[name])))
                 for name in GRAPH_NAMES}
 
 
@@ -530,9 +525,7 @@ def load_artifact(path: str | Path) -> ArtifactPipeline:
                             f"only be converted and its spec checked")
     tokenizer, vocab = _tokenizer(folder, manifest), _vocabularies(folder, manifest, cfg)
     run = {name: _runner(folder, manifest, name) for name in GRAPH_NAMES}  # each checks its runtime's I/O
-    graphs = Graphs(run["tee_stage1"], run["tee_stage2"], CaptionGraphs(cfg.fusion, run["caption_prefix"], run["caption_step"]),
-                    run["vqa"], run["match"])
-    return ArtifactPipeline(Pipeline(cfg, tokenizer, vocab, graphs), folder, manifest)
+    return ArtifactPipeline(Pipeline(cfg, tokenizer, vocab, Graphs.named(cfg.fusion, run)), folder, manifest)
 
 
 __all__ = ["ArtifactPipeline", "CoreMLGraph", "ExecuTorchGraph", "TFLiteGraph", "check_manifest", "check_model_io",

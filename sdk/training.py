@@ -40,7 +40,8 @@ from minivlm.checkpoints import load_checkpoint, save_checkpoint, save_weights
 from minivlm.converters.atomic import atomic_file, atomic_path
 from minivlm.errors import ConfigError, InputError
 from minivlm.python_ref.config import MiniVLMConfig, get_config
-from minivlm.python_ref.fusion import Fusion, additive_mask, pack_inputs
+from minivlm.python_ref.fusion import Fusion, additive_mask
+from minivlm.python_ref.packing import pack_inputs
 from minivlm.python_ref.losses import IGNORE, box_head_loss, roi_targets, rpn_loss, token_loss
 from minivlm.python_ref.pipeline import BACKGROUND, MiniVLM, Pipeline, Vocabularies
 from minivlm.python_ref.postprocess import select_proposals

@@ -14,7 +14,7 @@ from minivlm.converters.goldens import (CAPTION_TOP_K, GOLDEN_STEP_CALLS, INDEX_
                                         _table, beam_record, greedy_record, reconstruct_logits, update_host_goldens)
 from minivlm.loading import bundled_weights, load
 from minivlm.python_ref.errors import ConversionError
-from minivlm.python_ref.fusion import FusionInputs
+from minivlm.python_ref.packing import FusionInputs
 from minivlm.python_ref.pipeline import GRAPH_NAMES
 from minivlm.python_ref.postprocess import select_proposals
 from minivlm.python_ref.tokenizer import Tokenizer

@@ -18,8 +18,7 @@ pytestmark = pytest.mark.build  # every test here converts the tiny model
 def _graph_io(reference):
     io = {}
     for name, module in reference.pipeline.graphs.modules().items():
-        ins = getattr(module, "input_names", None) or module.INPUT_NAMES
-        outs = getattr(module, "output_names", None) or module.OUTPUT_NAMES
+        ins, outs = module.input_names, module.output_names
         io[name] = (list(ins), list(outs))
     return io
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from minivlm.python_ref.config import FusionConfig, RoIHeadConfig, RPNConfig  # noqa: E402
-from minivlm.python_ref.fusion import pack_inputs  # noqa: E402
+from minivlm.python_ref.packing import pack_inputs  # noqa: E402
 from minivlm.python_ref.postprocess import nms, region_geometry, select_proposals, select_regions  # noqa: E402
 from minivlm.python_ref.preprocess import Letterbox, preprocess  # noqa: E402
 from minivlm.python_ref.rpn import BoxCoder, make_anchors  # noqa: E402

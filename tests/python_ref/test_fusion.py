@@ -6,21 +6,20 @@ from torch import nn
 
 from minivlm.python_ref.config import minivlm_paper, tiny
 from minivlm.python_ref.errors import InputError
-from minivlm.python_ref.fusion import (
-    AttentionKind,
-    CaptionPrefixGraph,
-    CaptionStepGraph,
-    Fusion,
-    LayerNorm,
-    MatchGraph,
-    VQAGraph,
-    pack_inputs,
-    seq2seq_pattern,
-)
+from minivlm.python_ref.errors import ConfigError
+from minivlm.python_ref.fusion import AttentionKind, Fusion, LayerNorm, seq2seq_pattern
+from minivlm.python_ref.fusion_graphs import CaptionPrefixGraph, CaptionStepGraph, ClassifierGraph
+from minivlm.python_ref.packing import FUSION_INPUT_NAMES, pack_inputs
 from minivlm.python_ref.tokenizer import Tokenizer
 
 CFG = tiny().fusion
-GRAPHS = (VQAGraph, MatchGraph, CaptionPrefixGraph, CaptionStepGraph)
+# name -> the graph of a Fusion, as Graphs.of builds it
+GRAPHS = {
+    "vqa": lambda f: ClassifierGraph(f, "vqa"),
+    "match": lambda f: ClassifierGraph(f, "match"),
+    "caption_prefix": CaptionPrefixGraph,
+    "caption_step": CaptionStepGraph,
+}
 
 
 @pytest.fixture(scope="module")
@@ -233,28 +232,28 @@ def _shapes():
     kv = (c.num_layers, 1, c.num_heads, p, c.head_dim)
     new = (c.num_layers, 1, c.num_heads, 1, c.head_dim)
     return {
-        VQAGraph: [(1, c.num_answers)],
-        MatchGraph: [(1, 2)],
-        CaptionPrefixGraph: [kv, kv],
-        CaptionStepGraph: [(1, c.vocab_size), new, new],
+        "vqa": [(1, c.num_answers)],
+        "match": [(1, 2)],
+        "caption_prefix": [kv, kv],
+        "caption_step": [(1, c.vocab_size), new, new],
     }
 
 
-@pytest.mark.parametrize("graph_cls", GRAPHS, ids=lambda g: g.__name__)
-def test_graph_exports_and_matches_eager(fusion, graph_cls):
-    graph = graph_cls(fusion).eval()
+@pytest.mark.parametrize("name", GRAPHS)
+def test_graph_exports_and_matches_eager(fusion, name):
+    graph = GRAPHS[name](fusion).eval()
     example = graph.example_inputs()
-    assert len(example) == len(graph.INPUT_NAMES)
+    assert len(example) == len(graph.input_names)
     program = torch.export.export(graph, example, strict=False)
     # random inputs of the example shapes: masks 0/1, ids in range, positions [t-1, t]
     gen = torch.Generator().manual_seed(3)
     inputs = []
-    for name, x in zip(graph.INPUT_NAMES, example):
-        if name.endswith("mask"):
+    for input_name, x in zip(graph.input_names, example):
+        if input_name.endswith("mask"):
             inputs.append((torch.rand(x.shape, generator=gen) > 0.3).float())
-        elif name == "position_ids":
+        elif input_name == "position_ids":
             inputs.append(torch.tensor([[4, 5]]))
-        elif name.endswith("type_ids"):
+        elif input_name.endswith("type_ids"):
             inputs.append(torch.randint(0, 2, x.shape, generator=gen))
         elif x.dtype == torch.int64:
             inputs.append(torch.randint(0, CFG.vocab_size, x.shape, generator=gen))
@@ -263,8 +262,8 @@ def test_graph_exports_and_matches_eager(fusion, graph_cls):
     with torch.no_grad():
         eager = graph(*inputs)
         exported = program.module()(*inputs)
-    assert isinstance(eager, tuple) and len(eager) == len(graph.OUTPUT_NAMES)
-    assert [tuple(o.shape) for o in eager] == _shapes()[graph_cls]
+    assert isinstance(eager, tuple) and len(eager) == len(graph.output_names)
+    assert [tuple(o.shape) for o in eager] == _shapes()[name]
     for a, b in zip(eager, exported):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     # torch.export lifts every parameter a module owns: each graph must own only what it reads
@@ -275,7 +274,8 @@ def test_graph_exports_and_matches_eager(fusion, graph_cls):
 
 
 def test_graphs_share_parameters_with_the_fusion(fusion):
-    for graph in (VQAGraph(fusion), MatchGraph(fusion), CaptionPrefixGraph(fusion), CaptionStepGraph(fusion)):
+    for make in GRAPHS.values():
+        graph = make(fusion)
         assert {id(p) for p in graph.parameters()} <= {id(p) for p in fusion.parameters()}
     assert CaptionStepGraph(fusion).embeddings.word_embeddings.weight is fusion.encoder.embeddings.word_embeddings.weight
 
@@ -284,8 +284,18 @@ def test_vqa_graph_matches_fusion_methods(fusion, tok):
     x = pack_inputs(tok, "how many shapes are there?", ["red circle", "blue square"], _regions(2), CFG)
     h = _encode(fusion, x, AttentionKind.FULL)
     with torch.no_grad():
-        torch.testing.assert_close(VQAGraph(fusion)(*x.as_tuple())[0], fusion.vqa_logits(h))
-        torch.testing.assert_close(MatchGraph(fusion)(*x.as_tuple())[0], fusion.match_logits(h))
+        torch.testing.assert_close(ClassifierGraph(fusion, "vqa")(*x.as_tuple())[0], fusion.vqa_logits(h))
+        torch.testing.assert_close(ClassifierGraph(fusion, "match")(*x.as_tuple())[0], fusion.match_logits(h))
+
+
+def test_classifier_graphs_name_their_tensors_and_refuse_an_unknown_head(fusion):
+    vqa, match = ClassifierGraph(fusion, "vqa"), ClassifierGraph(fusion, "match")
+    assert vqa.input_names == match.input_names == FUSION_INPUT_NAMES == (
+        "input_ids", "token_type_ids", "token_mask", "regions", "region_mask")
+    assert (vqa.output_names, match.output_names) == (("answer_logits",), ("match_logits",))
+    assert vqa.head is fusion.vqa_head and match.head is fusion.match_head
+    with pytest.raises(ConfigError, match="classifier head 'caption' is not one of"):
+        ClassifierGraph(fusion, "caption")
 
 
 # ---- budget -----------------------------------------------------------------------------------------------

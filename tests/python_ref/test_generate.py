@@ -5,7 +5,8 @@ import torch
 
 from minivlm.python_ref.config import tiny
 from minivlm.python_ref.errors import InputError
-from minivlm.python_ref.fusion import Fusion, pack_inputs
+from minivlm.python_ref.fusion import Fusion
+from minivlm.python_ref.packing import pack_inputs
 from minivlm.python_ref.generate import UncachedDecoder, beam_search, greedy
 from minivlm.python_ref.tokenizer import Tokenizer
 

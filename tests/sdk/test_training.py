@@ -245,7 +245,8 @@ def test_caption_queries_equal_the_decoding_steps():
     import torch
 
     from minivlm.python_ref.config import tiny
-    from minivlm.python_ref.fusion import Fusion, pack_inputs
+    from minivlm.python_ref.fusion import Fusion
+    from minivlm.python_ref.packing import pack_inputs
     from minivlm.python_ref.generate import UncachedDecoder
     from minivlm.python_ref.tokenizer import Tokenizer
     from minivlm.training import caption_query_states
@@ -273,7 +274,8 @@ def test_trimmed_segments_give_the_full_layouts_hidden_states():
     import torch
 
     from minivlm.python_ref.config import tiny
-    from minivlm.python_ref.fusion import AttentionKind, Fusion, pack_inputs
+    from minivlm.python_ref.fusion import AttentionKind, Fusion
+    from minivlm.python_ref.packing import pack_inputs
     from minivlm.python_ref.tokenizer import Tokenizer
     from minivlm.training import _trimmed, full_attention_states
 

@@ -1,0 +1,180 @@
+"""The fusion model's export graphs: tensors in, a tuple of tensors out, static shapes, fixed names.
+
+`ClassifierGraph` (the `vqa` and `match` graphs), `CaptionPrefixGraph` and `CaptionStepGraph` each hold only
+the `Fusion` submodules they run (shared, not copied): torch.export lifts every parameter a module owns, used
+or not. Every graph names its tensors in `input_names` / `output_names` (as `tee.py`'s stages do); the
+layouts are in docs/ARCHITECTURE.md ("The six graphs").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .fusion import AttentionKind, Fusion, additive_mask, split_heads
+from .packing import FUSION_INPUT_NAMES
+
+
+def _float(*shape: int) -> torch.Tensor:
+    return torch.zeros(shape, dtype=torch.float32)
+
+
+def _long(*shape: int) -> torch.Tensor:
+    return torch.zeros(shape, dtype=torch.int64)
+
+
+# The classifier graphs: graph name -> (the Fusion's head attribute, the output's name).
+CLASSIFIER_HEADS = {"vqa": ("vqa_head", "answer_logits"), "match": ("match_head", "match_logits")}
+
+
+class ClassifierGraph(nn.Module):
+    """Full attention -> pooled [CLS] -> one head: `vqa` outputs `answer_logits` (B, num_answers), `match`
+    outputs `match_logits` (B, 2), index 1 = match. Inputs are `FUSION_INPUT_NAMES`, as `pack_inputs` packs them."""
+
+    def __init__(self, fusion: Fusion, head: str) -> None:
+        super().__init__()
+        if head not in CLASSIFIER_HEADS:
+            raise ConfigError(f"classifier head {head!r} is not one of {sorted(CLASSIFIER_HEADS)}")
+        attribute, output = CLASSIFIER_HEADS[head]
+        self.cfg = fusion.cfg
+        self.encoder = fusion.encoder
+        self.pooler = fusion.pooler
+        self.head = getattr(fusion, attribute)
+        self.input_names = FUSION_INPUT_NAMES
+        self.output_names = (output,)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        token_mask: torch.Tensor,
+        regions: torch.Tensor,
+        region_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor]:
+        hidden = self.encoder(input_ids, token_type_ids, token_mask, regions, region_mask, AttentionKind.FULL)
+        return (self.head(self.pooler(hidden)),)
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Zero inputs of the exact static shapes: (B, Tt) int64 ×2, (B, Tt) f32, (B, R, D) f32, (B, R) f32."""
+        c = self.cfg
+        t = c.max_text_tags_len
+        regions = _float(batch, c.max_regions, c.region_dim)
+        return _long(batch, t), _long(batch, t), _float(batch, t), regions, _float(batch, c.max_regions)
+
+
+class CaptionPrefixGraph(nn.Module):
+    """Keys/values of the tags+regions prefix, computed once per image. Under the seq2seq mask the prefix
+    never sees the caption, so these are exactly its K/V inside the full sequence.
+
+    Inputs: tag_ids, tag_type_ids (B, max_tags_len) int64; tag_mask (B, max_tags_len) f32 0/1;
+    regions (B, max_regions, region_dim) f32; region_mask (B, max_regions) f32 0/1.
+    Outputs: prefix_keys, prefix_values (L, B, heads, P, head_dim), P = max_tags_len + max_regions.
+    """
+
+    def __init__(self, fusion: Fusion) -> None:
+        super().__init__()
+        self.cfg = fusion.cfg
+        self.input_names = ("tag_ids", "tag_type_ids", "tag_mask", "regions", "region_mask")
+        self.output_names = ("prefix_keys", "prefix_values")
+        encoder = fusion.encoder
+        self.embeddings, self.region_embeddings = encoder.embeddings, encoder.region_embeddings
+        self.layers = encoder.layers[:-1]  # run in full
+        # Of the last layer only the K/V projections are read: its queries, output and FFN never are.
+        self.last_key, self.last_value = encoder.layers[-1].attn.key, encoder.layers[-1].attn.value
+
+    def forward(
+        self,
+        tag_ids: torch.Tensor,
+        tag_type_ids: torch.Tensor,
+        tag_mask: torch.Tensor,
+        regions: torch.Tensor,
+        region_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(tag_ids.shape[1], device=tag_ids.device) + self.cfg.max_text_len
+        x = torch.cat([self.embeddings(tag_ids, tag_type_ids, positions), self.region_embeddings(regions)], dim=1)
+        valid = torch.cat([tag_mask, region_mask], dim=1)  # (B, P)
+        mask = additive_mask(valid.unsqueeze(1).expand(-1, valid.shape[1], -1))  # (B, P, P)
+        keys, values = [], []
+        for layer in self.layers:
+            k, v = layer.kv(x)  # (B, heads, P, head_dim)
+            keys.append(k)
+            values.append(v)
+            x = layer(x, k, v, mask)
+        keys.append(split_heads(self.last_key(x), self.cfg.num_heads))
+        values.append(split_heads(self.last_value(x), self.cfg.num_heads))
+        return torch.stack(keys), torch.stack(values)
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Zero inputs of the exact static shapes (T = max_tags_len)."""
+        c = self.cfg
+        t = c.max_tags_len
+        regions = _float(batch, c.max_regions, c.region_dim)
+        return _long(batch, t), _long(batch, t), _float(batch, t), regions, _float(batch, c.max_regions)
+
+
+class CaptionStepGraph(nn.Module):
+    """One OSCAR decoding step with caches: predicts the [MASK] at position t.
+
+    Inputs (C = max_text_len, P = max_tags_len + max_regions, L layers):
+      token_ids (B, 2) int64: [the token chosen at position t-1 ([CLS] when t = 1), [MASK]]
+      position_ids (B, 2) int64: [t-1, t]
+      prefix_keys, prefix_values (L, B, heads, P, head_dim), prefix_mask (B, P) f32 0/1 (= tag_mask ⊕ region_mask)
+      cache_keys, cache_values (L, B, heads, C, head_dim), cache_mask (B, C) f32 0/1 (1 at positions 0..t-2)
+    Outputs:
+      mask_logits (B, V) at the [MASK]; new_keys, new_values (L, B, heads, 1, head_dim): the K/V of the token at
+      t-1, which the host writes into cache slot t-1 (and sets cache_mask[:, t-1] = 1) before the next step.
+    The token at t-1 is recomputed because at step t-1 it was a [MASK] (OSCAR `prepare_inputs_for_generation`).
+    Caption tokens are segment A (token type 0). The [MASK] sees the token at t-1; that token never sees the [MASK].
+    """
+
+    def __init__(self, fusion: Fusion) -> None:
+        super().__init__()
+        self.cfg = fusion.cfg
+        self.input_names = ("token_ids", "position_ids", "prefix_keys", "prefix_values", "prefix_mask",
+                            "cache_keys", "cache_values", "cache_mask")
+        self.output_names = ("mask_logits", "new_keys", "new_values")
+        self.embeddings, self.layers = fusion.encoder.embeddings, fusion.encoder.layers
+        self.mlm_head = fusion.mlm_head
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        prefix_keys: torch.Tensor,
+        prefix_values: torch.Tensor,
+        prefix_mask: torch.Tensor,
+        cache_keys: torch.Tensor,
+        cache_values: torch.Tensor,
+        cache_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.embeddings(token_ids, torch.zeros_like(token_ids), position_ids)  # (B, 2, H)
+        b = x.shape[0]
+        causal = torch.ones(2, 2, device=x.device).tril().expand(b, 2, 2)
+        seen = [prefix_mask.unsqueeze(1).expand(b, 2, -1), cache_mask.unsqueeze(1).expand(b, 2, -1), causal]
+        mask = additive_mask(torch.cat(seen, dim=2))  # (B, 2, P + C + 2)
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            k, v = layer.kv(x)  # (B, heads, 2, head_dim)
+            keys = torch.cat([prefix_keys[i], cache_keys[i], k], dim=2)  # (B, heads, P + C + 2, head_dim)
+            values = torch.cat([prefix_values[i], cache_values[i], v], dim=2)
+            x = layer(x, keys, values, mask)
+            new_keys.append(k[:, :, :1])
+            new_values.append(v[:, :, :1])
+        logits = self.mlm_head(x[:, 1], self.embeddings.word_embeddings.weight)  # (B, V)
+        return logits, torch.stack(new_keys), torch.stack(new_values)
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Inputs of the exact static shapes, as at step t = 1 with empty caches."""
+        c = self.cfg
+        p = c.max_tags_len + c.max_regions
+        kv_prefix = (c.num_layers, batch, c.num_heads, p, c.head_dim)
+        kv_cache = (c.num_layers, batch, c.num_heads, c.max_text_len, c.head_dim)
+        positions = torch.tensor([[0, 1]] * batch, dtype=torch.int64)
+        return (
+            _long(batch, 2), positions, _float(*kv_prefix), _float(*kv_prefix), _float(batch, p),
+            _float(*kv_cache), _float(*kv_cache), _float(batch, c.max_text_len),
+        )
+
+
+__all__ = ["CLASSIFIER_HEADS", "CaptionPrefixGraph", "CaptionStepGraph", "ClassifierGraph"]
