@@ -17,7 +17,7 @@ import torch
 
 from minivlm.python_ref.errors import ConversionError
 
-from .common import GraphBuild, GraphSpec, runtime_io
+from .specs import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
 
 MINIMUM_DEPLOYMENT_TARGET = "iOS17"  # ML program with int8 constexpr weights and fp16 I/O needs iOS 16+

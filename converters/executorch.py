@@ -17,7 +17,7 @@ from torch import nn
 
 from minivlm.python_ref.errors import ConversionError
 
-from .common import GraphBuild, GraphSpec, runtime_io
+from .specs import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
 
 # Linear layers quantize dynamically per token (int8 weights per channel, activation ranges computed at run

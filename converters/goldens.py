@@ -38,7 +38,9 @@ from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
 from minivlm.python_ref.preprocess import preprocess
 from minivlm.python_ref.tokenizer import SPECIAL_TOKENS, Tokenizer
 
-from .samples import Trace
+from .build_folder import atomic_directory, foreign_entry
+from .manifest import SCHEMA_VERSION, VOCAB_FILE
+from .samples import Trace, golden_images, trace
 
 log = logging.getLogger(__name__)
 
@@ -373,8 +375,6 @@ def write_goldens(traces: list[Trace], io_names: dict[str, tuple[tuple[str, ...]
 
 def host_manifest(pipeline: Pipeline, model_name: str) -> dict:
     """What the native core reads from a build's manifest.json, for host-only goldens (no graphs)."""
-    from .common import SCHEMA_VERSION, VOCAB_FILE
-
     tok = pipeline.tokenizer
     ids = {"[PAD]": tok.pad_id, "[UNK]": tok.unk_id, "[CLS]": tok.cls_id, "[SEP]": tok.sep_id, "[MASK]": tok.mask_id}
     return {
@@ -435,12 +435,9 @@ def write_host_goldens(pipeline: Pipeline, traces: list[Trace], folder: Path, mo
 
 def update_host_goldens(pipeline: Pipeline, model_name: str, folder: Path) -> int:
     """Trace `pipeline` on the golden images (2 scikit-image photos, 2 demo scenes) and replace `folder` with
-    their host goldens, atomically (see `common.atomic_directory`: a sibling temporary folder renamed into
+    their host goldens, atomically (see `build_folder.atomic_directory`: a sibling temporary folder renamed into
     place). An existing `folder` is replaced only if it holds host goldens and nothing else. Returns the
     array bytes."""
-    from .common import atomic_directory
-    from .samples import golden_images, trace
-
     with atomic_directory(Path(folder), force=True, replaceable=_not_host_goldens) as tmp:  # refuses before tracing
         traces = [trace(pipeline, s) for s in golden_images()]
         written = write_host_goldens(pipeline, traces, tmp, model_name)
@@ -450,8 +447,6 @@ def update_host_goldens(pipeline: Pipeline, model_name: str, folder: Path) -> in
 def _not_host_goldens(folder: Path) -> str | None:
     """Why `update_host_goldens` may not replace `folder`, or None: it may if it is empty, or if every file in it
     is one that index.json names or one of the fixed files `write_host_goldens` writes."""
-    from .common import foreign_entry
-
     if not any(folder.iterdir()):
         return None
     try:

@@ -22,7 +22,7 @@ from torch import nn
 
 from minivlm.python_ref.errors import ConversionError
 
-from .common import GraphBuild, GraphSpec, runtime_io
+from .specs import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
 from .tflite_delegates import compatibility
 

@@ -24,7 +24,7 @@ import threading
 import warnings
 from typing import Iterator
 
-from minivlm.converters.common import Interrupted
+from minivlm.converters.build_folder import Interrupted
 
 TERMINATING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

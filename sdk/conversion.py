@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minivlm.converters.common import BuildReport, Interrupted, Progress, build
+from minivlm.converters.build import build
+from minivlm.converters.build_folder import Interrupted
+from minivlm.converters.progress import BuildReport, Progress
 from minivlm.converters.targets import TARGETS, BuildOptions, resolve_options
 from minivlm.loading import DEFAULT_MODEL, load
 from minivlm.python_ref.config import PRESETS
@@ -36,7 +38,7 @@ def convert(model: str = DEFAULT_MODEL, target: str = "executorch", *, precision
 
     Options are checked before anything is loaded; unknown or impossible choices raise ConversionError
     naming what exists. The build folder (default `default_out`) is written atomically: see
-    `minivlm.converters.common.atomic_directory`. `jobs` > 1 converts graphs in that many worker processes,
+    `minivlm.converters.build_folder.atomic_directory`. `jobs` > 1 converts graphs in that many worker processes,
     whose log records and warnings are re-emitted in this process (under its logging and warning filters).
     An exception, or a SIGTERM/SIGHUP left at its default action, stops the workers and removes the
     unfinished folder first (the signal then ends the process as it would have).

@@ -34,6 +34,7 @@ import torch
 
 from minivlm.converters.atomic import FolderNotWritable, atomic_file
 from minivlm.converters.fp16_range import RangeRecorder, RangeReport, measure
+from minivlm.converters.manifest import needs_macos
 from minivlm.converters.recorder import Call, recorded
 from minivlm.converters.samples import PHOTO_TEXT, SCENE_STREAM
 from minivlm.converters.tolerances import LIMITS, Limit, Tolerance, tolerance
@@ -697,10 +698,6 @@ def _range_checks(ref: ReferenceRun, manifest: dict) -> tuple[list[Check], Range
     return checks, report
 
 
-def _needs_macos(manifest: dict) -> bool:
-    return manifest["target"] == "coreml" or (manifest["target"] == "executorch" and manifest.get("delegate") == "coreml")
-
-
 def _computes_in_fp16(manifest: dict) -> bool:
     return manifest["target"] == "coreml" and manifest["precision"] in ("fp16", "int8")
 
@@ -730,7 +727,7 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
         checks += range_checks
     graphs: dict[str, dict[str, ErrorStats]] = {}
     per_image: list[dict] = []
-    if _needs_macos(manifest) and platform != "darwin":
+    if needs_macos(manifest) and platform != "darwin":
         what = "Core ML" if manifest["target"] == "coreml" else "ExecuTorch Core ML delegate"
         not_checked.append(f"running the graphs and the tasks: a {what} build runs only on macOS/iOS; run "
                            f"`minivlm parity {folder}` or `pytest -m macos tests/parity` on a Mac")

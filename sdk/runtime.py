@@ -25,8 +25,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from minivlm.converters.common import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION, TensorSpec, manifest_digest,
-                                       sha256_file)
+from minivlm.converters.manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION, manifest_digest,
+                                         batch_axis, needs_macos, sha256_file)
 from minivlm.converters.targets import TARGETS
 from minivlm.errors import ArtifactError, ConfigError, InputError
 from minivlm.loading import ReferencePipeline
@@ -292,7 +292,7 @@ def check_model_io(manifest: dict, cfg: MiniVLMConfig) -> None:
                 raise ArtifactError(f"graph {name} {io} are {listed} in {MANIFEST}; the {preset} model's are "
                                     f"{[n for n, _, _ in expected]}")
             for t, (tensor, shape, dtype) in zip(entry[io], expected):
-                axis = TensorSpec(tensor, shape, dtype).batch_axis
+                axis = batch_axis(tensor)
                 for what, got, model in (("shape", _shape(t["shape"]), _shape(shape)), ("dtype", t["dtype"], dtype),
                                          ("batch axis", t["batch_axis"], axis)):
                     if got != model:
@@ -464,10 +464,6 @@ class CoreMLGraph(_Graph):
         return tuple(torch.from_numpy(np.asarray(outputs[s["runtime_name"]], dtype=s["dtype"])) for s in self.outputs)
 
 
-def _needs_macos(manifest: dict) -> bool:
-    return manifest["target"] == "coreml" or (manifest["target"] == "executorch" and manifest.get("delegate") == "coreml")
-
-
 def _runner(folder: Path, manifest: dict, name: str) -> _Graph:
     entry = manifest["graphs"][name]
     path = _inside(folder, entry["file"])
@@ -519,7 +515,7 @@ def load_artifact(path: str | Path) -> ArtifactPipeline:
     """
     folder = Path(path)
     manifest, cfg = _verified(folder)
-    if _needs_macos(manifest) and sys.platform != "darwin":
+    if needs_macos(manifest) and sys.platform != "darwin":
         what = "Core ML build" if manifest["target"] == "coreml" else "ExecuTorch build with the Core ML delegate"
         raise ArtifactError(f"{folder} is a {what}: running it needs macOS (Core ML); on {sys.platform} it can "
                             f"only be converted and its spec checked")

@@ -73,7 +73,7 @@ def tiny_reference():
 
 
 def _build(tmp_path_factory, reference, target: str, **options):
-    from minivlm.converters.common import build
+    from minivlm.converters.build import build
     from minivlm.converters.targets import resolve_options
 
     out = tmp_path_factory.mktemp("builds") / f"minivlm-tiny-{target}"

@@ -18,7 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-from minivlm.converters.common import GraphBuild, runtime_io
+from minivlm.converters.specs import GraphBuild, runtime_io
 
 BACKEND_MODULES = ()
 NATIVE_CHATTER = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"

@@ -20,8 +20,10 @@ from types import SimpleNamespace
 import pytest
 
 import minivlm
-from minivlm.converters import common
-from minivlm.converters.common import GraphBuild, build, runtime_io
+from minivlm.converters import build_folder, manifest
+from minivlm.converters import build as build_module
+from minivlm.converters.build import build
+from minivlm.converters.specs import GraphBuild, runtime_io
 from minivlm.converters.targets import resolve_options
 from minivlm.errors import ConversionError
 
@@ -41,7 +43,7 @@ def _fake_target(fail_at: str | None = None, error: BaseException | None = None)
 @pytest.fixture
 def use_target(monkeypatch):
     def use(target):
-        monkeypatch.setattr(common, "load_target", lambda options: target)
+        monkeypatch.setattr(build_module, "load_target", lambda options: target)
 
     return use
 
@@ -104,7 +106,7 @@ def test_a_failing_step_after_the_graphs_leaves_nothing(tiny_reference, use_targ
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(common, "write_goldens", disk_full)
+    monkeypatch.setattr(build_module, "write_goldens", disk_full)
     with pytest.raises(OSError, match="No space left"):
         _build(tiny_reference, tmp_path / "tiny")
     assert list(tmp_path.iterdir()) == []
@@ -184,7 +186,7 @@ def test_force_names_the_first_file_a_build_did_not_write_and_touches_nothing(ex
     before = _folder_with(out, extra)
     listing = _listing(tmp_path)
     with pytest.raises(ConversionError) as err:
-        with common.atomic_directory(out, force=True):
+        with build_folder.atomic_directory(out, force=True):
             pytest.fail("a folder holding files of its own was accepted")
     assert "\n" not in str(err.value)
     assert f"{out} is not a build folder ({first} is not one of the files in its manifest.json)" in str(err.value)
@@ -197,12 +199,12 @@ def test_force_refuses_symlinks_and_empty_folders_a_build_never_makes(tmp_path):
     (tmp_path / "precious.txt").write_text("mine")
     (out / "golden" / "link").symlink_to(tmp_path / "precious.txt")
     with pytest.raises(ConversionError, match=r"\(golden/link is not one"):
-        with common.atomic_directory(out, force=True):
+        with build_folder.atomic_directory(out, force=True):
             pass
     (out / "golden" / "link").unlink()
     (out / "empty").mkdir()
     with pytest.raises(ConversionError, match=r"\(empty/ is not one"):
-        with common.atomic_directory(out, force=True):
+        with build_folder.atomic_directory(out, force=True):
             pass
     assert (tmp_path / "precious.txt").read_text() == "mine"
 
@@ -210,11 +212,11 @@ def test_force_refuses_symlinks_and_empty_folders_a_build_never_makes(tmp_path):
 def test_force_replaces_a_build_with_the_files_tools_add_later(tmp_path):
     from minivlm.parity import REPORT_FILE
 
-    assert REPORT_FILE in common.ADDED_LATER  # `minivlm parity` writes it into the build
+    assert REPORT_FILE in manifest.ADDED_LATER  # `minivlm parity` writes it into the build
     out = tmp_path / "build"
     _previous_build(out)
     (out / f".{REPORT_FILE}.k2j3h4").write_text("{")  # parity's own temporary file, left by a killed run
-    with common.atomic_directory(out, force=True) as tmp:
+    with build_folder.atomic_directory(out, force=True) as tmp:
         (tmp / "new.pte").write_bytes(b"new")
     assert _listing(out) == ["new.pte"]
 
@@ -230,7 +232,7 @@ def test_out_is_never_the_root_home_or_current_folder(where, force, tmp_path, mo
                  "cwd": (Path("."), "the current folder"),
                  "parent of cwd": (Path(".."), "a parent of the current folder")}[where]
     with pytest.raises(ConversionError) as err:
-        with common.atomic_directory(out, force=force):
+        with build_folder.atomic_directory(out, force=force):
             pytest.fail(f"a build went ahead in {where}")
     assert str(err.value) == f"{out} is {what}; --out must name a folder of its own for the build"
     assert _listing(tmp_path) == ["home", "home/projects", "home/projects/work"]
@@ -244,10 +246,10 @@ def test_a_second_build_of_the_same_folder_fails_at_once_and_the_first_wins(forc
     out = tmp_path / "build"
     if force:
         _previous_build(out)
-    with common.atomic_directory(out, force=force) as first:
+    with build_folder.atomic_directory(out, force=force) as first:
         (first / "first.pte").write_bytes(b"first")
         with pytest.raises(ConversionError) as err:
-            with common.atomic_directory(out, force=force) as second:
+            with build_folder.atomic_directory(out, force=force) as second:
                 (second / "second.pte").write_bytes(b"second")
         assert str(err.value) == (f"{out} is being built by another process right now (it holds {tmp_path / '.build.lock'}); "
                                   "wait for it to finish or choose another --out")
@@ -257,7 +259,7 @@ def test_a_second_build_of_the_same_folder_fails_at_once_and_the_first_wins(forc
 
 def test_a_lock_file_left_by_a_killed_build_does_not_block_the_next(tmp_path):
     (tmp_path / ".build.lock").write_text("")  # its process is gone, and with it the lock
-    with common.atomic_directory(tmp_path / "build") as tmp:
+    with build_folder.atomic_directory(tmp_path / "build") as tmp:
         (tmp / "graph.pte").write_bytes(b"x")
     assert _listing(tmp_path) == ["build", "build/graph.pte"]
 
@@ -269,7 +271,7 @@ def test_a_lock_file_left_by_a_killed_build_does_not_block_the_next(tmp_path):
 def test_a_build_gets_the_modes_of_the_umask_whatever_its_writers_used(umask, folder_mode, file_mode, tmp_path):
     old = os.umask(umask)
     try:
-        with common.atomic_directory(tmp_path / "build") as tmp:
+        with build_folder.atomic_directory(tmp_path / "build") as tmp:
             (tmp / "graph.mlpackage" / "weights").mkdir(parents=True, mode=0o700)  # as coremltools writes it
             os.close(os.open(tmp / "graph.mlpackage" / "model.mlmodel", os.O_CREAT | os.O_WRONLY, 0o600))
             os.close(os.open(tmp / "tool.sh", os.O_CREAT | os.O_WRONLY, 0o700))
@@ -298,9 +300,9 @@ def _fake_host_goldens(pipeline, traces, folder, model_name):
 
 
 def test_host_goldens_replace_only_host_goldens_atomically_with_normal_modes(monkeypatch, tmp_path):
-    from minivlm.converters import goldens, samples
+    from minivlm.converters import goldens
 
-    monkeypatch.setattr(samples, "golden_images", lambda: [])  # the folder swap is under test, not the tracing
+    monkeypatch.setattr(goldens, "golden_images", lambda: [])  # the folder swap is under test, not the tracing
     monkeypatch.setattr(goldens, "write_host_goldens", _fake_host_goldens)
     folder = tmp_path / "golden"
     old = os.umask(0o022)
@@ -348,9 +350,9 @@ SETUP = f"""
 import sys
 sys.path.insert(0, {str(HERE)!r})
 import slow_target
-from minivlm.converters import common, samples
-common.load_target = lambda options: slow_target
-common.golden_images = lambda: samples.golden_images()[2:3]
+from minivlm.converters import build, samples
+build.load_target = lambda options: slow_target
+build.golden_images = lambda: samples.golden_images()[2:3]
 """
 # `minivlm-convert` (the target's name only picks the final table's columns).
 CLI = SETUP + """
@@ -489,8 +491,8 @@ def test_workers_report_to_the_caller_and_a_failing_graph_stops_them_at_once(tin
 
     from minivlm.converters import samples
 
-    monkeypatch.setattr(common, "load_target", lambda options: slow_target)
-    monkeypatch.setattr(common, "golden_images", lambda: samples.golden_images()[2:3])
+    monkeypatch.setattr(build_module, "load_target", lambda options: slow_target)
+    monkeypatch.setattr(build_module, "golden_images", lambda: samples.golden_images()[2:3])
     (tmp_path / "pids").mkdir()
     for name, value in {"SLOW_TARGET_PIDS": str(tmp_path / "pids"), "SLOW_TARGET_SECONDS": "120",
                         "SLOW_TARGET_CHATTER": "1", "SLOW_TARGET_FAIL": "caption_step"}.items():

@@ -93,7 +93,7 @@ def test_executorch_int8_build_runs_every_graph_near_the_reference(tmp_path, tin
     """int8 lowering can succeed and still give a program XNNPACK refuses at its first run: execute every
     graph of the build on real inputs, not just load it. (The demo model's int8 build is held to its full
     tolerance row in tests/parity, -m slow.)"""
-    from minivlm.converters.common import build
+    from minivlm.converters.build import build
     from minivlm.converters.executorch import FP32_PARTS, INT8_ACTIVATIONS
     from minivlm.converters.targets import resolve_options
     from minivlm.parity import check_parity, parity_images, run_reference

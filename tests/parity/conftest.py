@@ -20,7 +20,7 @@ def reference_run(demo):
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory, demo):
     """`demo_build(target, precision, delegate=None)`: the demo model built for that target, once per session."""
-    from minivlm.converters.common import build
+    from minivlm.converters.build import build
     from minivlm.converters.targets import resolve_options
 
     made = {}

@@ -30,8 +30,9 @@ from typer.testing import CliRunner
 
 import minivlm
 from minivlm.cli import app
-from minivlm.converters.common import (MANIFEST, MANIFEST_DIGEST, GraphSpec, TensorSpec, file_hashes, load_target,
-                                       manifest_digest)
+from minivlm.converters.build import load_target
+from minivlm.converters.manifest import MANIFEST, MANIFEST_DIGEST, file_hashes, manifest_digest
+from minivlm.converters.specs import GraphSpec, TensorSpec
 from minivlm.converters.fp16_range import RANGE_FILE
 from minivlm.converters.targets import resolve_options
 from minivlm.converters.tolerances import LIMITS, tolerance
@@ -267,7 +268,7 @@ def test_sweep_every_photo_and_200_scenes(demo_build, sweep_run, target, precisi
 @pytest.mark.slow
 def test_paper_preset_builds_at_parity(tmp_path_factory):
     """The full-size paper preset (random init, 512x512, MiniLM-L12-H384) through ExecuTorch XNNPACK fp32."""
-    from minivlm.converters.common import build
+    from minivlm.converters.build import build
 
     torch.manual_seed(0)
     paper = minivlm.load("minivlm-paper", random_init=True)

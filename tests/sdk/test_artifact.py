@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 import minivlm
-from minivlm.converters.common import MANIFEST_DIGEST, file_hashes, manifest_digest, sha256_file
+from minivlm.converters.manifest import MANIFEST_DIGEST, file_hashes, manifest_digest, sha256_file
 from minivlm.converters.samples import golden_images
 from minivlm.converters.tolerances import DETECTION_MATCH_IOU, FP32_MAX_ABS
 from minivlm.errors import ArtifactError

@@ -1,0 +1,114 @@
+"""Graph specs: each graph to convert with its I/O taken from real inputs, and what a target made of it.
+
+`graph_specs` turns the reference pipeline's traced calls into one `GraphSpec` per graph (the eager module,
+named tensor specs, a real example input and every real input seen, for int8 calibration). A target's
+`convert_graph` returns a `GraphBuild`, whose `as_json` is the graph's entry in the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from minivlm.python_ref.pipeline import Pipeline
+
+from .manifest import batch_axis
+from .samples import Trace
+
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # torch dtype name: float32, int64
+
+    @property
+    def batch_axis(self) -> int:
+        return batch_axis(self.name)
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "batch_axis": self.batch_axis}
+
+
+def _tensor_spec(name: str, t: torch.Tensor) -> TensorSpec:
+    return TensorSpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One graph to convert: the eager module, its I/O, a real example input and every real input seen."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    example_inputs: tuple[torch.Tensor, ...]
+    calibration: tuple[tuple[torch.Tensor, ...], ...]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.outputs)
+
+
+def graph_specs(pipeline: Pipeline, traces: list[Trace], calibration: list[Trace]) -> list[GraphSpec]:
+    """The six graphs with example inputs from the first traced image (a photo). `caption_step` takes its
+    second call, whose cache already holds a token, so export never sees only the empty-cache special case."""
+    specs = []
+    for name, module in pipeline.graphs.modules().items():
+        in_names, out_names = module.input_names, module.output_names
+        calls = traces[0].calls[name]
+        example_in, example_out = calls[1] if name == "caption_step" and len(calls) > 1 else calls[0]
+        seen = [ins for tr in calibration for ins, _ in tr.calls[name]]
+        shapes = {tuple(tuple(t.shape) for t in ins) for ins in seen}
+        assert len(shapes) == 1, f"{name} was called with several input shapes {shapes}: graphs must be static"
+        specs.append(GraphSpec(
+            name, module.eval(),
+            tuple(_tensor_spec(n, t) for n, t in zip(in_names, example_in, strict=True)),
+            tuple(_tensor_spec(n, t) for n, t in zip(out_names, example_out, strict=True)),
+            example_in, tuple(seen),
+        ))
+    return specs
+
+
+@dataclass
+class GraphBuild:
+    """What a target made of one graph.
+
+    `path` is relative to the build folder (a file, or a folder for `.mlpackage`). `inputs`/`outputs` are
+    the graph's TensorSpec JSON plus what the runtime calls and stores each tensor as (`runtime_name`,
+    `runtime_dtype`), in the graph's order. `ops` counts delegated vs not, or None where it does not apply.
+    """
+
+    name: str
+    path: str
+    inputs: list[dict]
+    outputs: list[dict]
+    ops_delegated: int | None = None
+    ops_other: int | None = None
+    seconds: float = 0.0
+    size_bytes: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"file": self.path, "inputs": self.inputs, "outputs": self.outputs,
+                "ops": {"delegated": self.ops_delegated, "not_delegated": self.ops_other},
+                "size_bytes": self.size_bytes, "convert_seconds": round(self.seconds, 2), **self.details}
+
+
+def runtime_io(specs: tuple[TensorSpec, ...], names: list[str] | None = None,
+               dtypes: list[str] | None = None) -> list[dict]:
+    """Manifest I/O entries: the graph's spec plus the runtime's name and dtype of each tensor."""
+    names = names or [s.name for s in specs]
+    dtypes = dtypes or [s.dtype for s in specs]
+    return [{**s.as_json(), "runtime_name": n, "runtime_dtype": d} for s, n, d in zip(specs, names, dtypes, strict=True)]
+
+
+__all__ = ["GraphBuild", "GraphSpec", "TensorSpec", "graph_specs", "runtime_io"]
