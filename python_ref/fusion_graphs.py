@@ -24,6 +24,12 @@ def _long(*shape: int) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.int64)
 
 
+def _packed_zeros(cfg, batch: int, tokens: int) -> tuple[torch.Tensor, ...]:
+    """Zero token ids, token types (int64), token mask (B, tokens), regions (B, R, D) and region mask (B, R)."""
+    return (_long(batch, tokens), _long(batch, tokens), _float(batch, tokens),
+            _float(batch, cfg.max_regions, cfg.region_dim), _float(batch, cfg.max_regions))
+
+
 # The classifier graphs: graph name -> (the Fusion's head attribute, the output's name).
 CLASSIFIER_HEADS = {"vqa": ("vqa_head", "answer_logits"), "match": ("match_head", "match_logits")}
 
@@ -57,10 +63,7 @@ class ClassifierGraph(nn.Module):
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Zero inputs of the exact static shapes: (B, Tt) int64 ×2, (B, Tt) f32, (B, R, D) f32, (B, R) f32."""
-        c = self.cfg
-        t = c.max_text_tags_len
-        regions = _float(batch, c.max_regions, c.region_dim)
-        return _long(batch, t), _long(batch, t), _float(batch, t), regions, _float(batch, c.max_regions)
+        return _packed_zeros(self.cfg, batch, self.cfg.max_text_tags_len)
 
 
 class CaptionPrefixGraph(nn.Module):
@@ -107,10 +110,7 @@ class CaptionPrefixGraph(nn.Module):
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Zero inputs of the exact static shapes (T = max_tags_len)."""
-        c = self.cfg
-        t = c.max_tags_len
-        regions = _float(batch, c.max_regions, c.region_dim)
-        return _long(batch, t), _long(batch, t), _float(batch, t), regions, _float(batch, c.max_regions)
+        return _packed_zeros(self.cfg, batch, self.cfg.max_tags_len)
 
 
 class CaptionStepGraph(nn.Module):
