@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import minivlm
 from minivlm.cli import app
 
 runner = CliRunner()
@@ -34,9 +35,6 @@ def test_info_refuses_image_sizes_the_model_cannot_take(size):
     "args, message",
     [
         (["info", "minivlm-huge"], "unknown model preset 'minivlm-huge'"),
-        # A model that loads (the bundled demo), so that the error is the image's, not the weights'.
-        (["caption", "/nonexistent/photo.png", "--model", "minivlm-demo"],
-         "error: image file '/nonexistent/photo.png' does not exist"),
         (["eval", "--model", "minivlm-paper"], "no weights ship for 'minivlm-paper'"),
         (["ask", "IMG", "", "--model", "minivlm-paper"], "no weights ship"),
     ],
@@ -46,6 +44,46 @@ def test_known_errors_are_one_line_and_exit_2(args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_a_missing_image_is_one_line_with_a_model_that_loads():
+    """`caption` loads the model before it opens the image: with a model that loads (the bundled demo; a preset
+    without weights would fail first, on its weights), the one error line is the image's."""
+    from minivlm.loading import bundled_weights
+
+    if bundled_weights("minivlm-demo") is None:
+        pytest.skip("demo weights not bundled")
+    result = runner.invoke(app, ["caption", "/nonexistent/photo.png", "--model", "minivlm-demo"])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and result.stderr == "error: image file '/nonexistent/photo.png' does not exist\n"
+
+
+def _detection_line(line: str) -> tuple[str, float, list[float]]:
+    """(label, score, box) of one `minivlm detect` line: `<label> <score>  [x1 y1 x2 y2]`."""
+    head, box = line.split("[")
+    *label, score = head.split()
+    return " ".join(label), float(score), [float(v) for v in box.rstrip("]").split()]
+
+
+def test_detect_of_a_photo_prints_the_python_apis_detections(tmp_path):
+    """The happy path on a real photo file (a JPEG): exit 0, and the lines `detect` prints are the detections the
+    Python API returns for the same file, in order, to the printed precision (scores 3 decimals, boxes 1).
+    (`caption` on a file is checked against the scene grammar's caption below.)"""
+    from minivlm.loading import bundled_weights
+
+    if bundled_weights("minivlm-demo") is None:
+        pytest.skip("demo weights not bundled")
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = tmp_path / "coffee.jpg"
+    Image.fromarray(skimage_data.coffee()).save(photo, quality=90)
+    expected = minivlm.load("minivlm-demo").detect(str(photo))
+    assert expected, "nothing detected in the photo: the comparison below would check no line"
+    result = runner.invoke(app, ["detect", str(photo)])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    printed = [_detection_line(line) for line in result.stdout.splitlines()]
+    assert [label for label, _, _ in printed] == [d.label for d in expected], result.stdout
+    for (_, score, box), d in zip(printed, expected):
+        assert abs(score - d.score) <= 5e-4 and np.abs(np.array(box) - d.box).max() <= 0.05, (score, box, d)
 
 
 def test_detect_draws_boxes_atomically(tmp_path):
@@ -122,7 +160,9 @@ def test_a_blank_image_captions_with_a_warning(tmp_path):
     Image.fromarray(np.full((256, 256, 3), 255, np.uint8)).save(blank)
     result = runner.invoke(app, ["caption", str(blank)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() and "warning" not in result.stdout  # the caption, still printed
+    with pytest.warns(minivlm.NoDetectionsWarning):
+        expected = minivlm.load("minivlm-demo").caption(str(blank))
+    assert result.stdout == expected + "\n"  # the caption, still printed, and only it
     assert result.stderr == "warning: no object detected in the image: the caption comes from no region and no tag\n"
 
 

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import ExifTags, Image
 
 import minivlm
@@ -11,6 +12,7 @@ import minivlm.python_ref.pipeline as reference_pipeline
 from minivlm.errors import ConfigError, InputError, WeightsError
 from minivlm.images import PRESHRINK_RATIO
 from minivlm.loading import bundled_weights
+from minivlm.python_ref.fusion import AttentionKind
 from minivlm.python_ref.generate import beam_search, greedy
 from minivlm.python_ref.scenes import generate_scene
 
@@ -43,18 +45,36 @@ def test_four_tasks_return_well_formed_results(pipe):
     for num_beams, decoded in ((1, greedy(graphs, tok, inputs)), (2, beam_search(graphs, tok, inputs, 2))):
         assert len(decoded.token_ids) <= pipe.config.fusion.max_caption_tokens
         assert pipe.caption(img, num_beams=num_beams) == tok.decode(list(decoded.token_ids))
-    assert pipe.answer(img, "how many shapes are there?") in pipe.vocab.answers
-    assert 0.0 <= pipe.match(img, "a red circle") <= 1.0
+    # Answer and match are the fusion model's own heads on the packed question/text: the argmax answer, and the
+    # softmax's index 1 (the same modules in this process, so equal bit for bit).
+    fusion, question, text = pipe.pipeline.model.fusion, "how many shapes are there?", "a red circle"
+    with torch.no_grad():
+        hidden = {t: fusion.encode(*pipe.pipeline.pack(pipe.regions(img), t).as_tuple(), AttentionKind.FULL)
+                  for t in (question, text)}
+        answer = pipe.vocab.answers[int(fusion.vqa_logits(hidden[question])[0].argmax())]
+        match = float(torch.softmax(fusion.match_logits(hidden[text]), dim=-1)[0, 1])
+    assert pipe.answer(img, question) == answer
+    assert pipe.match(img, text) == match
 
 
 def test_any_image_size_and_mode_is_accepted(pipe, tmp_path):
+    """Every size and mode gives detections inside the image; grayscale is its gray level in all three channels,
+    and a palette file (no transparency) is its RGB expansion."""
     for mode, shape in [("L", (50, 70)), ("RGBA", (300, 20, 4)), ("RGB", (1, 1, 3))]:
         arr = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
         img = Image.fromarray(arr, mode=mode) if mode != "RGB" else arr
-        pipe.detect(img)
+        found = pipe.detect(img)
+        for d in found:
+            x1, y1, x2, y2 = d.box
+            assert 0 <= x1 <= x2 <= shape[1] and 0 <= y1 <= y2 <= shape[0], (mode, d)
+        if mode == "L":
+            assert found == pipe.detect(np.repeat(arr[:, :, None], 3, axis=2))
     path = tmp_path / "pal.png"
-    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).convert("P").save(path)
-    pipe.caption(str(path))
+    colours = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(colours).convert("P").save(path)
+    with Image.open(path) as palette:
+        expanded = np.asarray(palette.convert("RGB"))
+    assert pipe.detect(str(path)) == pipe.detect(expanded) and pipe.caption(str(path)) == pipe.caption(expanded)
 
 
 @pytest.mark.parametrize(

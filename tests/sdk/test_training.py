@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 
 import minivlm
 from minivlm import training
+from minivlm.training import loop
 from minivlm.errors import ConfigError, InputError, NoDetectionsWarning
 from minivlm.training import TrainSettings, train
 
@@ -83,7 +85,7 @@ def test_weights_record_the_run_time_per_stage(smoke_run, tmp_path, monkeypatch)
 
 def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monkeypatch):
     saves = []
-    real_save = training.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_then_crash(path, model, optimizer, state):
         real_save(path, model, optimizer, state)
@@ -91,11 +93,11 @@ def test_interrupted_run_resumes_to_identical_weights(smoke_run, tmp_path, monke
         if state["stage"] == "finetune" and state["step"] == 1:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-stage
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train(SMOKE, tmp_path, progress=False)
     assert not (tmp_path / "model.safetensors").exists()
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     resumed = train(SMOKE, tmp_path, progress=False)
     _same_weights(resumed, smoke_run)
     from minivlm.python_ref.weights import read_safetensors
@@ -116,7 +118,7 @@ def interrupted(monkeypatch):
     def stop(*args, **kwargs):
         raise Stopped
 
-    monkeypatch.setattr(training, "_run_stage", stop)
+    monkeypatch.setattr(training, "run_stage", stop)
 
 
 def test_resuming_with_other_settings_is_refused_naming_them(tmp_path, interrupted):
@@ -186,7 +188,7 @@ def test_a_failed_run_folder_write_leaves_nothing(tmp_path, interrupted, monkeyp
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(training.os, "replace", full_disk)
+    monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(InputError, match="cannot make the run folder .*: No space left on device"):
         train(SMOKE, tmp_path / "new" / "run", progress=False)
     assert _listing(tmp_path) == []
@@ -249,7 +251,7 @@ def test_caption_queries_equal_the_decoding_steps():
     from minivlm.python_ref.packing import pack_inputs
     from minivlm.python_ref.generate import UncachedDecoder
     from minivlm.python_ref.tokenizer import Tokenizer
-    from minivlm.training import caption_query_states
+    from minivlm.training.objectives import caption_query_states
 
     torch.manual_seed(0)
     cfg = tiny().fusion
@@ -277,7 +279,7 @@ def test_trimmed_segments_give_the_full_layouts_hidden_states():
     from minivlm.python_ref.fusion import AttentionKind, Fusion
     from minivlm.python_ref.packing import pack_inputs
     from minivlm.python_ref.tokenizer import Tokenizer
-    from minivlm.training import _trimmed, full_attention_states
+    from minivlm.training.objectives import _trimmed, full_attention_states
 
     torch.manual_seed(0)
     cfg = tiny().fusion
