@@ -46,9 +46,16 @@ class ClassifierGraph(nn.Module):
         self.cfg = fusion.cfg
         self.encoder = fusion.encoder
         self.pooler = fusion.pooler
-        self.head = getattr(fusion, attribute)
+        # Registered under the Fusion's own name (vqa_head, match_head), so that the graph's parameter and
+        # tensor names in a build, its fp16 range table and its reports read as the model's.
+        self.add_module(attribute, getattr(fusion, attribute))
+        self.head_name = attribute
         self.input_names = FUSION_INPUT_NAMES
         self.output_names = (output,)
+
+    @property
+    def head(self) -> nn.Module:
+        return getattr(self, self.head_name)
 
     def forward(
         self,
