@@ -39,9 +39,10 @@ def _same_detections(ref, got):
         return
     a, b = torch.tensor([d.box for d in ref]), torch.tensor([d.box for d in got])
     iou = box_iou(a, b)
-    # Two empty boxes (clipped to a zero-height sliver at the image edge) have IoU 0/0: match them by position.
+    # Two empty boxes (clipped to a zero-height sliver at the image edge) have IoU 0: match them by position.
+    empty = ((a[:, 2:] - a[:, :2]).prod(dim=-1) == 0)[:, None] & ((b[:, 2:] - b[:, :2]).prod(dim=-1) == 0)[None, :]
     same_place = (a[:, None] - b[None]).abs().amax(dim=-1) <= 1e-3
-    iou = torch.where(iou.isnan(), same_place.float(), iou)
+    iou = torch.where(empty, same_place.float(), iou)
     for i, d in enumerate(ref):
         j = int(iou[i].argmax())
         assert float(iou[i, j]) >= DETECTION_MATCH_IOU, f"no build detection matches {d}"

@@ -76,6 +76,16 @@ def test_detections_are_paired_by_iou_and_label_never_by_index():
     assert match_detections(ref, [], 0.9) == []
 
 
+def test_empty_boxes_are_paired_by_position():
+    """A box clipped to a zero-height sliver at the image edge has IoU 0 with everything; the reference and a
+    build that both found it in the same place have found the same detection."""
+    sliver = _det((0.0, 427.0, 213.8, 427.0), "purple square")
+    assert match_detections([sliver], [_det((0.0, 427.0, 213.8004, 427.0), "purple square")], 0.9) == [(0, 0, 1.0)]
+    assert match_detections([sliver], [_det((0.0, 427.0, 212.0, 427.0), "purple square")], 0.9) == []  # moved
+    assert match_detections([sliver], [_det((0.0, 427.0, 213.8, 427.0), "red square")], 0.9) == []  # relabelled
+    assert match_detections([sliver], [_det((0.0, 400.0, 213.8, 427.0), "purple square")], 0.9) == []  # not empty
+
+
 def test_every_buildable_target_and_precision_has_a_row_of_named_limits_with_reasons():
     buildable = {(t.name, p) for t in TARGETS.values() for p in t.precisions}
     assert set(TOLERANCES) == buildable
