@@ -36,7 +36,7 @@ from minivlm.converters.atomic import FolderNotWritable, atomic_file
 from minivlm.converters.fp16_range import RangeRecorder, RangeReport, measure
 from minivlm.converters.manifest import needs_macos
 from minivlm.converters.recorder import Call, recorded
-from minivlm.converters.samples import PHOTO_TEXT, SCENE_STREAM
+from minivlm.converters.samples import PHOTO_TEXT, SCENE_STREAM, demo_scene, photo
 from minivlm.converters.tolerances import LIMITS, Limit, Tolerance, tolerance
 from minivlm.errors import ArtifactError, ParityError
 from minivlm.loading import ReferencePipeline
@@ -70,23 +70,16 @@ class ParityImage:
 
 
 def _photo(name: str) -> ParityImage:
-    try:
-        from skimage import data  # dev dependency; these photos ship inside the wheel (no download)
-    except ImportError:
-        raise ParityError("parity on real photos needs scikit-image (pip install scikit-image)") from None
-    pixels = np.asarray(getattr(data, name)())
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
-    return ParityImage(f"photo_{name}", f"skimage.data.{name}()", np.ascontiguousarray(pixels[..., :3], dtype=np.uint8),
-                       PHOTO_QUESTIONS, (PHOTO_TEXT,))
+    missing = ParityError("parity on real photos needs scikit-image (pip install scikit-image)")
+    return ParityImage(*photo(name, missing), PHOTO_QUESTIONS, (PHOTO_TEXT,))
 
 
 def _scene(index: int) -> ParityImage:
-    scene, other = generate_scene(SCENE_STREAM, index), generate_scene(SCENE_STREAM, index + 1)
+    picture, scene = demo_scene(index)
+    other = generate_scene(SCENE_STREAM, index + 1)
     # The leftmost object (short enough for every preset's text length), and usually a mismatch from the next scene.
     texts = (caption_for(scene.boxes[:1], scene.labels[:1]), caption_for(other.boxes[:1], other.labels[:1]))
-    return ParityImage(f"scene_{SCENE_STREAM}_{index}", f"python_ref.scenes.generate_scene({SCENE_STREAM}, {index})",
-                       np.asarray(scene.image), tuple(q for q, _ in scene.qa), texts)
+    return ParityImage(*picture, tuple(q for q, _ in scene.qa), texts)
 
 
 def parity_images(scenes: int = DEFAULT_SCENES, photos: Iterable[str] = DEFAULT_PHOTOS) -> list[ParityImage]:
