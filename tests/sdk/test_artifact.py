@@ -143,12 +143,13 @@ def _manifest(folder):
 @pytest.fixture
 def no_reference(monkeypatch):
     """Fails the test if parity loads or runs a reference: a broken build must be refused before that work."""
-    from minivlm import loading, parity
+    from minivlm import loading
+    from minivlm.parity import run
 
     def forbidden(*args, **kwargs):
         pytest.fail("the reference was loaded or run before the build was verified")
 
-    for module, name in ((parity, "reference_for"), (parity, "run_reference"), (loading, "load")):
+    for module, name in ((run, "reference_for"), (run, "run_reference"), (loading, "load")):
         monkeypatch.setattr(module, name, forbidden)
 
 

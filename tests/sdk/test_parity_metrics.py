@@ -11,7 +11,7 @@ from torch import nn
 from minivlm.converters.fp16_range import measure
 from minivlm.converters.targets import TARGETS
 from minivlm.converters.tolerances import FP16_MAX, LIMITS, TOLERANCES, tolerance, tolerances_for
-from minivlm.parity import Check, ErrorStats, _judged, match_detections
+from minivlm.parity import Check, ErrorStats, judged, match_detections
 from minivlm.python_ref.pipeline import Detection
 
 
@@ -41,15 +41,15 @@ def test_a_sign_flip_is_caught_by_the_cosine_even_at_equal_magnitudes():
     s = ErrorStats()
     s.add(torch.tensor([3.0, 4.0]), torch.tensor([-3.0, -4.0]), "x")
     assert s.min_cosine == pytest.approx(-1.0)
-    assert _judged("graph", "g", "cosine", s.min_cosine, LIMITS["INT8_MIN_COSINE"]).status == "FAIL"
+    assert judged("graph", "g", "cosine", s.min_cosine, LIMITS["INT8_MIN_COSINE"]).status == "FAIL"
 
 
 def test_non_finite_outputs_and_wrong_shapes_fail():
     s = ErrorStats()
     s.add(torch.ones(3), torch.tensor([1.0, float("inf"), 1.0]), "overflow")
     assert s.max_abs == math.inf and s.psnr_db == -math.inf and s.min_cosine == -1.0
-    assert _judged("graph", "g", "PSNR", s.psnr_db, LIMITS["FP16_MIN_PSNR_DB"]).status == "FAIL"
-    assert _judged("graph", "g", "max abs / peak", s.relative_max_abs, LIMITS["FP32_MAX_ABS"]).status == "FAIL"
+    assert judged("graph", "g", "PSNR", s.psnr_db, LIMITS["FP16_MIN_PSNR_DB"]).status == "FAIL"
+    assert judged("graph", "g", "max abs / peak", s.relative_max_abs, LIMITS["FP32_MAX_ABS"]).status == "FAIL"
     nan = ErrorStats()
     nan.add(torch.ones(2), torch.tensor([1.0, float("nan")]), "nan")
     assert nan.max_abs == math.inf
@@ -106,7 +106,7 @@ def test_every_buildable_target_and_precision_has_a_row_of_named_limits_with_rea
 
 
 def test_a_check_prints_value_tolerance_and_verdict():
-    c = _judged("task", "captions", "identical", 0.9, LIMITS["INT8_MIN_IDENTICAL_CAPTIONS"], unit="%")
+    c = judged("task", "captions", "identical", 0.9, LIMITS["INT8_MIN_IDENTICAL_CAPTIONS"], unit="%")
     assert (c.value_text(), c.limit_text(), c.status) == ("90.0 %", ">= 95 %", "FAIL")
     assert Check("graph", "vqa", "max abs", 1e-5).status == "-"
 
