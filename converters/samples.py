@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from minivlm.python_ref.generate import greedy
 from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
 from minivlm.python_ref.postprocess import select_proposals, select_regions
 from minivlm.python_ref.preprocess import preprocess
-from minivlm.python_ref.scenes import COUNT_QUESTION, caption_for, generate_scene
+from minivlm.python_ref.scenes import COUNT_QUESTION, Scene, caption_for, generate_scene
 
 from .recorder import Call, recorded
 
@@ -47,31 +47,55 @@ class SampleImage:
     text: str
 
 
-def _photo(name: str) -> SampleImage:
+class Picture(NamedTuple):
+    """A real input: its name in goldens and reports, where it comes from, and its pixels."""
+
+    name: str
+    source: str
+    image: np.ndarray  # uint8 (H, W, 3), an owned, writable, C-contiguous copy (torch.from_numpy takes it)
+
+
+def photo(name: str, missing: Exception) -> Picture:
+    """scikit-image's photo `name` as RGB: a grayscale photo replicated to three channels, an alpha channel
+    dropped. Raises `missing` (each caller says what needed the photo) if scikit-image is not installed."""
     try:
         from skimage import data  # dev dependency; its photos ship inside the wheel (no download)
     except ImportError:
-        raise ConversionError("real photos for goldens and calibration need scikit-image (pip install scikit-image)") from None
-    image = np.array(getattr(data, name)()[..., :3], dtype=np.uint8)  # an owned, writable copy (torch.from_numpy)
-    return SampleImage(f"photo_{name}", f"skimage.data.{name}()", image, PHOTO_QUESTION, PHOTO_TEXT)
+        raise missing from None
+    pixels = np.asarray(getattr(data, name)())
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    return Picture(f"photo_{name}", f"skimage.data.{name}()", np.array(pixels[..., :3], dtype=np.uint8, order="C"))
 
 
-def _scene(index: int) -> SampleImage:
+def demo_scene(index: int) -> tuple[Picture, Scene]:
+    """Scene `index` of SCENE_STREAM (a stream training never draws): its picture, and the scene with its truth."""
     scene = generate_scene(SCENE_STREAM, index)
+    pixels = np.array(scene.image)  # a copy: the scene's array is read-only
+    return Picture(f"scene_{SCENE_STREAM}_{index}", f"python_ref.scenes.generate_scene({SCENE_STREAM}, {index})",
+                   pixels), scene
+
+
+def _sample_photo(name: str) -> SampleImage:
+    missing = ConversionError("real photos for goldens and calibration need scikit-image (pip install scikit-image)")
+    return SampleImage(*photo(name, missing), PHOTO_QUESTION, PHOTO_TEXT)
+
+
+def _sample_scene(index: int) -> SampleImage:
+    picture, scene = demo_scene(index)
     question = scene.qa[-1][0] if scene.qa else COUNT_QUESTION
     text = caption_for(scene.boxes[:1], scene.labels[:1])  # the leftmost object: short enough for every preset
-    return SampleImage(f"scene_{SCENE_STREAM}_{index}", f"python_ref.scenes.generate_scene({SCENE_STREAM}, {index})",
-                       np.array(scene.image), question, text)  # a copy: the scene's array is read-only
+    return SampleImage(*picture, question, text)
 
 
 def golden_images() -> list[SampleImage]:
     """The images every build stores goldens for: 2 photos, then 2 demo scenes."""
-    return [*(_photo(p) for p in PHOTOS), *(_scene(i) for i in GOLDEN_SCENES)]
+    return [*(_sample_photo(p) for p in PHOTOS), *(_sample_scene(i) for i in GOLDEN_SCENES)]
 
 
 def calibration_images() -> list[SampleImage]:
     """Images int8 calibration runs on: the golden images and a dozen more scenes."""
-    return [*golden_images(), *(_scene(i) for i in CALIBRATION_SCENES)]
+    return [*golden_images(), *(_sample_scene(i) for i in CALIBRATION_SCENES)]
 
 
 @dataclass
@@ -146,4 +170,4 @@ def trace(pipeline: Pipeline, sample: SampleImage) -> Trace:
     return out
 
 
-__all__ = ["SampleImage", "Trace", "calibration_images", "golden_images", "trace"]
+__all__ = ["Picture", "SampleImage", "Trace", "calibration_images", "demo_scene", "golden_images", "photo", "trace"]

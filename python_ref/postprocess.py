@@ -22,14 +22,19 @@ from .rpn import BoxCoder
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU matrix (N, M) of xyxy boxes a (N, 4) and b (M, 4); 0/0 (two empty boxes) gives NaN, as torchvision."""
+    """IoU matrix (N, M) of xyxy boxes a (N, 4) and b (M, 4), in their dtype; 0 where the union is empty.
+
+    torchvision's `box_iou` gives 0/0 = NaN for two zero-area boxes; here they overlap nothing, like a zero-area
+    box and any other (an inverted box, x2 < x1 or y2 < y1, has no intersection with anything either).
+    """
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
 
 
 def _stable_descending(scores: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Task metrics of the demo: detection mAP@IoU, exact-match rate of captions, answer accuracy (NumPy only).
+"""Task metrics of the demo: detection mAP@IoU, exact-match rate of captions, answer accuracy (on NumPy arrays).
 
 Detection AP follows Pascal VOC (2010+) and COCO: per class, detections from all images are ranked by score,
 each is matched greedily to the highest-IoU still-unmatched ground truth of its class in its image (COCO's
@@ -16,8 +16,10 @@ from collections import defaultdict
 from typing import Hashable, Sequence
 
 import numpy as np
+import torch
 
 from minivlm.errors import InputError
+from minivlm.python_ref.postprocess import box_iou as reference_box_iou
 
 Detections = Sequence[tuple[np.ndarray, Sequence[Hashable], np.ndarray]]  # per image: (boxes, labels, scores)
 GroundTruths = Sequence[tuple[np.ndarray, Sequence[Hashable]]]  # per image: (boxes, labels)
@@ -34,16 +36,11 @@ def _as_boxes(boxes: np.ndarray | Sequence, name: str) -> np.ndarray:
 
 
 def box_iou(a: np.ndarray | Sequence, b: np.ndarray | Sequence) -> np.ndarray:
-    """(N, M) float64 intersection-over-union of xyxy boxes `a` (N, 4) and `b` (M, 4); 0 where the union is empty."""
+    """(N, M) float64 intersection-over-union of xyxy boxes `a` (N, 4) and `b` (M, 4); 0 where the union is empty
+    (python_ref's `box_iou`, the one definition, on float64 copies of the NumPy inputs)."""
     a, b = _as_boxes(a, "boxes a"), _as_boxes(b, "boxes b")
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(hi - lo, 0.0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0.0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0.0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    # Degenerate boxes (zero area) overlap nothing rather than dividing by zero.
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    # Copies: torch.from_numpy refuses negative strides and warns on read-only arrays (a scene's boxes are).
+    return reference_box_iou(*(torch.from_numpy(np.array(x, order="C")) for x in (a, b))).numpy()
 
 
 def _all_point_ap(is_tp: np.ndarray, num_truths: int) -> float:

@@ -152,7 +152,7 @@ def _write_sealed(folder, manifest):
 
 def test_a_build_with_one_perturbed_weight_fails_with_error_statistics(et_copy, demo, reference_run):
     graph = copy.deepcopy(demo.pipeline.graphs.vqa)
-    head = [m for m in graph.vqa_head.modules() if isinstance(m, nn.Linear)][-1]
+    head = [m for m in graph.head.modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():
         head.bias[0] += 1.0  # every answer_logits[0] moves by exactly 1
     _rebuild_graph(et_copy, "vqa", graph, reference_run.runs[0].calls["vqa"][0][0])

@@ -12,6 +12,7 @@ from minivlm.python_ref.errors import ConfigError
 
 from minivlm.errors import InputError
 from minivlm.python_ref.config import RoIHeadConfig, RPNConfig
+from minivlm.python_ref.losses import match
 from minivlm.python_ref.postprocess import (Regions, batched_nms, box_iou, nms, region_geometry, region_tokens,
                                             select_proposals, select_regions)
 
@@ -37,6 +38,53 @@ def _random_boxes(gen: torch.Generator, n: int, size: float = 100.0) -> torch.Te
     xy = torch.rand(n, 2, generator=gen) * size
     wh = torch.rand(n, 2, generator=gen) * size / 3 + 1
     return torch.cat([xy, xy + wh], dim=1)
+
+
+# --- box IoU --------------------------------------------------------------------------------------------
+
+
+def _torchvision_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torchvision `box_iou` (ops/boxes.py), which gives 0/0 = NaN for two empty boxes."""
+    area_a, area_b = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    wh = (torch.minimum(a[:, None, 2:], b[None, :, 2:]) - torch.maximum(a[:, None, :2], b[None, :, :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def test_box_iou_by_hand():
+    a = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 12]], dtype=torch.float64)
+    b = torch.tensor([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=torch.float64)
+    # Row 0: 50 / 150; nothing; identical. Row 1: 50 / (120 + 100 - 50); nothing; 100 / 120.
+    want = torch.tensor([[1 / 3, 0.0, 1.0], [50 / 170, 0.0, 100 / 120]], dtype=torch.float64)
+    got = box_iou(a, b)
+    assert got.dtype == torch.float64 and got.shape == (2, 3)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-15)
+    assert box_iou(torch.zeros(0, 4), b).shape == (0, 3)
+
+
+def test_box_iou_of_empty_boxes_is_zero_not_nan():
+    sliver = torch.tensor([[0.0, 427.0, 213.8, 427.0]])  # zero height: clipped at the image's bottom edge
+    point = torch.tensor([[5.0, 5.0, 5.0, 5.0]])
+    inverted = torch.tensor([[10.0, 10.0, 5.0, 5.0]])  # x2 < x1, y2 < y1: positive "area", no extent
+    box = torch.tensor([[0.0, 400.0, 250.0, 450.0]])
+    assert _torchvision_iou(sliver, sliver).isnan().all()  # what python_ref returned before
+    for a, b in ((sliver, sliver), (point, point), (sliver, box), (box, sliver), (inverted, inverted), (inverted, box)):
+        iou = box_iou(a, b)
+        assert not iou.isnan().any() and (iou == 0).all(), (a, b, iou)
+
+
+def test_box_iou_equals_torchvision_where_the_union_is_not_empty_and_anchor_matching_is_unchanged():
+    gen = torch.Generator().manual_seed(11)
+    anchors, truths = _random_boxes(gen, 300), _random_boxes(gen, 6)
+    assert torch.equal(box_iou(truths, anchors), _torchvision_iou(truths, anchors))  # bit for bit
+    # The anchor and proposal matching of the detector losses (python_ref/losses.py) on the same boxes.
+    for high, low, keep_best in ((0.7, 0.3, True), (0.5, 0.5, False)):
+        assert torch.equal(match(box_iou(truths, anchors), high, low, keep_best),
+                           match(_torchvision_iou(truths, anchors), high, low, keep_best))
+    # An empty truth no longer claims an empty candidate (NaN was the maximum) but matches nothing.
+    empty = torch.tensor([[5.0, 5.0, 5.0, 9.0]])
+    assert match(_torchvision_iou(empty, empty), 0.5, 0.5, False).tolist() == [0]
+    assert match(box_iou(empty, empty), 0.5, 0.5, False).tolist() == [-1]
 
 
 # --- NMS ------------------------------------------------------------------------------------------------

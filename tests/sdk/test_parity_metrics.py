@@ -11,7 +11,7 @@ from torch import nn
 from minivlm.converters.fp16_range import measure
 from minivlm.converters.targets import TARGETS
 from minivlm.converters.tolerances import FP16_MAX, LIMITS, TOLERANCES, tolerance, tolerances_for
-from minivlm.parity import Check, ErrorStats, _judged, match_detections
+from minivlm.parity import Check, ErrorStats, judged, match_detections
 from minivlm.python_ref.pipeline import Detection
 
 
@@ -41,15 +41,15 @@ def test_a_sign_flip_is_caught_by_the_cosine_even_at_equal_magnitudes():
     s = ErrorStats()
     s.add(torch.tensor([3.0, 4.0]), torch.tensor([-3.0, -4.0]), "x")
     assert s.min_cosine == pytest.approx(-1.0)
-    assert _judged("graph", "g", "cosine", s.min_cosine, LIMITS["INT8_MIN_COSINE"]).status == "FAIL"
+    assert judged("graph", "g", "cosine", s.min_cosine, LIMITS["INT8_MIN_COSINE"]).status == "FAIL"
 
 
 def test_non_finite_outputs_and_wrong_shapes_fail():
     s = ErrorStats()
     s.add(torch.ones(3), torch.tensor([1.0, float("inf"), 1.0]), "overflow")
     assert s.max_abs == math.inf and s.psnr_db == -math.inf and s.min_cosine == -1.0
-    assert _judged("graph", "g", "PSNR", s.psnr_db, LIMITS["FP16_MIN_PSNR_DB"]).status == "FAIL"
-    assert _judged("graph", "g", "max abs / peak", s.relative_max_abs, LIMITS["FP32_MAX_ABS"]).status == "FAIL"
+    assert judged("graph", "g", "PSNR", s.psnr_db, LIMITS["FP16_MIN_PSNR_DB"]).status == "FAIL"
+    assert judged("graph", "g", "max abs / peak", s.relative_max_abs, LIMITS["FP32_MAX_ABS"]).status == "FAIL"
     nan = ErrorStats()
     nan.add(torch.ones(2), torch.tensor([1.0, float("nan")]), "nan")
     assert nan.max_abs == math.inf
@@ -76,6 +76,16 @@ def test_detections_are_paired_by_iou_and_label_never_by_index():
     assert match_detections(ref, [], 0.9) == []
 
 
+def test_empty_boxes_are_paired_by_position():
+    """A box clipped to a zero-height sliver at the image edge has IoU 0 with everything; the reference and a
+    build that both found it in the same place have found the same detection."""
+    sliver = _det((0.0, 427.0, 213.8, 427.0), "purple square")
+    assert match_detections([sliver], [_det((0.0, 427.0, 213.8004, 427.0), "purple square")], 0.9) == [(0, 0, 1.0)]
+    assert match_detections([sliver], [_det((0.0, 427.0, 212.0, 427.0), "purple square")], 0.9) == []  # moved
+    assert match_detections([sliver], [_det((0.0, 427.0, 213.8, 427.0), "red square")], 0.9) == []  # relabelled
+    assert match_detections([sliver], [_det((0.0, 400.0, 213.8, 427.0), "purple square")], 0.9) == []  # not empty
+
+
 def test_every_buildable_target_and_precision_has_a_row_of_named_limits_with_reasons():
     buildable = {(t.name, p) for t in TARGETS.values() for p in t.precisions}
     assert set(TOLERANCES) == buildable
@@ -96,7 +106,7 @@ def test_every_buildable_target_and_precision_has_a_row_of_named_limits_with_rea
 
 
 def test_a_check_prints_value_tolerance_and_verdict():
-    c = _judged("task", "captions", "identical", 0.9, LIMITS["INT8_MIN_IDENTICAL_CAPTIONS"], unit="%")
+    c = judged("task", "captions", "identical", 0.9, LIMITS["INT8_MIN_IDENTICAL_CAPTIONS"], unit="%")
     assert (c.value_text(), c.limit_text(), c.status) == ("90.0 %", ">= 95 %", "FAIL")
     assert Check("graph", "vqa", "max abs", 1e-5).status == "-"
 

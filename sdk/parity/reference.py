@@ -1,0 +1,87 @@
+"""The reference's side of parity: every task on each image with the six graph calls recorded, computed once
+and compared with any number of builds of its model. `run_image` also drives a build, through the same host code."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+from minivlm.converters.fp16_range import RangeRecorder, RangeReport
+from minivlm.converters.recorder import Call, recorded
+from minivlm.errors import ParityError
+from minivlm.loading import ReferencePipeline
+from minivlm.python_ref.generate import greedy
+from minivlm.python_ref.pipeline import Detection, Pipeline
+from minivlm.python_ref.postprocess import select_proposals
+
+from .images import ParityImage, parity_images
+
+
+@dataclass
+class ImageRun:
+    """What one pipeline did on one image: every task's result and the host steps' integer decisions."""
+
+    name: str
+    detections: list[Detection]
+    tags: tuple[str, ...]
+    proposals: torch.Tensor  # (K, 4) kept RPN proposals (host step "proposals")
+    valid: torch.Tensor  # (K,) bool
+    labels: tuple[int, ...]  # host step "region_selection"
+    proposal_indices: tuple[int, ...]
+    packed: tuple[tuple[torch.Tensor, ...], ...]  # host step "question_packing", one per question
+    caption: tuple[int, ...]
+    caption_text: str
+    answers: tuple[str, ...]
+    match: tuple[float, ...]
+    calls: dict[str, list[Call]] = field(repr=False, default_factory=dict)
+
+
+@torch.no_grad()
+def run_image(pipeline: Pipeline, sample: ParityImage, ranges: RangeRecorder | None = None) -> ImageRun:
+    """Every task on one image through `pipeline` (reference or build), with its graph calls recorded (and, for
+    the eager reference, the range of every tensor into `ranges`)."""
+    calls: dict[str, list[Call]] = {}
+    measured = None if ranges is None else (lambda name, graph, args: ranges(name, graph, graph.input_names, args))
+    traced = recorded(pipeline, calls, measured)
+    tee = pipeline.cfg.tee
+    found = traced.regions(sample.image)
+    (_,), stage1 = calls["tee_stage1"][0]
+    proposals, valid = select_proposals(stage1[-2][0], stage1[-1][0], pipeline.anchors, pipeline.level_sizes, tee.rpn,
+                                        tee.image_size)
+    caption = greedy(traced.graphs.caption, traced.tokenizer, traced.pack(found, "", require_text=False))
+    return ImageRun(
+        sample.name, traced.detections_of(found), found.tags, proposals, valid,
+        tuple(found.regions.labels.tolist()), tuple(found.regions.proposal_indices.tolist()),
+        tuple(traced.pack(found, q).as_tuple() for q in sample.questions),
+        tuple(caption.token_ids), traced.tokenizer.decode(list(caption.token_ids)),
+        tuple(traced.answer_of(found, q) for q in sample.questions),
+        tuple(traced.match_of(found, t) for t in sample.texts), calls,
+    )
+
+
+@dataclass
+class ReferenceRun:
+    """The reference on a set of images, computed once and compared with any number of builds of its model."""
+
+    reference: ReferencePipeline
+    images: list[ParityImage]
+    runs: list[ImageRun]
+    seconds: float
+    fp16_range: RangeReport | None = None  # every tensor's max |value| on these images, if recorded
+
+
+def run_reference(reference: ReferencePipeline, images: list[ParityImage] | None = None,
+                  progress: Callable[[Iterable], Iterable] = lambda it: it, *, fp16_range: bool = False) -> ReferenceRun:
+    """Run the reference on `images` (default `parity_images()`), recording every graph call, and with
+    `fp16_range` the range of every tensor (what a build computing in fp16 is checked against)."""
+    images = parity_images() if images is None else images
+    if not images:
+        raise ParityError("parity needs at least one image")
+    t0 = time.perf_counter()
+    ranges = RangeRecorder() if fp16_range else None
+    runs = [run_image(reference.pipeline, s, ranges) for s in progress(images)]
+    report = ranges.report(len(images)) if ranges is not None else None
+    return ReferenceRun(reference, images, runs, time.perf_counter() - t0, report)

@@ -1,0 +1,126 @@
+"""`minivlm parity`: a build run by its real runtime next to python_ref, per graph, per host step and per task.
+
+On real inputs only (scikit-image photos and demo scenes the model never trained or calibrated on):
+1. the reference runs every task on each image with its six graphs recorded (inputs and outputs of each call);
+2. per graph, the build's runner gets exactly the reference's recorded inputs, and each output is compared over
+   all calls: max abs error (and as a share of the output's peak |ref|), mean abs error, PSNR (peak = max
+   |ref|), SQNR and the worst call's cosine;
+3. per host step, python_ref's host code on the build's own graph outputs must keep the same integer decisions
+   (proposals, region labels and proposal indices, packed token ids) as on the reference's;
+4. per task, the build end to end: detections IoU-matched with the same label (never index by index), the
+   same tags, caption tokens and answers, close detection scores and match probabilities.
+Each bound is a named constant of `minivlm.converters.tolerances`, per target × precision, printed with its
+reason in every report. Before comparing, the reference must reproduce the goldens stored in the build: a build
+made from other weights is a ParityError, not a list of failures.
+
+Core ML (and ExecuTorch's Core ML delegate) runs only on macOS. Elsewhere the report checks what can be
+checked — the files against their sha256, each `.mlpackage` spec's inputs and outputs against the manifest,
+and the fp16 range of every tensor on these images — and lists the execution checks as waiting for macOS.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from minivlm.converters.manifest import needs_macos
+from minivlm.converters.tolerances import Tolerance, tolerance
+from minivlm.errors import ArtifactError, ParityError
+from minivlm.loading import ReferencePipeline
+
+from .checks import coreml_spec_checks, graph_checks, range_checks, structural
+from .goldens import check_goldens
+from .images import DEFAULT_PHOTOS, DEFAULT_SCENES, parity_images
+from .reference import ReferenceRun, run_image, run_reference
+from .report import ParityReport, write_report
+from .statistics import ErrorStats
+from .tasks import host_and_task_checks
+
+
+def _computes_in_fp16(manifest: dict) -> bool:
+    return manifest["target"] == "coreml" and manifest["precision"] in ("fp16", "int8")
+
+
+def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[Iterable], Iterable] = lambda it: it,
+                 platform: str = sys.platform) -> ParityReport:
+    """Compare the build in `build` with the reference run `ref` (see the module doc). Raises ArtifactError for
+    a folder that is not a valid build, ParityError if the reference is not the model it was built from; a
+    build that disagrees is a report with failed checks (`report.passed` False)."""
+    from minivlm.runtime import load_artifact, verify_build
+
+    t0 = time.perf_counter()
+    folder = Path(build)
+    manifest = verify_build(folder)
+    tol = _tolerance(folder, manifest)
+    source = ref.reference.source
+    if manifest["model"]["preset"] != ref.reference.config.name:
+        raise ParityError(f"{folder} is a build of {manifest['model']['preset']}, the reference is {ref.reference.config.name}")
+    check_goldens(folder, manifest, ref.reference, source)
+    checks = [structural("build", "files", f"sha256 of {len(manifest['files'])} files", True, "= manifest", "")]
+    not_checked: list[str] = []
+    range_report = None
+    if manifest["target"] == "coreml":
+        checks += coreml_spec_checks(folder, manifest)
+    if _computes_in_fp16(manifest):
+        ranges, range_report = range_checks(ref, manifest)
+        checks += ranges
+    graphs: dict[str, dict[str, ErrorStats]] = {}
+    per_image: list[dict] = []
+    if needs_macos(manifest) and platform != "darwin":
+        what = "Core ML" if manifest["target"] == "coreml" else "ExecuTorch Core ML delegate"
+        not_checked.append(f"running the graphs and the tasks: a {what} build runs only on macOS/iOS; run "
+                           f"`minivlm parity {folder}` or `pytest -m macos tests/parity` on a Mac")
+    else:
+        artifact = load_artifact(folder)
+        per_graph, graphs = graph_checks(artifact.pipeline.graphs.modules(), ref, manifest, tol)
+        pairs = [(r, run_image(artifact.pipeline, s)) for r, s in zip(ref.runs, progress(ref.images))]
+        task_checks, per_image = host_and_task_checks(pairs, tol)
+        checks += per_graph + task_checks
+    not_checked.append("native host-step ports (C++/Kotlin/Swift) replay the build's golden/ in their own tests")
+    return ParityReport(folder, manifest, source, [s.name for s in ref.images], tol, checks, graphs, per_image,
+                        not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform)
+
+
+def _tolerance(folder: Path, manifest: dict) -> Tolerance:
+    key = (manifest["target"], manifest["precision"])
+    try:
+        return tolerance(*key)
+    except KeyError:
+        raise ArtifactError(f"{folder} is a {key[0]} {key[1]} build, for which no parity tolerance exists") from None
+
+
+def reference_for(manifest: dict, model: str | None = None) -> ReferencePipeline:
+    """The reference a build is compared with: `model` if given, else the bundled weights of the build's model
+    name, else the weights file the build records as its source."""
+    from minivlm.loading import bundled_weights, load
+    from minivlm.python_ref.config import PRESETS
+
+    if model is not None:
+        return load(model)
+    name, source = manifest["model"]["name"], manifest["model"].get("source", "")
+    if name in PRESETS and bundled_weights(name) is not None:
+        return load(name)
+    if source and Path(source).is_file():
+        return load(source)
+    raise ParityError(f"the build's model {name!r} (source {source!r}) has no weights here to compare with; "
+                      f"pass --model with the .safetensors it was built from")
+
+
+def run_parity(build: str | Path, *, model: str | None = None, scenes: int = DEFAULT_SCENES,
+               photos: Iterable[str] = DEFAULT_PHOTOS, write: bool = True,
+               progress: Callable[[Iterable], Iterable] = lambda it: it) -> ParityReport:
+    """`minivlm parity`: verify the build (manifest, checksums, each graph's I/O against the model and its
+    runtime: seconds), then load the reference for it, run it on the parity images, compare, and write
+    `parity_report.json` into the build (unless `write` is False). A broken build fails before the reference runs."""
+    from minivlm.runtime import verify_build
+
+    manifest = verify_build(build)
+    _tolerance(Path(build), manifest)
+    ref = run_reference(reference_for(manifest, model), parity_images(scenes, photos), progress,
+                        fp16_range=_computes_in_fp16(manifest))
+    report = check_parity(build, ref, progress=progress)
+    if write:
+        write_report(report)
+    return report
