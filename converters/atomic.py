@@ -1,6 +1,6 @@
 """All-or-nothing writes: a file or a folder appears complete, or not at all, and nothing else is touched.
 
-Every writer in the SDK goes through here (docs/ARCHITECTURE.md, "Writing files"):
+Every writer in the SDK goes through here (docs/ARCHITECTURE.md §9):
 - `atomic_file(path)` writes a file through a uniquely named temporary sibling, renamed over `path` only when
   the block completes; any exception (KeyboardInterrupt included) removes the temporary file and leaves an
   existing `path` as it was.

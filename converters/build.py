@@ -3,7 +3,7 @@
 It traces the pipeline on real images (`samples.py`), measures every tensor's fp16 range, hands each graph to
 the target's `convert_graph` (here or in worker processes), writes vocabularies, goldens and `manifest.json`
 (with the sha256 of every file) into a temporary folder beside the destination, and renames it into place
-only when all of it exists (`build_folder.py`). docs/ARCHITECTURE.md ("The build") walks through it.
+only when all of it exists (`build_folder.py`). docs/ARCHITECTURE.md §6 walks through it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 a folder the user named: it refuses the root, home and current folder, refuses an existing folder unless
 `force`, and even then only replaces a folder the SDK wrote (a build whose manifest lists every file in it,
 or what the caller's `replaceable` accepts). A `.<name>.lock` beside `dest` keeps a second writer out, and
-termination signals unwind the block so nothing half-written stays (docs/ARCHITECTURE.md, "Writing files").
+termination signals unwind the block so nothing half-written stays (docs/ARCHITECTURE.md §9).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The build manifest's format: file names, schema, checksums, and what a build needs to run.
 
-`manifest.json` describes a build folder completely (docs/ARCHITECTURE.md, "The manifest"): the model and
+`manifest.json` describes a build folder completely (docs/ARCHITECTURE.md §6): the model and
 its config, the target and precision, every graph's file and I/O, host pre- and post-processing, the
 tolerances, the tools' versions and the sha256 of every file. `manifest_sha256` is the manifest's own checksum.
 This module is what readers of a build (`minivlm.runtime`, parity) import; writing one is `build.py`.

@@ -3,7 +3,7 @@
 `ClassifierGraph` (the `vqa` and `match` graphs), `CaptionPrefixGraph` and `CaptionStepGraph` each hold only
 the `Fusion` submodules they run (shared, not copied): torch.export lifts every parameter a module owns, used
 or not. Every graph names its tensors in `input_names` / `output_names` (as `tee.py`'s stages do); the
-layouts are in docs/ARCHITECTURE.md ("The six graphs").
+layouts are in docs/ARCHITECTURE.md §4.
 """
 
 from __future__ import annotations

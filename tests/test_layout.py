@@ -165,7 +165,7 @@ def test_no_import_cycle_anywhere():
 
 
 def test_every_python_file_is_under_400_lines():
-    """Small modules, one job each (docs/ARCHITECTURE.md, "Code layout"): code, tests, scripts and benchmarks."""
+    """Small modules, one job each (docs/ARCHITECTURE.md §9): code, tests, scripts and benchmarks."""
     skip = {".venv", "out", "build", ".git"}
     long = {p.relative_to(ROOT).as_posix(): n for p in ROOT.rglob("*.py")
             if not skip & set(p.relative_to(ROOT).parts) and (n := len(p.read_text().splitlines())) >= 400}
