@@ -300,26 +300,26 @@ def _fake_host_goldens(pipeline, traces, folder, model_name):
 
 
 def test_host_goldens_replace_only_host_goldens_atomically_with_normal_modes(monkeypatch, tmp_path):
-    from minivlm.converters import goldens
+    from minivlm.converters import host_goldens
 
-    monkeypatch.setattr(goldens, "golden_images", lambda: [])  # the folder swap is under test, not the tracing
-    monkeypatch.setattr(goldens, "write_host_goldens", _fake_host_goldens)
+    monkeypatch.setattr(host_goldens, "golden_images", lambda: [])  # the folder swap is under test, not the tracing
+    monkeypatch.setattr(host_goldens, "write_host_goldens", _fake_host_goldens)
     folder = tmp_path / "golden"
     old = os.umask(0o022)
     try:
-        goldens.update_host_goldens(None, "minivlm-tiny", folder)
+        host_goldens.update_host_goldens(None, "minivlm-tiny", folder)
         first = _snapshot(folder)
         assert {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.rglob("*")]} == {
             ".": 0o755, "photo_coffee": 0o755, "photo_coffee/proposals.inputs.deltas.bin": 0o644, "anchors.bin": 0o644,
             "index.json": 0o644, "manifest.json": 0o644, "vocabularies.json": 0o644, ".gitattributes": 0o644}
         (folder / "photo_coffee" / "my_notes.txt").write_text("mine")
         with pytest.raises(ConversionError, match=r"\(photo_coffee/my_notes.txt is not named in its index.json\)"):
-            goldens.update_host_goldens(None, "minivlm-tiny", folder)
+            host_goldens.update_host_goldens(None, "minivlm-tiny", folder)
         assert (folder / "photo_coffee" / "my_notes.txt").read_text() == "mine"
         (folder / "photo_coffee" / "my_notes.txt").unlink()
-        goldens.update_host_goldens(None, "minivlm-tiny", folder)
+        host_goldens.update_host_goldens(None, "minivlm-tiny", folder)
         with pytest.raises(ConversionError, match="is not a host goldens folder"):
-            goldens.update_host_goldens(None, "minivlm-tiny", tmp_path)  # e.g. --out pointing one level too high
+            host_goldens.update_host_goldens(None, "minivlm-tiny", tmp_path)  # e.g. --out pointing one level too high
     finally:
         os.umask(old)
     assert _snapshot(folder) == first
