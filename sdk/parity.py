@@ -442,17 +442,17 @@ def write_report(report: ParityReport, folder: Path | None = None) -> Path:
 
 
 def _load_golden(build: Path, golden_dir: str, entry: dict) -> torch.Tensor:
-    from minivlm.runtime import _inside
+    from minivlm.build_checks import inside
 
     dtype = np.dtype("bool") if entry["dtype"] == "bool" else np.dtype(entry["dtype"]).newbyteorder("<")
-    data = _inside(build, f"{golden_dir}/{entry['file']}").read_bytes()
+    data = inside(build, f"{golden_dir}/{entry['file']}").read_bytes()
     return torch.from_numpy(np.frombuffer(data, dtype=dtype).reshape(entry["shape"]).copy())
 
 
 def _golden_calls(build: Path, golden_dir: str) -> list[tuple[str, str, list[torch.Tensor], dict[str, torch.Tensor]]]:
     """(image, graph, inputs, outputs by name) of every graph call stored in the build's goldens; ArtifactError
     for an index that is not what minivlm-convert writes."""
-    from minivlm.runtime import _first_line
+    from minivlm.build_checks import first_line
 
     index_path = build / golden_dir / "index.json"
     try:
@@ -469,7 +469,7 @@ def _golden_calls(build: Path, golden_dir: str) -> list[tuple[str, str, list[tor
                     calls.append((image, graph, [_load_golden(build, golden_dir, e) for e in call["inputs"].values()],
                                   {name: _load_golden(build, golden_dir, e) for name, e in call["outputs"].items()}))
     except (KeyError, TypeError, ValueError, AttributeError, OSError) as err:
-        raise ArtifactError(f"{index_path} is malformed ({type(err).__name__}: {_first_line(err)}); rebuild with "
+        raise ArtifactError(f"{index_path} is malformed ({type(err).__name__}: {first_line(err)}); rebuild with "
                             f"minivlm-convert") from None
     return calls
 
@@ -662,7 +662,7 @@ def _coreml_spec_checks(build: Path, manifest: dict) -> list[Check]:
     that disagrees is already refused by `verify_build`; the rows show in the report what was checked)."""
     import coremltools as ct
 
-    from minivlm.runtime import coreml_io
+    from minivlm.build_checks import coreml_io
 
     checks = []
     for name in GRAPH_NAMES:
@@ -707,7 +707,8 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     """Compare the build in `build` with the reference run `ref` (see the module doc). Raises ArtifactError for
     a folder that is not a valid build, ParityError if the reference is not the model it was built from; a
     build that disagrees is a report with failed checks (`report.passed` False)."""
-    from minivlm.runtime import load_artifact, verify_build
+    from minivlm.build_checks import verify_build
+    from minivlm.runtime import load_artifact
 
     t0 = time.perf_counter()
     folder = Path(build)
@@ -773,7 +774,7 @@ def run_parity(build: str | Path, *, model: str | None = None, scenes: int = DEF
     """`minivlm parity`: verify the build (manifest, checksums, each graph's I/O against the model and its
     runtime: seconds), then load the reference for it, run it on the parity images, compare, and write
     `parity_report.json` into the build (unless `write` is False). A broken build fails before the reference runs."""
-    from minivlm.runtime import verify_build
+    from minivlm.build_checks import verify_build
 
     manifest = verify_build(build)
     _tolerance(Path(build), manifest)
