@@ -3,7 +3,8 @@
 `manifest.json` describes a build folder completely (docs/ARCHITECTURE.md §6): the model and
 its config, the target and precision, every graph's file and I/O, host pre- and post-processing, the
 tolerances, the tools' versions and the sha256 of every file. `manifest_sha256` is the manifest's own checksum.
-This module is what readers of a build (`minivlm.runtime`, parity) import; writing one is `build.py`.
+This module is what readers of a build (`minivlm.build_checks`, `minivlm.runtime`, parity) import; writing one
+is `build.py`.
 """
 
 from __future__ import annotations

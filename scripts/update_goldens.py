@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from minivlm.converters.goldens import update_host_goldens
+from minivlm.converters.host_goldens import update_host_goldens
 from minivlm.loading import load
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"

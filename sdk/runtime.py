@@ -1,43 +1,29 @@
 """`minivlm.load_artifact`: a build folder run by its real runtime behind the reference API (docs/ARCHITECTURE.md §6).
 
-A build is verified before anything runs (`verify_build`), each check a one-line ArtifactError naming what is
-wrong: the manifest's structure (every entry the SDK reads, of the type it expects), its own sha256 (an edit
-after the build), the sha256 of every file it lists (a missing, truncated or edited file), every path inside
-the folder and no symbolic links, the config against this SDK's preset, each graph's inputs and outputs
-(names, shapes, dtypes, order) against the model that config describes and against what the graph's own
-runtime reports, and the vocabularies. Each graph then gets one runner: ExecuTorch (`executorch.runtime`),
-TFLite (`ai_edge_litert` Interpreter, inputs and outputs mapped by the manifest's runtime names, never by
-position) or Core ML (macOS only). Runners are callables on torch tensors returning tuples, so python_ref's own
-host code (preprocess, proposals, region selection, packing, greedy/beam decoding) drives them exactly as it
-drives the eager graphs.
+A build is verified before anything runs (`build_checks.py`: the manifest, every file's sha256, the config, each
+graph's inputs and outputs against the model and against its runtime), and its vocabularies are checked. Each
+graph then gets one runner: ExecuTorch (`executorch.runtime`), TFLite (`ai_edge_litert` Interpreter, inputs and
+outputs mapped by the manifest's runtime names, never by position) or Core ML (macOS only). Runners are
+callables on torch tensors returning tuples, so python_ref's own host code (preprocess, proposals, region
+selection, packing, greedy/beam decoding) drives them exactly as it drives the eager graphs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from minivlm.converters.manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION, manifest_digest,
-                                         batch_axis, needs_macos, sha256_file)
-from minivlm.converters.targets import TARGETS
+from minivlm.build_checks import (TORCH_DTYPES, check_runtime_io, coreml_io, first_line, inside, load_coreml_spec,
+                                  load_error, load_executorch, load_tflite, verified_manifest)
+from minivlm.converters.manifest import needs_macos
 from minivlm.errors import ArtifactError, ConfigError, InputError
 from minivlm.loading import ReferencePipeline
-from minivlm.python_ref.config import MiniVLMConfig, get_config
-from minivlm.python_ref.pipeline import GRAPH_NAMES, Graphs, MiniVLM, Pipeline, Vocabularies
+from minivlm.python_ref.pipeline import GRAPH_NAMES, Graphs, Pipeline, Vocabularies
 from minivlm.python_ref.tokenizer import Tokenizer
-
-_TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "float16": torch.float16}
-# ExecuTorch's TensorInfo.dtype() is a c10 ScalarType code.
-_EXECUTORCH_DTYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64", 11: "bool"}
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ArtifactPipeline(ReferencePipeline):
@@ -49,325 +35,22 @@ class ArtifactPipeline(ReferencePipeline):
         self.manifest = manifest
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-# --- the manifest: structure, its own checksum, the files it lists ---------------------------------------------
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _one_of(choices) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, str) and v in choices
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and value != ""
-
-
-def check_manifest(manifest: Any, path: Path) -> dict:
-    """ArtifactError (one line, naming the key and what was expected) unless `manifest` has every entry the SDK
-    reads, each of the type it uses. The one place load_artifact and parity check a manifest's structure, so
-    nothing later meets a list where it indexes an object."""
-
-    def need(parent: dict, key: str, where: str, ok: Callable[[Any], bool], expected: str, optional: bool = False) -> Any:
-        name = f"{where}.{key}" if where else key
-        if key not in parent:
-            if optional:
-                return None
-            raise ArtifactError(f"{path} lacks {name}; expected {expected}")
-        if not ok(parent[key]):
-            raise ArtifactError(f"{path}: {name} is {_show(parent[key])}; expected {expected}")
-        return parent[key]
-
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{path} holds {_show(manifest)}; expected a JSON object")
-    version = manifest.get("schema_version")
-    if not _is_int(version):
-        raise ArtifactError(f"{path}: schema_version is {_show(version)}; expected the integer {SCHEMA_VERSION}")
-    if version != SCHEMA_VERSION:
-        raise ArtifactError(f"{path} has schema version {version}; this SDK reads version {SCHEMA_VERSION} "
-                            f"(rebuild with minivlm-convert)")
-    if MANIFEST_DIGEST not in manifest:
-        raise ArtifactError(f"{path} has no {MANIFEST_DIGEST} (an older minivlm-convert wrote it, or it was removed); "
-                            f"rebuild with minivlm-convert")
-    need(manifest, MANIFEST_DIGEST, "", lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "a sha256 hex digest")
-    is_dict = lambda v: isinstance(v, dict)  # noqa: E731
-    model = need(manifest, "model", "", is_dict, "an object with the model's name, preset and config")
-    need(model, "name", "model", _text, "the model's name")
-    need(model, "preset", "model", _text, "a preset name")
-    need(model, "config", "model", is_dict, "the model's config as an object")
-    need(model, "source", "model", lambda v: isinstance(v, str), "a string (the weights it was built from)", optional=True)
-    target = need(manifest, "target", "", _one_of(TARGETS), f"one of {', '.join(TARGETS)}")
-    spec = TARGETS[target]
-    need(manifest, "precision", "", _one_of(spec.precisions), f"one of {target}'s precisions: {', '.join(spec.precisions)}")
-    for key, choices in (("delegate", spec.delegates), ("compute_units", spec.compute_units)):
-        need(manifest, key, "", lambda v, c=choices: v is None or _one_of(c)(v),
-             f"null or one of {', '.join(choices)}" if choices else f"null (a {target} build has none)", optional=True)
-    files = need(manifest, "files", "", lambda v: isinstance(v, dict) and v,
-                 "an object mapping each file's path in the build to its sha256")
-    for rel, digest in files.items():
-        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-            raise ArtifactError(f"{path}: files[{rel!r}] is {_show(digest)}; expected a sha256 hex digest")
-    graphs = need(manifest, "graphs", "", is_dict, f"an object with the graphs {', '.join(GRAPH_NAMES)}")
-    missing, unknown = [g for g in GRAPH_NAMES if g not in graphs], [g for g in graphs if g not in GRAPH_NAMES]
-    if missing or unknown:
-        raise ArtifactError(f"{path}: graphs has {list(graphs)}; expected exactly {list(GRAPH_NAMES)}")
-    for name in GRAPH_NAMES:
-        where = f"graphs.{name}"
-        entry = need(graphs, name, "graphs", is_dict, "an object with the graph's file, inputs and outputs")
-        need(entry, "file", where, _text, "the graph's file name in the build folder")
-        for io in ("inputs", "outputs"):
-            tensors = need(entry, io, where, lambda v: isinstance(v, list) and v, "a non-empty list of tensors")
-            for k, tensor in enumerate(tensors):
-                at = f"{where}.{io}[{k}]"
-                if not is_dict(tensor):
-                    raise ArtifactError(f"{path}: {at} is {_show(tensor)}; expected an object (name, shape, dtype, ...)")
-                need(tensor, "name", at, _text, "the tensor's name")
-                shape = need(tensor, "shape", at, lambda v: isinstance(v, list) and v and all(_is_int(d) and d > 0 for d in v),
-                             "a list of positive integers")
-                need(tensor, "dtype", at, _one_of(_TORCH_DTYPES), f"one of {', '.join(_TORCH_DTYPES)}")
-                need(tensor, "batch_axis", at, lambda v, s=shape: _is_int(v) and 0 <= v < len(s), f"an axis of its shape, 0 to {len(shape) - 1}")
-                need(tensor, "runtime_name", at, _text, "the tensor's name in the runtime")
-                need(tensor, "runtime_dtype", at, _one_of(_TORCH_DTYPES), f"one of {', '.join(_TORCH_DTYPES)}")
-    tokenizer = need(manifest, "tokenizer", "", is_dict, "an object with the tokenizer's vocab_file")
-    need(tokenizer, "vocab_file", "tokenizer", _text, "the vocabulary file's name in the build folder")
-    need(manifest, "vocabularies_file", "", _text, "the vocabularies file's name in the build folder")
-    need(manifest, "golden_dir", "", _text, "the goldens' folder in the build", optional=True)
-    return manifest
-
-
-def read_manifest(folder: Path) -> dict:
-    """The parsed manifest of a build folder, its structure checked (`check_manifest`) and its own sha256 too:
-    ArtifactError if there is none, it is unreadable or malformed, or it was edited after the build."""
-    if not folder.is_dir():
-        raise ArtifactError(f"{folder} is not a build folder (it does not exist or is not a directory)")
-    path = folder / MANIFEST
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise ArtifactError(f"{path} is not a regular file; a build folder holds only the files minivlm-convert wrote")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{folder} has no {MANIFEST}; it is not a minivlm build") from None
-    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, too deeply nested
-        raise ArtifactError(f"{path} is unreadable: {type(err).__name__}: {_first_line(err)}") from None
-    check_manifest(manifest, path)
-    recorded, actual = manifest[MANIFEST_DIGEST], manifest_digest(manifest)
-    if recorded != actual:
-        raise ArtifactError(f"{path} was edited after the build (its content hashes to {actual[:12]}..., the build "
-                            f"recorded {recorded[:12]}...); restore it or rebuild with minivlm-convert")
-    return manifest
-
-
-def _inside(folder: Path, rel: str) -> Path:
-    """`folder / rel`, refused if it leaves the folder or goes through a symbolic link (a build has none)."""
-    parts = Path(rel).parts
-    if not parts or Path(rel).is_absolute() or ".." in parts:
-        raise ArtifactError(f"{MANIFEST} lists {rel!r}, which is not a path inside the build folder")
-    for i in range(1, len(parts) + 1):
-        part = folder.joinpath(*parts[:i])
-        if part.is_symlink():
-            raise ArtifactError(f"{folder}: {Path(*parts[:i]).as_posix()} is a symbolic link; a build folder holds "
-                                f"only the files minivlm-convert wrote (rebuild it, or copy it without links)")
-    return folder / rel
-
-
-def _graph_files(manifest: dict) -> dict[str, str]:
-    return {name: entry["file"] for name, entry in manifest["graphs"].items()}
-
-
-def verify_files(folder: Path, manifest: dict) -> None:
-    """ArtifactError naming the first file that is missing, not a regular file, or whose sha256 differs from the
-    manifest's; and the first file the SDK reads (graphs, vocabularies, goldens' index) that it does not cover."""
-    files = manifest["files"]
-    for rel, digest in files.items():
-        path = _inside(folder, rel)
-        if not path.exists():
-            raise ArtifactError(f"{folder}: {rel} is missing (listed in {MANIFEST})")
-        if not path.is_file():
-            raise ArtifactError(f"{folder}: {rel} is not a regular file (a folder or a device); rebuild it")
-        if sha256_file(path) != digest:
-            raise ArtifactError(f"{folder}: {rel} fails its sha256 check (tampered with or corrupt); rebuild it")
-    suffix = TARGETS[manifest["target"]].suffix
-    for name, rel in _graph_files(manifest).items():
-        path = _inside(folder, rel)
-        if Path(rel).suffix != suffix:
-            raise ArtifactError(f"{folder}: graph {name} file {rel} is not a {suffix} ({manifest['target']} build)")
-        if suffix != ".mlpackage":
-            if path.is_dir():
-                raise ArtifactError(f"{folder}: graph {name} file {rel} is a folder; expected a {suffix} file")
-            if rel not in files:
-                raise ArtifactError(f"{folder}: graph {name} file {rel} has no checksum in {MANIFEST}")
-            if path.stat().st_size == 0:
-                raise ArtifactError(f"{folder}: graph {name} file {rel} is empty; rebuild it")
-            continue
-        if not path.is_dir() or not any(f.startswith(rel.rstrip("/") + "/") for f in files):
-            raise ArtifactError(f"{folder}: graph {name} file {rel} is not a Core ML package folder whose files {MANIFEST} lists")
-        # No file may be added to a .mlpackage either (nor a link: rglob does not follow them).
-        extra = [p for p in path.rglob("*") if p.is_symlink() or p.is_file() and p.relative_to(folder).as_posix() not in files]
-        if extra:
-            raise ArtifactError(f"{folder}: {extra[0].relative_to(folder)} is not listed in {MANIFEST}")
-    goldens = manifest.get("golden_dir", GOLDEN_DIR)
-    _inside(folder, goldens)
-    for rel in (manifest["tokenizer"]["vocab_file"], manifest["vocabularies_file"], f"{goldens.rstrip('/')}/index.json"):
-        _inside(folder, rel)
-        if rel not in files:
-            raise ArtifactError(f"{folder}: {rel} has no checksum in {MANIFEST}")
-
-
-def _config(manifest: dict) -> MiniVLMConfig:
-    model = manifest["model"]
-    try:
-        cfg = get_config(model["preset"])
-    except ConfigError:
-        raise ArtifactError(f"the build is of model preset {model['preset']!r}, which this SDK does not know") from None
-    if json.loads(json.dumps(dataclasses.asdict(cfg))) != model["config"]:
-        raise ArtifactError(f"the build's {model['preset']} config differs from this SDK's; rebuild it with this version")
-    return cfg
-
-
 def _vocabularies(folder: Path, manifest: dict, cfg) -> Vocabularies:
-    path = _inside(folder, manifest["vocabularies_file"])
+    path = inside(folder, manifest["vocabularies_file"])
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         vocab = Vocabularies(**{k: tuple(v) for k, v in raw.items()})
         vocab.check(cfg)
     except (OSError, ValueError, TypeError, AttributeError) as err:  # ConfigError is a ValueError
-        raise ArtifactError(f"{path} is not a valid vocabularies file: {_first_line(err)}") from None
+        raise ArtifactError(f"{path} is not a valid vocabularies file: {first_line(err)}") from None
     return vocab
 
 
 def _tokenizer(folder: Path, manifest: dict) -> Tokenizer:
     try:
-        return Tokenizer.from_vocab(_inside(folder, manifest["tokenizer"]["vocab_file"]))
+        return Tokenizer.from_vocab(inside(folder, manifest["tokenizer"]["vocab_file"]))
     except (ConfigError, OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
-        raise ArtifactError(f"{manifest['tokenizer']['vocab_file']} is not a valid vocabulary: {_first_line(err)}") from None
-
-
-# --- graph I/O: the manifest against the model and against each graph's runtime ----------------------------------
-
-TensorIO = tuple[str, tuple[int, ...], str]  # (name, shape, dtype)
-
-
-@functools.lru_cache(maxsize=4)
-def model_graph_io(cfg: MiniVLMConfig) -> dict[str, tuple[tuple[TensorIO, ...], tuple[TensorIO, ...]]]:
-    """Each graph's inputs and outputs (name, shape, dtype, in order) at batch 1, as python_ref's model of `cfg`
-    defines them: the graphs run on the meta device (shapes only, no weights, about a second)."""
-    def io(names: tuple[str, ...], tensors) -> tuple[TensorIO, ...]:
-        return tuple((n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(names, tensors, strict=True))
-
-    tee = cfg.tee
-    with torch.device("meta"), torch.no_grad():
-        graphs = Graphs.of(MiniVLM(cfg).eval()).modules()
-        inputs = {"tee_stage1": (torch.zeros(1, 3, tee.image_size, tee.image_size),)}
-        *levels, _, _ = graphs["tee_stage1"](*inputs["tee_stage1"])  # pooler levels, objectness, deltas
-        inputs["tee_stage2"] = (*levels, torch.zeros(1, tee.rpn.post_nms_top_n, 4))  # the kept proposals
-        inputs |= {name: graphs[name].example_inputs() for name in GRAPH_NAMES[2:]}
-        return {name: (io(graphs[name].input_names, inputs[name]), io(graphs[name].output_names, graphs[name](*inputs[name])))
-                for name in GRAPH_NAMES}
-
-
-def _shape(shape) -> str:
-    return str(tuple(shape))
-
-
-def check_model_io(manifest: dict, cfg: MiniVLMConfig) -> None:
-    """ArtifactError naming the graph, the tensor and both values where the manifest's inputs or outputs (names,
-    order, shapes, dtypes, batch axes) differ from those of the model its config describes."""
-    preset = manifest["model"]["preset"]
-    for name, want in model_graph_io(cfg).items():
-        entry = manifest["graphs"][name]
-        for io, expected in zip(("inputs", "outputs"), want):
-            listed = [t["name"] for t in entry[io]]
-            if listed != [n for n, _, _ in expected]:
-                raise ArtifactError(f"graph {name} {io} are {listed} in {MANIFEST}; the {preset} model's are "
-                                    f"{[n for n, _, _ in expected]}")
-            for t, (tensor, shape, dtype) in zip(entry[io], expected):
-                axis = batch_axis(tensor)
-                for what, got, model in (("shape", _shape(t["shape"]), _shape(shape)), ("dtype", t["dtype"], dtype),
-                                         ("batch axis", t["batch_axis"], axis)):
-                    if got != model:
-                        raise ArtifactError(f"graph {name} {io[:-1]} {tensor} has {what} {got} in {MANIFEST}; "
-                                            f"the {preset} model's is {model}")
-
-
-def _check_runtime_io(name: str, entry: dict, file: str, have: dict[str, list[tuple[str | None, tuple, str]]]) -> None:
-    """ArtifactError naming the graph, the tensor and both values where what the runtime reports of the graph file
-    (`have[io]`: runtime name, or None where the runtime names none, shape, dtype, in the manifest's order)
-    differs from the manifest."""
-    for io in ("inputs", "outputs"):
-        if len(have[io]) != len(entry[io]):
-            raise ArtifactError(f"graph {name}: {file} has {len(have[io])} {io}, {MANIFEST} lists {len(entry[io])}")
-        for t, (runtime_name, shape, dtype) in zip(entry[io], have[io]):
-            for what, listed, got in (("runtime name", t["runtime_name"], runtime_name),
-                                      ("shape", _shape(t["shape"]), _shape(shape)), ("runtime dtype", t["runtime_dtype"], dtype)):
-                if got is not None and got != listed:
-                    raise ArtifactError(f"graph {name} {io[:-1]} {t['name']} has {what} {listed} in {MANIFEST}; "
-                                        f"{file} itself has {got}")
-
-
-def _executorch_io(program) -> dict[str, list]:
-    meta = program.metadata("forward")
-    dtype = lambda info: _EXECUTORCH_DTYPES.get(info.dtype(), f"ScalarType {info.dtype()}")  # noqa: E731
-    return {"inputs": [(None, tuple(i.sizes()), dtype(i)) for i in map(meta.input_tensor_meta, range(meta.num_inputs()))],
-            "outputs": [(None, tuple(o.sizes()), dtype(o)) for o in map(meta.output_tensor_meta, range(meta.num_outputs()))]}
-
-
-def _tflite_io(name: str, entry: dict, file: str, runner) -> dict[str, list]:
-    """The signature's tensors in the manifest's order (the runner maps them by name); ArtifactError for a name
-    the manifest lists and the signature lacks, or the other way round."""
-    have = {}
-    for io, details in (("inputs", runner.get_input_details()), ("outputs", runner.get_output_details())):
-        listed = [t["runtime_name"] for t in entry[io]]
-        if sorted(listed) != sorted(details):
-            raise ArtifactError(f"graph {name}: {file}'s signature {io} are {sorted(details)}; {MANIFEST} lists {listed}")
-        have[io] = [(n, tuple(int(d) for d in details[n]["shape"]), np.dtype(details[n]["dtype"]).name) for n in listed]
-    return have
-
-
-def coreml_io(spec) -> dict[str, list[TensorIO]]:
-    """A Core ML model spec's inputs and outputs (name, shape, dtype such as "float32"), in the spec's order."""
-    from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
-
-    def features(items) -> list[TensorIO]:
-        return [(f.name, tuple(f.type.multiArrayType.shape),
-                 ArrayFeatureType.ArrayDataType.Name(f.type.multiArrayType.dataType).lower()) for f in items]
-
-    return {"inputs": features(spec.description.input), "outputs": features(spec.description.output)}
-
-
-def _load_error(path: Path, runtime: str, err: BaseException) -> ArtifactError:
-    return ArtifactError(f"{path.name}: {runtime} cannot load it ({_first_line(err)}); the file is corrupt or truncated")
-
-
-def _load_executorch(path: Path):
-    """The program in a `.pte` and its method's inputs and outputs (read without loading the method, so this
-    works for a Core ML delegated program on Linux too)."""
-    from executorch.runtime import Runtime, Verification
-
-    try:
-        program = Runtime.get().load_program(path, verification=Verification.InternalConsistency)
-        return program, _executorch_io(program)
-    except Exception as err:  # pybind raises RuntimeError (and ValueError on bad arguments); no "forward"
-        raise _load_error(path, "executorch", err) from None
-
-
-def _load_coreml_spec(path: Path):
-    import coremltools as ct
-
-    try:
-        return ct.utils.load_spec(str(path))
-    except Exception as err:  # protobuf DecodeError, FileNotFoundError for a package without its model
-        raise _load_error(path, "coremltools", err) from None
+        raise ArtifactError(f"{manifest['tokenizer']['vocab_file']} is not a valid vocabulary: {first_line(err)}") from None
 
 
 # --- graph runners --------------------------------------------------------------------------------------------
@@ -408,17 +91,17 @@ class ExecuTorchGraph(_Graph):
 
     def __init__(self, path: Path, name: str, entry: dict) -> None:
         super().__init__(name, entry)
-        self._program, have = _load_executorch(path)
-        _check_runtime_io(name, entry, path.name, have)
+        self._program, have = load_executorch(path)
+        check_runtime_io(name, entry, path.name, have)
         try:
             self._method = self._program.load_method("forward")
         except Exception as err:
-            raise _load_error(path, "executorch", err) from None
+            raise load_error(path, "executorch", err) from None
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        feeds = [t.to(_TORCH_DTYPES[s["runtime_dtype"]]).contiguous() for s, t in zip(self.inputs, tensors)]
+        feeds = [t.to(TORCH_DTYPES[s["runtime_dtype"]]).contiguous() for s, t in zip(self.inputs, tensors)]
         outputs = self._method.execute(feeds)
-        return tuple(o.to(_TORCH_DTYPES[s["dtype"]]).clone() for s, o in zip(self.outputs, outputs))
+        return tuple(o.to(TORCH_DTYPES[s["dtype"]]).clone() for s, o in zip(self.outputs, outputs))
 
 
 class TFLiteGraph(_Graph):
@@ -427,14 +110,7 @@ class TFLiteGraph(_Graph):
 
     def __init__(self, path: Path, name: str, entry: dict) -> None:
         super().__init__(name, entry)
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            self._interpreter = Interpreter(model_path=str(path))
-            self._runner = self._interpreter.get_signature_runner()
-        except Exception as err:  # ValueError for a bad flatbuffer, RuntimeError from the C++ side
-            raise _load_error(path, "ai_edge_litert", err) from None
-        _check_runtime_io(name, entry, path.name, _tflite_io(name, entry, path.name, self._runner))
+        self._interpreter, self._runner = load_tflite(path, name, entry)
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         feeds = {s["runtime_name"]: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=s["runtime_dtype"])
@@ -451,12 +127,12 @@ class CoreMLGraph(_Graph):
         super().__init__(name, entry)
         import coremltools as ct
 
-        _check_runtime_io(name, entry, path.name, coreml_io(_load_coreml_spec(path)))
+        check_runtime_io(name, entry, path.name, coreml_io(load_coreml_spec(path)))
         units = {"all": "ALL", "cpu_and_ne": "CPU_AND_NE", "cpu_and_gpu": "CPU_AND_GPU", "cpu_only": "CPU_ONLY"}
         try:
             self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units[compute_units]))
         except Exception as err:
-            raise _load_error(path, "Core ML", err) from None
+            raise load_error(path, "Core ML", err) from None
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         feeds = {s["runtime_name"]: t.detach().cpu().numpy().astype(s["runtime_dtype"]) for s, t in zip(self.inputs, tensors)}
@@ -466,44 +142,13 @@ class CoreMLGraph(_Graph):
 
 def _runner(folder: Path, manifest: dict, name: str) -> _Graph:
     entry = manifest["graphs"][name]
-    path = _inside(folder, entry["file"])
+    path = inside(folder, entry["file"])
     target = manifest["target"]
     if target == "executorch":
         return ExecuTorchGraph(path, name, entry)
     if target == "tflite":
         return TFLiteGraph(path, name, entry)
     return CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
-
-
-def _verified(folder: Path) -> tuple[dict, MiniVLMConfig]:
-    """The manifest (structure, own sha256), every file's sha256, the config and the manifest's graph I/O
-    against the model: every check that needs no runtime."""
-    manifest = read_manifest(folder)
-    verify_files(folder, manifest)
-    cfg = _config(manifest)
-    check_model_io(manifest, cfg)
-    return manifest, cfg
-
-
-def verify_build(path: str | Path) -> dict:
-    """Check a build folder without running it and return its manifest: the manifest's structure and own
-    sha256, every file's sha256, the config, and each graph's inputs and outputs against both the model and
-    what the graph's runtime reports of the file (ExecuTorch's method metadata, the TFLite signature, the
-    Core ML spec; each readable on Linux). Seconds, even for a build whose graphs take minutes to compare:
-    `minivlm parity` runs it before any reference work. ArtifactError (one line) for the first problem."""
-    folder = Path(path)
-    manifest, _ = _verified(folder)
-    for name, entry in manifest["graphs"].items():
-        file = _inside(folder, entry["file"])
-        if manifest["target"] == "executorch":
-            _, have = _load_executorch(file)
-        elif manifest["target"] == "tflite":
-            TFLiteGraph(file, name, entry)  # loading it checks its signature
-            continue
-        else:
-            have = coreml_io(_load_coreml_spec(file))
-        _check_runtime_io(name, entry, file.name, have)
-    return manifest
 
 
 def load_artifact(path: str | Path) -> ArtifactPipeline:
@@ -514,7 +159,7 @@ def load_artifact(path: str | Path) -> ArtifactPipeline:
     the manifest, the model and the runtime, a config this SDK does not know, or a Core ML build off macOS.
     """
     folder = Path(path)
-    manifest, cfg = _verified(folder)
+    manifest, cfg = verified_manifest(folder)
     if needs_macos(manifest) and sys.platform != "darwin":
         what = "Core ML build" if manifest["target"] == "coreml" else "ExecuTorch build with the Core ML delegate"
         raise ArtifactError(f"{folder} is a {what}: running it needs macOS (Core ML); on {sys.platform} it can "
@@ -524,5 +169,4 @@ def load_artifact(path: str | Path) -> ArtifactPipeline:
     return ArtifactPipeline(Pipeline(cfg, tokenizer, vocab, Graphs.named(cfg.fusion, run)), folder, manifest)
 
 
-__all__ = ["ArtifactPipeline", "CoreMLGraph", "ExecuTorchGraph", "TFLiteGraph", "check_manifest", "check_model_io",
-           "coreml_io", "load_artifact", "model_graph_io", "read_manifest", "verify_build", "verify_files"]
+__all__ = ["ArtifactPipeline", "CoreMLGraph", "ExecuTorchGraph", "TFLiteGraph", "load_artifact"]

@@ -133,7 +133,7 @@ def coreml_spec_checks(build: Path, manifest: dict) -> list[Check]:
     that disagrees is already refused by `verify_build`; the rows show in the report what was checked)."""
     import coremltools as ct
 
-    from minivlm.runtime import coreml_io
+    from minivlm.build_checks import coreml_io
 
     checks = []
     for name in GRAPH_NAMES:

@@ -18,17 +18,17 @@ from .statistics import ErrorStats
 
 
 def _load_golden(build: Path, golden_dir: str, entry: dict) -> torch.Tensor:
-    from minivlm.runtime import _inside
+    from minivlm.build_checks import inside
 
     dtype = np.dtype("bool") if entry["dtype"] == "bool" else np.dtype(entry["dtype"]).newbyteorder("<")
-    data = _inside(build, f"{golden_dir}/{entry['file']}").read_bytes()
+    data = inside(build, f"{golden_dir}/{entry['file']}").read_bytes()
     return torch.from_numpy(np.frombuffer(data, dtype=dtype).reshape(entry["shape"]).copy())
 
 
 def _golden_calls(build: Path, golden_dir: str) -> list[tuple[str, str, list[torch.Tensor], dict[str, torch.Tensor]]]:
     """(image, graph, inputs, outputs by name) of every graph call stored in the build's goldens; ArtifactError
     for an index that is not what minivlm-convert writes."""
-    from minivlm.runtime import _first_line
+    from minivlm.build_checks import first_line
 
     index_path = build / golden_dir / "index.json"
     try:
@@ -45,7 +45,7 @@ def _golden_calls(build: Path, golden_dir: str) -> list[tuple[str, str, list[tor
                     calls.append((image, graph, [_load_golden(build, golden_dir, e) for e in call["inputs"].values()],
                                   {name: _load_golden(build, golden_dir, e) for name, e in call["outputs"].items()}))
     except (KeyError, TypeError, ValueError, AttributeError, OSError) as err:
-        raise ArtifactError(f"{index_path} is malformed ({type(err).__name__}: {_first_line(err)}); rebuild with "
+        raise ArtifactError(f"{index_path} is malformed ({type(err).__name__}: {first_line(err)}); rebuild with "
                             f"minivlm-convert") from None
     return calls
 

@@ -48,7 +48,8 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     """Compare the build in `build` with the reference run `ref` (see the module doc). Raises ArtifactError for
     a folder that is not a valid build, ParityError if the reference is not the model it was built from; a
     build that disagrees is a report with failed checks (`report.passed` False)."""
-    from minivlm.runtime import load_artifact, verify_build
+    from minivlm.build_checks import verify_build
+    from minivlm.runtime import load_artifact
 
     t0 = time.perf_counter()
     folder = Path(build)
@@ -114,7 +115,7 @@ def run_parity(build: str | Path, *, model: str | None = None, scenes: int = DEF
     """`minivlm parity`: verify the build (manifest, checksums, each graph's I/O against the model and its
     runtime: seconds), then load the reference for it, run it on the parity images, compare, and write
     `parity_report.json` into the build (unless `write` is False). A broken build fails before the reference runs."""
-    from minivlm.runtime import verify_build
+    from minivlm.build_checks import verify_build
 
     manifest = verify_build(build)
     _tolerance(Path(build), manifest)

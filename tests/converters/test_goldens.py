@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from minivlm.converters.goldens import (CAPTION_TOP_K, GOLDEN_STEP_CALLS, INDEX_VERSION, TOKENIZER_CASES, _check_replay,
-                                        _table, beam_record, greedy_record, reconstruct_logits, update_host_goldens)
+from minivlm.converters.caption_goldens import (CAPTION_TOP_K, beam_record, check_replay, decode_table, greedy_record,
+                                                reconstruct_logits)
+from minivlm.converters.goldens import GOLDEN_STEP_CALLS, INDEX_VERSION, TOKENIZER_CASES
+from minivlm.converters.host_goldens import update_host_goldens
 from minivlm.loading import bundled_weights, load
 from minivlm.python_ref.errors import ConversionError
 from minivlm.python_ref.packing import FusionInputs
@@ -101,11 +103,11 @@ def test_compact_caption_goldens_replay_and_a_wrong_table_is_caught(tiny_referen
     tr = _traced(tiny_reference)
     inputs = FusionInputs(*tr.steps["caption_packing"]["outputs"].values())
     for record in (greedy_record(tr, pipe.tokenizer), beam_record(pipe.graphs.caption, pipe.tokenizer, inputs, num_beams=3)):
-        table = _table(record, pipe.cfg.fusion.max_text_len, CAPTION_TOP_K)
-        _check_replay(record, table, pipe.graphs.caption, pipe.tokenizer, inputs)  # the recorded caption comes back
+        table = decode_table(record, pipe.cfg.fusion.max_text_len, CAPTION_TOP_K)
+        check_replay(record, table, pipe.graphs.caption, pipe.tokenizer, inputs)  # the recorded caption comes back
         wrong = dict(table, top_indices=table["top_indices"].roll(1, dims=1))  # each row's best logit on another word
         with pytest.raises(ConversionError, match="replays to|unrecorded history"):
-            _check_replay(record, wrong, pipe.graphs.caption, pipe.tokenizer, inputs)
+            check_replay(record, wrong, pipe.graphs.caption, pipe.tokenizer, inputs)
 
 
 def test_rebuilt_logits_keep_the_top_k_and_the_logsumexp():
@@ -195,7 +197,7 @@ def test_committed_host_goldens_are_current(tmp_path):
 def test_duplicate_histories_in_one_batch_are_compared_within_a_tolerance(tiny_reference):
     """Beam search's first call runs every beam on [CLS]: rows that differ in the last bits (other CPUs' kernels)
     make one table row; rows that really differ stop the build."""
-    from minivlm.converters.goldens import DUPLICATE_ROW_TOL, DecodeRecord
+    from minivlm.converters.caption_goldens import DUPLICATE_ROW_TOL, DecodeRecord
 
     pipe = tiny_reference.pipeline
     tr = _traced(tiny_reference)
@@ -211,15 +213,15 @@ def test_duplicate_histories_in_one_batch_are_compared_within_a_tolerance(tiny_r
         return DecodeRecord(record.num_beams, record.length_penalty, record.max_caption_tokens, record.caption,
                             record.text, rows)
 
-    table = _table(with_first_rows(DUPLICATE_ROW_TOL / 10), pipe.cfg.fusion.max_text_len, CAPTION_TOP_K)
+    table = decode_table(with_first_rows(DUPLICATE_ROW_TOL / 10), pipe.cfg.fusion.max_text_len, CAPTION_TOP_K)
     assert int((table["histories"][:, 1] == -1).sum()) == 1  # one row for the history [CLS]
-    _check_replay(record, table, pipe.graphs.caption, pipe.tokenizer, inputs)
+    check_replay(record, table, pipe.graphs.caption, pipe.tokenizer, inputs)
     with pytest.raises(ConversionError, match=r"history \[101\] have logits .* apart"):
-        _table(with_first_rows(DUPLICATE_ROW_TOL * 10), pipe.cfg.fusion.max_text_len, CAPTION_TOP_K)
+        decode_table(with_first_rows(DUPLICATE_ROW_TOL * 10), pipe.cfg.fusion.max_text_len, CAPTION_TOP_K)
 
 
 def _one_step_record(logits: list[float], num_beams: int = 1):
-    from minivlm.converters.goldens import DecodeRecord
+    from minivlm.converters.caption_goldens import DecodeRecord
     from minivlm.python_ref.generate import Caption
 
     row = torch.tensor(logits)
@@ -227,7 +229,7 @@ def _one_step_record(logits: list[float], num_beams: int = 1):
 
 
 def test_closest_beam_tie_is_the_gap_between_the_top_candidates():
-    from minivlm.converters.goldens import closest_beam_tie
+    from minivlm.converters.caption_goldens import closest_beam_tie
 
     assert closest_beam_tie(_one_step_record([0, 1, 2, 3, 4, 5])) == pytest.approx(1.0)
     near = closest_beam_tie(_one_step_record([0, 1, 2, 3 + 2e-6, 3, 5]))  # 3rd and 2nd best almost equal
@@ -238,24 +240,25 @@ def test_closest_beam_tie_is_the_gap_between_the_top_candidates():
 
 def test_a_beam_decode_on_a_near_tie_is_left_out_saying_so_and_any_other_failure_stops(tiny_reference, monkeypatch,
                                                                                         tmp_path):
-    from minivlm.converters import goldens
+    from minivlm.converters import caption_goldens
+    from minivlm.converters.goldens import GoldenWriter
 
     tr = _traced(tiny_reference)
     pipe = tiny_reference.pipeline
-    real = goldens._check_replay
+    real = caption_goldens.check_replay
 
     def beams_diverge(record, *args):
         if record.num_beams > 1:
             raise ConversionError("replaying the compact caption golden asked for unrecorded history [101, 7]")
         return real(record, *args)
 
-    monkeypatch.setattr(goldens, "_check_replay", beams_diverge)
-    monkeypatch.setattr(goldens, "closest_beam_tie", lambda record: 3e-6)
-    w = goldens._Writer(tmp_path)
-    out = goldens._caption_decoding(w, tr, pipe)
+    monkeypatch.setattr(caption_goldens, "check_replay", beams_diverge)
+    monkeypatch.setattr(caption_goldens, "closest_beam_tie", lambda record: 3e-6)
+    w = GoldenWriter(tmp_path)
+    out = caption_goldens.caption_decoding(tr, pipe, w.group)
     assert "beam" not in out and "greedy" in out
     assert "3e-06 apart" in out["beam_omitted"] and "unrecorded history [101, 7]" in out["beam_omitted"]
     assert not list(tmp_path.rglob("*beam*"))  # nothing of the beam table was written
-    monkeypatch.setattr(goldens, "closest_beam_tie", lambda record: 0.5)
+    monkeypatch.setattr(caption_goldens, "closest_beam_tie", lambda record: 0.5)
     with pytest.raises(ConversionError, match="unrecorded history"):
-        goldens._caption_decoding(w, tr, pipe)
+        caption_goldens.caption_decoding(tr, pipe, w.group)

@@ -64,7 +64,7 @@ func assertClose(_ got: [Float], _ expected: [Float], _ tol: Float, relative: Bo
     }
 }
 
-/// A decode table of converters/goldens.py: logits rows by token history ([CLS] first).
+/// A decode table of converters/caption_goldens.py: logits rows by token history ([CLS] first).
 struct DecodeTable {
     var rows: [[Int64]: Int] = [:]
     let topIndices: [Int64], topLogits: [Float], restLogsumexp: [Float]

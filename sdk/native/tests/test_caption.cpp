@@ -1,7 +1,7 @@
 // The whole caption decode (greedy and beam search) of every golden image, through mvlm_caption_decode with a
 // callback that replays python_ref's caption_step results:
 // - rows are looked up by each beam's token history (index.json "caption_decoding": top-k logits, indices and
-//   the logsumexp of the others, from which a full row is rebuilt exactly as converters/goldens.py does);
+//   the logsumexp of the others, from which a full row is rebuilt exactly as converters/caption_goldens.py does);
 // - where the goldens hold the real caption_step calls (a build's golden/), their inputs must be reproduced
 //   exactly and their real outputs are returned;
 // - every call also checks what the core hands the graph: history, token and position ids, the prefix K/V and
@@ -75,7 +75,7 @@ float fingerprint(const std::vector<int64_t>& history, size_t element, bool valu
   return value ? -f - 0.5f : f;
 }
 
-// A full logits row from a table row (as converters/goldens.py `reconstruct_logits`).
+// A full logits row from a table row (as converters/caption_goldens.py `reconstruct_logits`).
 void rebuild(const Table& t, size_t m, size_t vocab, float* row) {
   float lowest = std::numeric_limits<float>::infinity();
   for (size_t j = 0; j < t.k; ++j) lowest = std::min(lowest, t.top_logits[m * t.k + j]);

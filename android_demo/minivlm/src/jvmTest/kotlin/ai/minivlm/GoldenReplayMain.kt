@@ -58,7 +58,7 @@ fun assertClose(got: FloatArray, expected: FloatArray, tol: Double, what: String
     assertTrue(at < 0, "$what: max |diff| $worst at $at (got ${got.getOrNull(at)}, expected ${expected.getOrNull(at)}), tolerance $tol${if (relative) " x max(1, |e|)" else ""}")
 }
 
-/** The table of one recorded decode (converters/goldens.py `_table`): rows by token history, [CLS] first. */
+/** The table of one recorded decode (converters/caption_goldens.py `decode_table`): rows by token history, [CLS] first. */
 class DecodeTable(golden: Golden, table: JsonPath, private val vocab: Int) {
     private val rows = HashMap<List<Long>, Int>()
     private val topIndices: LongArray
@@ -80,7 +80,7 @@ class DecodeTable(golden: Golden, table: JsonPath, private val vocab: Int) {
         restLogsumexp = golden.array(table["rest_logsumexp"]).floats()
     }
 
-    /** The full logits row of `history` (converters/goldens.py `reconstruct_logits`). */
+    /** The full logits row of `history` (converters/caption_goldens.py `reconstruct_logits`). */
     fun logits(history: List<Long>): FloatArray {
         val m = rows[history] ?: throw AssertionError("the decoder asked for unrecorded history $history")
         var lowest = Float.POSITIVE_INFINITY
@@ -126,7 +126,7 @@ fun i64(t: Tensor?): LongArray = (t as Tensor.I64).toArray()
 
 /**
  * caption_step replayed from a decode table: the history of a batch-1 call is its cache's stored keys plus the
- * fed token, because this fake returns the fed token as every new key (converters/goldens.py `_check_replay`).
+ * fed token, because this fake returns the fed token as every new key (converters/caption_goldens.py `check_replay`).
  */
 fun stepReplay(spec: GraphSpec, table: () -> DecodeTable, c: CoreConfig) = FakeRunner(spec) { inputs ->
     val tokenIds = i64(inputs["token_ids"]); val positions = i64(inputs["position_ids"])
