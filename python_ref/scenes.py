@@ -127,7 +127,7 @@ def _apart(box: tuple[int, int, int, int], placed: list[tuple[int, int, int, int
     )
 
 
-def _place(rng: np.random.Generator, shape: str, placed: list) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+def place_shape(rng: np.random.Generator, shape: str, placed: list) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
     """Rejection-sample a size and position for `shape` apart from `placed`; None after PLACEMENT_TRIES."""
     low, high = _size_range(shape)
     for _ in range(PLACEMENT_TRIES):
@@ -162,7 +162,7 @@ def render_scene(rng: np.random.Generator) -> Scene:
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         colour = COLOURS[int(rng.integers(len(COLOURS)))]
         rgb = np.asarray(COLOUR_RGB[colour]) + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3)
-        spot = _place(rng, shape, boxes)
+        spot = place_shape(rng, shape, boxes)
         if spot is None:
             continue
         (x1, y1, x2, y2), mask = spot

@@ -83,7 +83,7 @@ def _used(mask: torch.Tensor) -> int:
     return int(valid[-1]) + 1 if valid.numel() else 1
 
 
-def _trimmed(ids: torch.Tensor, mask: torch.Tensor, *more: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def trimmed(ids: torch.Tensor, mask: torch.Tensor, *more: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """A padded segment without the trailing columns no row of the batch uses.
 
     Padded keys are masked out and padded queries carry no loss, so dropping them changes no hidden state
@@ -131,7 +131,7 @@ def caption_query_states(
     query per position t (position id t) that sees the real tokens before t, the tags+regions and itself;
     real tokens and the prefix attend as in the seq2seq mask and never see a query. So every query equals a
     decoding step and one pass teaches all steps (a training arrangement only: the model is unchanged).
-    Text and tags may come without their trailing padding (see `_trimmed`).
+    Text and tags may come without their trailing padding (see `trimmed`).
     """
     enc = fusion.encoder
     b, ta = text_ids.shape
@@ -181,9 +181,9 @@ class FusionObjective(nn.Module):
         n = cache.tag_ids.shape[0]
         scenes = torch.randint(0, n, (s.fusion_batch,), generator=generator)
         tag_rows, matched = self._polluted(cache, scenes, generator)
-        text = _trimmed(cache.caption_ids[scenes], cache.caption_mask[scenes])
-        tags = _trimmed(cache.tag_ids[tag_rows], cache.tag_mask[tag_rows], cache.tag_types[tag_rows])
-        regions = _trimmed(cache.regions[scenes], cache.region_mask[scenes])
+        text = trimmed(cache.caption_ids[scenes], cache.caption_mask[scenes])
+        tags = trimmed(cache.tag_ids[tag_rows], cache.tag_mask[tag_rows], cache.tag_types[tag_rows])
+        regions = trimmed(cache.regions[scenes], cache.region_mask[scenes])
         losses = {}
         if stage == "pretrain":
             ids, mask = torch.cat([text[0], tags[0]], dim=1), torch.cat([text[1], tags[1]], dim=1)
@@ -194,7 +194,7 @@ class FusionObjective(nn.Module):
             losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched)
             return losses
         # finetune: captions (true tags, seq2seq + one query per position), VQA (true tags, full), match (polluted)
-        true_tags = _trimmed(cache.tag_ids[scenes], cache.tag_mask[scenes], cache.tag_types[scenes])
+        true_tags = trimmed(cache.tag_ids[scenes], cache.tag_mask[scenes], cache.tag_types[scenes])
         hidden = caption_query_states(self.fusion, self.tokenizer.mask_id, *text, true_tags[0], true_tags[2],
                                       true_tags[1], *regions)
         caption_ids, caption_mask = text
@@ -202,12 +202,12 @@ class FusionObjective(nn.Module):
         losses["caption"] = self._mlm(hidden, labels, s.label_smoothing)  # label-smoothed as OSCAR
         q = torch.randint(0, cache.question_ids.shape[0], (s.vqa_batch,), generator=generator)
         qs = cache.question_scene[q]
-        q_tags = _trimmed(cache.tag_ids[qs], cache.tag_mask[qs], cache.tag_types[qs])
-        hidden = full_attention_states(self.fusion, *_trimmed(cache.question_ids[q], cache.question_mask[q]),
-                                       q_tags[0], q_tags[2], q_tags[1], *_trimmed(cache.regions[qs], cache.region_mask[qs]))
+        q_tags = trimmed(cache.tag_ids[qs], cache.tag_mask[qs], cache.tag_types[qs])
+        hidden = full_attention_states(self.fusion, *trimmed(cache.question_ids[q], cache.question_mask[q]),
+                                       q_tags[0], q_tags[2], q_tags[1], *trimmed(cache.regions[qs], cache.region_mask[qs]))
         losses["vqa"] = F.cross_entropy(self.fusion.vqa_logits(hidden), cache.answers[q])
         m = slice(0, s.match_batch)  # the first scenes of the batch, half of them with polluted tags
-        text, tags, regions = (_trimmed(*(t[m] for t in part)) for part in (text, tags, regions))
+        text, tags, regions = (trimmed(*(t[m] for t in part)) for part in (text, tags, regions))
         hidden = full_attention_states(self.fusion, *text, tags[0], tags[2], tags[1], *regions)
         losses["match"] = F.cross_entropy(self.fusion.match_logits(hidden), matched[m])
         return losses

@@ -154,7 +154,7 @@ def test_four_large_objects_always_fit():
     for _ in range(200):
         placed = []
         for shape in rng.choice(SHAPES, size=4):
-            spot = scenes._place(rng, str(shape), placed)
+            spot = scenes.place_shape(rng, str(shape), placed)
             assert spot is not None
             placed.append(spot[0])
 

@@ -279,7 +279,7 @@ def test_trimmed_segments_give_the_full_layouts_hidden_states():
     from minivlm.python_ref.fusion import AttentionKind, Fusion
     from minivlm.python_ref.packing import pack_inputs
     from minivlm.python_ref.tokenizer import Tokenizer
-    from minivlm.training.objectives import _trimmed, full_attention_states
+    from minivlm.training.objectives import trimmed, full_attention_states
 
     torch.manual_seed(0)
     cfg = tiny().fusion
@@ -293,9 +293,9 @@ def test_trimmed_segments_give_the_full_layouts_hidden_states():
     with torch.no_grad():
         expected = fusion.encode(full["input_ids"], full["token_type_ids"], full["token_mask"], full["regions"],
                                  full["region_mask"], AttentionKind.FULL)
-        text = _trimmed(full["input_ids"][:, :ta], full["token_mask"][:, :ta])
-        tags = _trimmed(full["input_ids"][:, ta:], full["token_mask"][:, ta:], full["token_type_ids"][:, ta:])
-        regions = _trimmed(full["regions"], full["region_mask"])
+        text = trimmed(full["input_ids"][:, :ta], full["token_mask"][:, :ta])
+        tags = trimmed(full["input_ids"][:, ta:], full["token_mask"][:, ta:], full["token_type_ids"][:, ta:])
+        regions = trimmed(full["regions"], full["region_mask"])
         got = full_attention_states(fusion, *text, tags[0], tags[2], tags[1], *regions)
     t, g, r = text[0].shape[1], tags[0].shape[1], regions[0].shape[1]
     assert t < ta and g < full["input_ids"].shape[1] - ta and r < full["regions"].shape[1]  # something was trimmed
