@@ -1,0 +1,115 @@
+"""Typed, frozen configurations of the EfficientVLM family (X-VLM layout) and its named presets.
+
+Numbers follow EfficientVLM (Wang et al., arXiv 2210.07795) and its code (swaggy-TN/EfficientVLM `configs/`:
+`config_clipvit_B.json`, `Pretrain_XVLM_small_4m.yaml`): the teacher is X-VLM-clip (CLIP ViT-B/16, 12 vision
+layers; BERT-base with 6 text and 6 cross-modal layers), the paper's student keeps 6 / 3 / 3 layers at the
+same width. Images are 224² in pre-training (fine-tuning uses 384² or 480²; positions are interpolated then).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from ..errors import ConfigError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation, which X-VLM-clip keeps
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """CLIP ViT: patch conv (no bias), class token, learned positions, pre-LN blocks with quick_gelu."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: int = 4
+    layer_norm_eps: float = 1e-5
+    pixel_mean: tuple[float, float, float] = CLIP_MEAN
+    pixel_std: tuple[float, float, float] = CLIP_STD
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.width % self.heads:
+            raise ConfigError(f"vision width {self.width} is not divisible by {self.heads} heads")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Image tokens the text attends to: the class token and every patch."""
+        return self.num_patches + 1
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """BERT: `text_layers` text-only layers, then `cross_layers` layers with cross-attention to the image
+    (X-VLM's `fusion_layer` split of one BERT stack). Post-LN, GELU, as HF `BertModel`."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    text_layers: int = 6
+    cross_layers: int = 6
+    heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    max_text_len: int = 40  # tokens a question or caption is padded to, [CLS] and [SEP] included
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.heads:
+            raise ConfigError(f"text hidden_size {self.hidden_size} is not divisible by {self.heads} heads")
+        if self.max_text_len > self.max_position_embeddings:
+            raise ConfigError(f"max_text_len {self.max_text_len} exceeds max_position_embeddings "
+                              f"{self.max_position_embeddings}")
+
+
+@dataclass(frozen=True)
+class EfficientVLMConfig:
+    """The whole model: vision, text/cross-modal stack, and the heads (ITC projection, ITM, MLM, VQA)."""
+
+    name: str = "efficientvlm-teacher"
+    vision: ViTConfig = field(default_factory=ViTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    embed_dim: int = 256  # ITC projection (X-VLM `embed_dim`)
+    temperature: float = 0.07  # ITC's initial temperature (learned, clamped to [0.001, 0.5] as X-VLM)
+    num_answers: int = 3129  # VQA v2's answer list
+
+
+def efficientvlm_teacher() -> EfficientVLMConfig:
+    """X-VLM-clip, the teacher: 12 vision / 6 text / 6 cross-modal layers at width 768."""
+    return EfficientVLMConfig()
+
+
+def efficientvlm_paper() -> EfficientVLMConfig:
+    """The paper's student before pruning: 6 vision / 3 text / 3 cross-modal layers at width 768."""
+    cfg = EfficientVLMConfig(name="efficientvlm-paper")
+    return replace(cfg, vision=replace(cfg.vision, layers=6), text=replace(cfg.text, text_layers=3, cross_layers=3))
+
+
+def efficientvlm_tiny() -> EfficientVLMConfig:
+    """Random-init model of the same shape for fast tests (seconds on a CPU)."""
+    return EfficientVLMConfig(
+        name="efficientvlm-tiny",
+        vision=ViTConfig(image_size=32, patch_size=8, width=32, layers=2, heads=4),
+        text=TextConfig(vocab_size=30522, hidden_size=32, text_layers=1, cross_layers=2, heads=4,
+                        intermediate_size=64, max_position_embeddings=64, max_text_len=16),
+        embed_dim=16, num_answers=7)
+
+
+PRESETS: dict[str, Callable[[], EfficientVLMConfig]] = {
+    "efficientvlm-teacher": efficientvlm_teacher,
+    "efficientvlm-paper": efficientvlm_paper,
+    "efficientvlm-tiny": efficientvlm_tiny,
+}
+
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "EfficientVLMConfig", "PRESETS", "TextConfig", "ViTConfig", "efficientvlm_paper",
+           "efficientvlm_teacher", "efficientvlm_tiny"]
