@@ -1,0 +1,124 @@
+"""The CLIP ViT image encoder of EfficientVLM / X-VLM-clip, as one export-friendly module.
+
+Follows OpenAI CLIP `clip/model.py` (`VisionTransformer`, `ResidualAttentionBlock`, `QuickGELU`) and HF
+transformers `models/clip/modeling_clip.py` (`CLIPVisionModel`); X-VLM (zengyan-97/X-VLM
+`models/clip_vit.py`, `CLIPVisionTransformer`) is the same network, except that it applies the final
+LayerNorm to every token and returns them all, class token first: those are the image tokens the text
+cross-attends to. HF `CLIPVisionModel` instead returns the blocks' output un-normalised in
+`last_hidden_state` and applies `post_layernorm` to the class token only (`pooler_output`), so our output is
+HF's `post_layernorm(last_hidden_state)`, and our class token is HF's `pooler_output`.
+
+    images (B, 3, S, S) -> patch conv (no bias) -> [class | patches] + positions -> ln_pre
+        -> layers x (x + attn(ln_1 x); x + mlp(ln_2 x))  with quick_gelu -> ln_post -> (B, 1 + (S/P)², width)
+
+Written like `fusion.py` for export (docs/ARCHITECTURE.md §3): static shapes from the config, attention as
+3-D `bmm` + softmax, the mean/rsqrt LayerNorm of `fusion.py`, no tensor-dependent Python branch. Inputs are
+checked outside the graph by `check_images`. Key maps of the upstream checkpoint layouts: `vit_weights.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..fusion import LayerNorm
+from .config import ViTConfig
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """CLIP's GELU approximation, x·σ(1.702x): the activation the CLIP weights were trained with."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all tokens (no mask: every image token sees every other).
+
+    q/k/v are three Linears, as HF `CLIPAttention` and X-VLM store them; OpenAI's fused `in_proj` is split
+    when its weights are loaded (`vit_weights.split_openai_in_proj`).
+    """
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(width, width) for _ in range(4))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, W) -> (B*heads, T, head_dim)."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2).reshape(b * self.heads, t, self.head_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, w = x.shape
+        q = self._heads(self.q_proj(x)) * (1.0 / math.sqrt(self.head_dim))  # scaled before the product, as CLIP
+        scores = torch.bmm(q, self._heads(self.k_proj(x)).transpose(1, 2))  # (B*heads, T, T)
+        ctx = torch.bmm(torch.softmax(scores, dim=-1), self._heads(self.v_proj(x)))  # (B*heads, T, head_dim)
+        return self.out_proj(ctx.view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, w))
+
+
+class Block(nn.Module):
+    """OpenAI `ResidualAttentionBlock` / HF `CLIPEncoderLayer` (pre-LN): x + attn(ln_1 x), then x + mlp(ln_2 x)."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(cfg.width, cfg.layer_norm_eps)
+        self.attn = Attention(cfg.width, cfg.heads)
+        self.ln_2 = LayerNorm(cfg.width, cfg.layer_norm_eps)
+        self.mlp_in = nn.Linear(cfg.width, cfg.width * cfg.mlp_ratio)
+        self.mlp_out = nn.Linear(cfg.width * cfg.mlp_ratio, cfg.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp_out(quick_gelu(self.mlp_in(self.ln_2(x))))
+
+
+class VisionTransformer(nn.Module):
+    """images (B, 3, S, S) float32, normalised with the config's CLIP mean/std -> (B, 1 + (S/P)², width).
+
+    Every token goes through `ln_post` (X-VLM); token 0 is the class token. S is fixed by the config:
+    the position table has exactly `cfg.num_tokens` rows (fine-tuning at another size interpolates the
+    table when loading, which is not done here).
+    State dict: `patch_embed.weight`, `class_embedding`, `position_embedding`, `ln_pre.*`,
+    `blocks.{i}.{ln_1,attn.{q,k,v,out}_proj,ln_2,mlp_in,mlp_out}.*`, `ln_post.*`.
+    """
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.patch_embed = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        scale = w**-0.5  # OpenAI CLIP's init scale for the class token and positions
+        self.class_embedding = nn.Parameter(scale * torch.randn(w))
+        self.position_embedding = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
+        self.ln_pre = LayerNorm(w, cfg.layer_norm_eps)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_post = LayerNorm(w, cfg.layer_norm_eps)
+        self.input_names = ("images",)
+        self.output_names = ("image_tokens",)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b = images.shape[0]
+        patches = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, (S/P)², W), row-major grid
+        cls = self.class_embedding.view(1, 1, -1).expand(b, 1, self.cfg.width)
+        x = self.ln_pre(torch.cat([cls, patches], dim=1) + self.position_embedding)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x)
+
+
+def check_images(images: object, cfg: ViTConfig) -> None:
+    """Raise InputError (one line) unless `images` is a finite float32 tensor (B, 3, S, S), S = cfg.image_size."""
+    s = cfg.image_size
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"images is a {type(images).__name__}, expected a torch.Tensor (B, 3, {s}, {s})")
+    if images.dim() != 4 or images.shape[0] < 1 or tuple(images.shape[1:]) != (3, s, s):
+        raise InputError(f"images shape is {tuple(images.shape)}, expected (B, 3, {s}, {s}) with B >= 1")
+    if images.dtype != torch.float32:
+        raise InputError(f"images dtype is {images.dtype}, expected torch.float32 (CLIP-normalised pixels)")
+    if not bool(torch.isfinite(images).all()):
+        raise InputError("images contain NaN or infinite values")
+
+
+__all__ = ["Attention", "Block", "VisionTransformer", "check_images", "quick_gelu"]
