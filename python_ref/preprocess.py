@@ -63,3 +63,19 @@ def preprocess(image: np.ndarray, size: int, mean: tuple[float, ...], std: tuple
     out = torch.zeros(1, 3, size, size, dtype=torch.float32)
     out[:, :, : box.resized_height, : box.resized_width] = normalised
     return out, box
+
+
+def check_images(images: object, image_size: int) -> None:
+    """Raise InputError (one line) unless `images` is a finite float32 tensor (B, 3, S, S), S = `image_size`:
+    what an image encoder's graph takes (TEE stage 1, the EfficientVLM ViT), checked outside the graph."""
+    s = image_size
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"images is a {type(images).__name__}, expected a torch.Tensor (B, 3, {s}, {s})")
+    if images.dim() != 4:
+        raise InputError(f"images has rank {images.dim()} (shape {tuple(images.shape)}), expected 4: (B, 3, {s}, {s})")
+    if images.dtype != torch.float32:
+        raise InputError(f"images dtype is {images.dtype}, expected torch.float32 (normalised pixels)")
+    if images.shape[0] < 1 or tuple(images.shape[1:]) != (3, s, s):
+        raise InputError(f"images shape is {tuple(images.shape)}, expected (B, 3, {s}, {s}) with B >= 1")
+    if not bool(torch.isfinite(images).all()):
+        raise InputError("images contain NaN or infinite values")

@@ -94,21 +94,6 @@ class TEEStage2(nn.Module):
         return tuple(y.reshape(b, r, y.shape[-1]) for y in outputs)
 
 
-def check_images(images: object, cfg: TEEConfig) -> None:
-    """Raise InputError unless `images` is a finite float32 tensor (B, 3, S, S) with S = cfg.image_size."""
-    s = cfg.image_size
-    if not isinstance(images, torch.Tensor):
-        raise InputError(f"images is a {type(images).__name__}, expected a torch.Tensor (B, 3, {s}, {s})")
-    if images.dim() != 4:
-        raise InputError(f"images has rank {images.dim()} (shape {tuple(images.shape)}), expected 4: (B, 3, {s}, {s})")
-    if images.dtype != torch.float32:
-        raise InputError(f"images dtype is {images.dtype}, expected torch.float32 (normalised pixels)")
-    if images.shape[0] < 1 or tuple(images.shape[1:]) != (3, s, s):
-        raise InputError(f"images shape is {tuple(images.shape)}, expected (B, 3, {s}, {s}) with B >= 1")
-    if not bool(torch.isfinite(images).all()):
-        raise InputError("images contain NaN or infinite values")
-
-
 def check_boxes(boxes: object, batch: int) -> None:
     """Raise InputError unless `boxes` is a finite float32 tensor (batch, R, 4) with R >= 1."""
     if not isinstance(boxes, torch.Tensor):

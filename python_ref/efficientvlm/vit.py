@@ -13,7 +13,7 @@ HF's `post_layernorm(last_hidden_state)`, and our class token is HF's `pooler_ou
 
 Written like `fusion.py` for export (docs/ARCHITECTURE.md §3): static shapes from the config, attention as
 3-D `bmm` + softmax, the mean/rsqrt LayerNorm of `fusion.py`, no tensor-dependent Python branch. Inputs are
-checked outside the graph by `check_images`. Key maps of the upstream checkpoint layouts: `vit_weights.py`.
+checked outside the graph by `preprocess.check_images`. Key maps of the upstream checkpoint layouts: `vit_weights.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import math
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..fusion import LayerNorm
 from .config import ViTConfig
 
@@ -108,17 +107,4 @@ class VisionTransformer(nn.Module):
         return self.ln_post(x)
 
 
-def check_images(images: object, cfg: ViTConfig) -> None:
-    """Raise InputError (one line) unless `images` is a finite float32 tensor (B, 3, S, S), S = cfg.image_size."""
-    s = cfg.image_size
-    if not isinstance(images, torch.Tensor):
-        raise InputError(f"images is a {type(images).__name__}, expected a torch.Tensor (B, 3, {s}, {s})")
-    if images.dim() != 4 or images.shape[0] < 1 or tuple(images.shape[1:]) != (3, s, s):
-        raise InputError(f"images shape is {tuple(images.shape)}, expected (B, 3, {s}, {s}) with B >= 1")
-    if images.dtype != torch.float32:
-        raise InputError(f"images dtype is {images.dtype}, expected torch.float32 (CLIP-normalised pixels)")
-    if not bool(torch.isfinite(images).all()):
-        raise InputError("images contain NaN or infinite values")
-
-
-__all__ = ["Attention", "Block", "VisionTransformer", "check_images", "quick_gelu"]
+__all__ = ["Attention", "Block", "VisionTransformer", "quick_gelu"]

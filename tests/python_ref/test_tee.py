@@ -13,7 +13,8 @@ from minivlm.python_ref.config import (BiFPNConfig, EfficientNetConfig, RoIHeadC
 from minivlm.python_ref.efficientnet import Conv2dSame, EfficientNet
 from minivlm.python_ref.roi_head import RoIBoxHead
 from minivlm.python_ref.rpn import BBOX_XFORM_CLIP, BoxCoder, RPNHead, make_anchors
-from minivlm.python_ref.tee import TEE, check_boxes, check_images
+from minivlm.python_ref.preprocess import check_images
+from minivlm.python_ref.tee import TEE, check_boxes
 
 EXPORT_TOL = 1e-5  # the exported program runs the same aten kernels; only fusion order may differ
 
@@ -280,11 +281,11 @@ def test_stage2_needs_four_pooled_levels():
 )
 def test_check_images_names_the_problem(images, message):
     with pytest.raises(InputError, match=message):
-        check_images(images, tiny().tee)
+        check_images(images, tiny().tee.image_size)
 
 
 def test_check_images_accepts_a_good_batch():
-    check_images(torch.zeros(2, 3, 128, 128), tiny().tee)
+    check_images(torch.zeros(2, 3, 128, 128), tiny().tee.image_size)
 
 
 def test_check_boxes():

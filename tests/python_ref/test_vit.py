@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from minivlm.python_ref.efficientvlm.config import efficientvlm_teacher, efficientvlm_tiny
-from minivlm.python_ref.efficientvlm.vit import VisionTransformer, check_images
+from minivlm.python_ref.efficientvlm.vit import VisionTransformer
+from minivlm.python_ref.preprocess import check_images
 from minivlm.python_ref.efficientvlm.vit_weights import (
     HF_CLIP_TO_VIT,
     OPENAI_CLIP_TO_VIT,
@@ -186,16 +187,16 @@ def test_teacher_parameter_count_is_clip_vit_b16():
 
 @pytest.mark.parametrize(("images", "match"), [
     (torch.zeros(2, 3, 16, 16), r"shape is \(2, 3, 16, 16\), expected \(B, 3, 32, 32\)"),
-    (torch.zeros(3, 32, 32), r"shape is \(3, 32, 32\), expected \(B, 3, 32, 32\)"),
+    (torch.zeros(3, 32, 32), r"rank 3 \(shape \(3, 32, 32\)\), expected 4: \(B, 3, 32, 32\)"),
     (torch.zeros(1, 3, 32, 32, dtype=torch.float64), "dtype is torch.float64"),
     (torch.full((1, 3, 32, 32), float("nan")), "NaN or infinite"),
     ([[0.0]], "is a list"),
 ])
 def test_bad_images_raise_one_line_input_error(images, match):
     with pytest.raises(InputError, match=match) as err:
-        check_images(images, CFG)
+        check_images(images, CFG.image_size)
     assert "\n" not in str(err.value)
 
 
 def test_good_images_pass_the_check():
-    check_images(_images(3), CFG)
+    check_images(_images(3), CFG.image_size)
