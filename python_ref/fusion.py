@@ -264,7 +264,7 @@ class Fusion(nn.Module):
         self.mlm_head = MLMHead(cfg)
         self.vqa_head = VQAHead(cfg)
         self.match_head = nn.Linear(cfg.hidden_size, 2)  # index 1 = match (OSCAR `seq_relationship`)
-        self.apply(_init_bert)
+        self.apply(init_bert)
 
     def encode(
         self,
@@ -291,7 +291,7 @@ class Fusion(nn.Module):
         return self.match_head(self.pooler(hidden))
 
 
-def _init_bert(module: nn.Module) -> None:
+def init_bert(module: nn.Module) -> None:
     """BERT's `_init_weights`: N(0, 0.02) weights, zero biases; LayerNorm starts at identity."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=INIT_STD)
@@ -308,6 +308,7 @@ __all__ = [
     "MASK_VALUE",
     "additive_mask",
     "attention_mask",
+    "init_bert",
     "seq2seq_pattern",
     "split_heads",
 ]

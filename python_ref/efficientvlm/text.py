@@ -1,0 +1,134 @@
+"""EfficientVLM's text encoder: BERT embeddings and the first `text_layers` (text-only) layers of X-VLM's BERT.
+
+Mirrors zengyan-97/X-VLM `models/xbert.py` (`BertEmbeddings`, `BertSelfAttention`, `BertLayer` below
+`fusion_layer`, i.e. `mode='text'`), which is HF transformers `models/bert/modeling_bert.py` with a cross-attention
+added from `fusion_layer` on (that part is `cross_modal.py`). The building blocks that are exactly BERT's
+(`LayerNorm`, `split_heads`, `additive_mask`, `init_bert`) are `python_ref/fusion.py`'s.
+
+Export-friendly as fusion.py: attention is 3-D `bmm` over (B*heads, T, head_dim), masks are additive floats
+built from 0/1 masks, no data-dependent Python branch. The config has no dropout: these modules are the
+inference reference (X-VLM trains with BERT's 0.1 dropout).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..fusion import LayerNorm, additive_mask, init_bert, split_heads
+from .config import TextConfig
+
+
+class Attention(nn.Module):
+    """X-VLM `BertSelfAttention` + `BertSelfOutput.dense`: queries from the text (B, T, H), keys and values
+    from a context (B, S, kv_width) — the text itself (self-attention) or the image tokens (cross-attention,
+    where xbert's key/value are Linear(`encoder_width` -> H))."""
+
+    def __init__(self, hidden: int, heads: int, kv_width: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, hidden // heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(kv_width, hidden)
+        self.value = nn.Linear(kv_width, hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`x` (B, T, H) attends to `context` (B, S, kv_width) under additive `mask` (B, T or 1, S)."""
+        b, t, h = x.shape
+        s = context.shape[1]
+        q = split_heads(self.query(x), self.heads).reshape(b * self.heads, t, self.head_dim)
+        k = split_heads(self.key(context), self.heads).reshape(b * self.heads, s, self.head_dim)
+        v = split_heads(self.value(context), self.heads).reshape(b * self.heads, s, self.head_dim)
+        scores = torch.bmm(q, k.transpose(1, 2)).view(b, self.heads, t, s) / math.sqrt(self.head_dim)
+        probs = torch.softmax(scores + mask.unsqueeze(1), dim=-1).view(b * self.heads, t, s)
+        ctx = torch.bmm(probs, v)  # (B*heads, T, head_dim)
+        return self.out(ctx.view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, h))
+
+
+class FeedForward(nn.Module):
+    """`BertIntermediate` + `BertOutput`: Linear -> exact (erf) GELU -> Linear -> residual -> LayerNorm."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.ffn_in = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.ffn_out = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.ffn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_norm(x + self.ffn_out(F.gelu(self.ffn_in(x))))
+
+
+class TextLayer(nn.Module):
+    """A post-LN BERT layer: self-attention -> residual -> LN -> FFN -> residual -> LN."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.attn = Attention(cfg.hidden_size, cfg.heads, cfg.hidden_size)
+        self.attn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.attn_norm(x + self.attn(x, x, mask)))
+
+
+class TextEmbeddings(nn.Module):
+    """`BertEmbeddings`: word + absolute position + token type -> LayerNorm."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.layer_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,), broadcast over the batch
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        return self.layer_norm(x + self.token_type_embeddings(token_type_ids))  # (B, T, H)
+
+
+def padding_mask(token_mask: torch.Tensor) -> torch.Tensor:
+    """Additive (B, 1, S) mask from a 0/1 key mask (B, S): padded keys hidden from every query."""
+    return additive_mask(token_mask.unsqueeze(1).float())
+
+
+def causal_padding_mask(token_mask: torch.Tensor) -> torch.Tensor:
+    """Additive (B, T, T) mask: query t sees valid keys at or before t (xbert's `get_extended_attention_mask`
+    with `is_decoder=True`). Depends on the sequence length only, besides the padding."""
+    t = token_mask.shape[1]
+    causal = torch.tril(torch.ones(t, t, device=token_mask.device))
+    return additive_mask(token_mask.unsqueeze(1).float() * causal)
+
+
+class TextEncoder(nn.Module):
+    """Embeddings and `text_layers` BERT layers (X-VLM `mode='text'`), BERT-initialised."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = TextEmbeddings(cfg)
+        self.layers = nn.ModuleList(TextLayer(cfg) for _ in range(cfg.text_layers))
+        self.apply(init_bert)
+
+    def forward(self, input_ids: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """Text states (B, T, H) of ids (B, T) with 0/1 padding `token_mask` (B, T); token type 0 throughout,
+        as X-VLM never passes token types. Bidirectional self-attention (captioning is `cross_modal.py`'s
+        causal mode; X-VLM's captioner runs its text layers under the causal mask too: `forward_causal`)."""
+        return self._run(input_ids, padding_mask(token_mask))
+
+    def forward_causal(self, input_ids: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """As `forward`, under the causal mask of `causal_padding_mask` (caption decoding)."""
+        return self._run(input_ids, causal_padding_mask(token_mask))
+
+    def _run(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embeddings(input_ids, torch.zeros_like(input_ids))
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+__all__ = ["Attention", "FeedForward", "TextEmbeddings", "TextEncoder", "TextLayer", "causal_padding_mask",
+           "padding_mask"]
