@@ -1,5 +1,7 @@
 """EfficientVLM (Wang et al., arXiv 2210.07795): an X-VLM-style model — a CLIP ViT image encoder, a BERT text
 encoder and cross-modal layers (X-VLM, Zeng et al., arXiv 2111.08276) — that the paper compresses by
-distilling, then pruning. One module per part, as for MiniVLM: `config.py`, `vit.py`, `text.py`,
-`cross_modal.py`, `heads.py`, `model.py`.
+distilling, then pruning. One module per part, as for MiniVLM: `config.py` (configs, presets), `vit.py` (the CLIP
+ViT image encoder), `text.py` (the BERT text encoder), `cross_modal.py` (text layers that cross-attend to the
+image), `heads.py` (ITC, ITM, MLM, VQA); the upstream checkpoint layouts are in `vit_weights.py` and
+`bert_key_maps.py`. docs/ARCHITECTURE.md §11 says what of the family exists so far.
 """
