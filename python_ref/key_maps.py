@@ -82,6 +82,12 @@ class KeyMap:
         return any(regex.fullmatch(source_key) for regex in self._compiled[1])
 
 
+def weight_bias_rules(pairs: list[tuple[str, str]], source_prefix: str = "") -> list[KeyRule]:
+    """A rule for `.weight` and `.bias` of each (source module, target module) pair — a Linear or LayerNorm
+    renamed as a whole — with `source_prefix` before each source name."""
+    return [KeyRule(f"{source_prefix}{s}.{p}", f"{t}.{p}") for s, t in pairs for p in ("weight", "bias")]
+
+
 def _pattern(template: str) -> re.Pattern[str]:
     return re.compile("(\\d+)".join(re.escape(part) for part in template.split("{}")))
 
@@ -161,4 +167,5 @@ def load_with_key_map(module: nn.Module, source_state: Mapping[str, torch.Tensor
     return mapped.left_at_init
 
 
-__all__ = ["TRANSFORMS", "KeyMap", "KeyRule", "MappedState", "apply_key_map", "load_with_key_map"]
+__all__ = ["TRANSFORMS", "KeyMap", "KeyRule", "MappedState", "apply_key_map", "load_with_key_map",
+           "weight_bias_rules"]

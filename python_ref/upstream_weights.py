@@ -18,13 +18,8 @@ from pathlib import Path
 from .config import FusionConfig, TEEConfig
 from .errors import WeightsError
 from .fusion import Fusion
-from .key_maps import KeyMap, KeyRule, load_with_key_map
+from .key_maps import KeyMap, KeyRule, load_with_key_map, weight_bias_rules
 from .weights import read_safetensors
-
-
-def _rules(pairs: list[tuple[str, str]], source_prefix: str = "") -> tuple[KeyRule, ...]:
-    """A rule for `.weight` and `.bias` of each (source module, target module) pair."""
-    return tuple(KeyRule(f"{source_prefix}{s}.{p}", f"{t}.{p}") for s, t in pairs for p in ("weight", "bias"))
 
 
 _BERT_BODY = [
@@ -47,7 +42,7 @@ _POSITION_IDS = ("embeddings.position_ids", "a buffer (arange of positions), rec
 
 HF_BERT_TO_FUSION = KeyMap(
     name="HF_BERT_TO_FUSION",
-    rules=(*_BERT_EMBEDDINGS, *_rules(_BERT_BODY)),
+    rules=(*_BERT_EMBEDDINGS, *weight_bias_rules(_BERT_BODY)),
     optional_prefixes=("bert.",),
     ignored=(_POSITION_IDS, ("embeddings.token_type_ids", "a buffer of zeros in newer transformers")),
     allow_missing=(
@@ -63,8 +58,8 @@ OSCAR_TO_FUSION = KeyMap(
     name="OSCAR_TO_FUSION",
     rules=(
         *(KeyRule("bert." + r.source, r.target) for r in _BERT_EMBEDDINGS),
-        *_rules(_BERT_BODY, "bert."),
-        *_rules(
+        *weight_bias_rules(_BERT_BODY, "bert."),
+        *weight_bias_rules(
             [
                 ("bert.img_embedding", "encoder.region_embeddings.dense"),
                 ("bert.LayerNorm", "encoder.region_embeddings.layer_norm"),
@@ -139,13 +134,13 @@ def minivlm_detector_key_map(tee_cfg: TEEConfig) -> KeyMap:
         rules += [*_module_rules(f"{s}.0.conv", f"{t}.conv", ("weight", "bias")), *_module_rules(f"{s}.1", f"{t}.bn", _BN)]
     rules += [*_module_rules("backbone.bifpn.0.p5_to_p6.0.conv", "bifpn.extra_resample.conv", ("weight", "bias")),
               *_module_rules("backbone.bifpn.0.p5_to_p6.1", "bifpn.extra_resample.bn", _BN)]
-    rules += _rules([("rpn.head.cls_logits", "rpn.cls_logits"), ("rpn.head.bbox_pred", "rpn.bbox_pred"),
-                     ("roi_heads.box.feature_extractor.fc6", "box_head.fc6"),
-                     ("roi_heads.box.feature_extractor.fc7", "box_head.fc7"),
-                     ("roi_heads.box.predictor.cls_score", "box_head.cls_score"),
-                     ("roi_heads.box.predictor.bbox_pred", "box_head.bbox_pred"),
-                     ("roi_heads.attribute.predictor.fc_attr", "box_head.fc_attr"),
-                     ("roi_heads.attribute.predictor.attr_score", "box_head.attr_score")])
+    rules += weight_bias_rules([("rpn.head.cls_logits", "rpn.cls_logits"), ("rpn.head.bbox_pred", "rpn.bbox_pred"),
+                                ("roi_heads.box.feature_extractor.fc6", "box_head.fc6"),
+                                ("roi_heads.box.feature_extractor.fc7", "box_head.fc7"),
+                                ("roi_heads.box.predictor.cls_score", "box_head.cls_score"),
+                                ("roi_heads.box.predictor.bbox_pred", "box_head.bbox_pred"),
+                                ("roi_heads.attribute.predictor.fc_attr", "box_head.fc_attr"),
+                                ("roi_heads.attribute.predictor.attr_score", "box_head.attr_score")])
     rules.append(KeyRule("roi_heads.attribute.predictor.cls_embedding.weight", "box_head.cls_embedding.weight"))
     return KeyMap(
         name="MINIVLM_DETECTOR",

@@ -14,27 +14,21 @@
 
 from __future__ import annotations
 
-from ..key_maps import KeyMap, KeyRule
+from ..key_maps import KeyMap, KeyRule, weight_bias_rules
 from .config import TextConfig
 
-_PARAMS = ("weight", "bias")
 _EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 _POSITION_IDS = "a buffer (arange of positions), recomputed in forward"
 
 
-def _pairs(pairs: list[tuple[str, str]]) -> list[KeyRule]:
-    """A rule for `.weight` and `.bias` of each (source module, target module) pair."""
-    return [KeyRule(f"{s}.{p}", f"{t}.{p}") for s, t in pairs for p in _PARAMS]
-
-
 def _embedding_rules(source: str, target: str) -> list[KeyRule]:
     return [*(KeyRule(f"{source}{n}.weight", f"{target}{n}.weight") for n in _EMBEDDINGS),
-            *_pairs([(f"{source}LayerNorm", f"{target}layer_norm")])]
+            *weight_bias_rules([(f"{source}LayerNorm", f"{target}layer_norm")])]
 
 
 def _self_attention_rules(source: str, target: str) -> list[KeyRule]:
     """BertAttention (self) + BertIntermediate + BertOutput of layer `source` -> our `target` layer."""
-    return _pairs([
+    return weight_bias_rules([
         (f"{source}.attention.self.query", f"{target}.attn.query"),
         (f"{source}.attention.self.key", f"{target}.attn.key"),
         (f"{source}.attention.self.value", f"{target}.attn.value"),
@@ -47,7 +41,7 @@ def _self_attention_rules(source: str, target: str) -> list[KeyRule]:
 
 
 def _cross_attention_rules(source: str, target: str) -> list[KeyRule]:
-    return _pairs([
+    return weight_bias_rules([
         (f"{source}.crossattention.self.query", f"{target}.cross_attn.query"),
         (f"{source}.crossattention.self.key", f"{target}.cross_attn.key"),
         (f"{source}.crossattention.self.value", f"{target}.cross_attn.value"),
@@ -77,7 +71,7 @@ def xvlm_text_key_map(cfg: TextConfig) -> KeyMap:
     for j in range(cfg.cross_layers):
         source, target = f"{bert}encoder.layer.{cfg.text_layers + j}", f"cross.layers.{j}"
         rules += [*_self_attention_rules(source, target), *_cross_attention_rules(source, target)]
-    rules += _pairs([
+    rules += weight_bias_rules([
         ("text_encoder.cls.predictions.transform.dense", "heads.mlm_head.transform"),
         ("text_encoder.cls.predictions.transform.LayerNorm", "heads.mlm_head.transform_norm"),
         ("vision_proj", "heads.itc.vision_proj"),

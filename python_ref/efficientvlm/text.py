@@ -25,7 +25,8 @@ from .config import TextConfig
 class Attention(nn.Module):
     """X-VLM `BertSelfAttention` + `BertSelfOutput.dense`: queries from the text (B, T, H), keys and values
     from a context (B, S, kv_width) — the text itself (self-attention) or the image tokens (cross-attention,
-    where xbert's key/value are Linear(`encoder_width` -> H))."""
+    where xbert's key/value are Linear(`encoder_width` -> H)). Also the ViT's attention (`vit.py`, no mask):
+    HF `CLIPAttention` is the same q/k/v/out Linears and softmax."""
 
     def __init__(self, hidden: int, heads: int, kv_width: int) -> None:
         super().__init__()
@@ -35,15 +36,18 @@ class Attention(nn.Module):
         self.value = nn.Linear(kv_width, hidden)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """`x` (B, T, H) attends to `context` (B, S, kv_width) under additive `mask` (B, T or 1, S)."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`x` (B, T, H) attends to `context` (B, S, kv_width) under additive `mask` (B, T or 1, S), or to
+        every context token if `mask` is None (the ViT: a Python-level choice, so export sees no branch)."""
         b, t, h = x.shape
         s = context.shape[1]
         q = split_heads(self.query(x), self.heads).reshape(b * self.heads, t, self.head_dim)
         k = split_heads(self.key(context), self.heads).reshape(b * self.heads, s, self.head_dim)
         v = split_heads(self.value(context), self.heads).reshape(b * self.heads, s, self.head_dim)
         scores = torch.bmm(q, k.transpose(1, 2)).view(b, self.heads, t, s) / math.sqrt(self.head_dim)
-        probs = torch.softmax(scores + mask.unsqueeze(1), dim=-1).view(b * self.heads, t, s)
+        if mask is not None:
+            scores = scores + mask.unsqueeze(1)
+        probs = torch.softmax(scores, dim=-1).view(b * self.heads, t, s)
         ctx = torch.bmm(probs, v)  # (B*heads, T, head_dim)
         return self.out(ctx.view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, h))
 

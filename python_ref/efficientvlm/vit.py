@@ -12,49 +12,24 @@ HF's `post_layernorm(last_hidden_state)`, and our class token is HF's `pooler_ou
         -> layers x (x + attn(ln_1 x); x + mlp(ln_2 x))  with quick_gelu -> ln_post -> (B, 1 + (S/P)², width)
 
 Written like `fusion.py` for export (docs/ARCHITECTURE.md §3): static shapes from the config, attention as
-3-D `bmm` + softmax, the mean/rsqrt LayerNorm of `fusion.py`, no tensor-dependent Python branch. Inputs are
+3-D `bmm` + softmax (`text.Attention`, unmasked here; q/k/v are three Linears as HF `CLIPAttention` and X-VLM
+store them, OpenAI's fused `in_proj` is split on loading: `vit_weights.split_openai_in_proj`), the mean/rsqrt LayerNorm of `fusion.py`, no tensor-dependent Python branch. Inputs are
 checked outside the graph by `preprocess.check_images`. Key maps of the upstream checkpoint layouts: `vit_weights.py`.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from ..fusion import LayerNorm
 from .config import ViTConfig
+from .text import Attention
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     """CLIP's GELU approximation, x·σ(1.702x): the activation the CLIP weights were trained with."""
     return x * torch.sigmoid(1.702 * x)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention over all tokens (no mask: every image token sees every other).
-
-    q/k/v are three Linears, as HF `CLIPAttention` and X-VLM store them; OpenAI's fused `in_proj` is split
-    when its weights are loaded (`vit_weights.split_openai_in_proj`).
-    """
-
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads, self.head_dim = heads, width // heads
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(width, width) for _ in range(4))
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, W) -> (B*heads, T, head_dim)."""
-        b, t, _ = x.shape
-        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2).reshape(b * self.heads, t, self.head_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, w = x.shape
-        q = self._heads(self.q_proj(x)) * (1.0 / math.sqrt(self.head_dim))  # scaled before the product, as CLIP
-        scores = torch.bmm(q, self._heads(self.k_proj(x)).transpose(1, 2))  # (B*heads, T, T)
-        ctx = torch.bmm(torch.softmax(scores, dim=-1), self._heads(self.v_proj(x)))  # (B*heads, T, head_dim)
-        return self.out_proj(ctx.view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, w))
 
 
 class Block(nn.Module):
@@ -63,13 +38,14 @@ class Block(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.ln_1 = LayerNorm(cfg.width, cfg.layer_norm_eps)
-        self.attn = Attention(cfg.width, cfg.heads)
+        self.attn = Attention(cfg.width, cfg.heads, cfg.width)
         self.ln_2 = LayerNorm(cfg.width, cfg.layer_norm_eps)
         self.mlp_in = nn.Linear(cfg.width, cfg.width * cfg.mlp_ratio)
         self.mlp_out = nn.Linear(cfg.width * cfg.mlp_ratio, cfg.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+        h = self.ln_1(x)
+        x = x + self.attn(h, h)  # no mask: every image token sees every other
         return x + self.mlp_out(quick_gelu(self.mlp_in(self.ln_2(x))))
 
 
@@ -80,7 +56,7 @@ class VisionTransformer(nn.Module):
     the position table has exactly `cfg.num_tokens` rows (fine-tuning at another size interpolates the
     table when loading, which is not done here).
     State dict: `patch_embed.weight`, `class_embedding`, `position_embedding`, `ln_pre.*`,
-    `blocks.{i}.{ln_1,attn.{q,k,v,out}_proj,ln_2,mlp_in,mlp_out}.*`, `ln_post.*`.
+    `blocks.{i}.{ln_1,attn.{query,key,value,out},ln_2,mlp_in,mlp_out}.*`, `ln_post.*`.
     """
 
     def __init__(self, cfg: ViTConfig) -> None:
@@ -107,4 +83,4 @@ class VisionTransformer(nn.Module):
         return self.ln_post(x)
 
 
-__all__ = ["Attention", "Block", "VisionTransformer", "quick_gelu"]
+__all__ = ["Block", "VisionTransformer", "quick_gelu"]

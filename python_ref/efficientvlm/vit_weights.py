@@ -24,21 +24,16 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import WeightsError
-from ..key_maps import KeyMap, KeyRule
-
-
-def _pairs(pairs: list[tuple[str, str]]) -> list[KeyRule]:
-    """A rule for `.weight` and `.bias` of each (source module, target module) pair."""
-    return [KeyRule(f"{s}.{p}", f"{t}.{p}") for s, t in pairs for p in ("weight", "bias")]
+from ..key_maps import KeyMap, KeyRule, weight_bias_rules
 
 
 def _layer_rules(source_layer: str, names: dict[str, str]) -> list[KeyRule]:
     """Rules for the modules of block `{}` (`names`: our name in the block -> the source's name)."""
-    return _pairs([(f"{source_layer}.{theirs}", f"blocks.{{}}.{ours}") for ours, theirs in names.items()])
+    return weight_bias_rules([(f"{source_layer}.{theirs}", f"blocks.{{}}.{ours}") for ours, theirs in names.items()])
 
 
-_HF_LAYER = {"ln_1": "layer_norm1", "attn.q_proj": "self_attn.q_proj", "attn.k_proj": "self_attn.k_proj",
-             "attn.v_proj": "self_attn.v_proj", "attn.out_proj": "self_attn.out_proj", "ln_2": "layer_norm2",
+_HF_LAYER = {"ln_1": "layer_norm1", "attn.query": "self_attn.q_proj", "attn.key": "self_attn.k_proj",
+             "attn.value": "self_attn.v_proj", "attn.out": "self_attn.out_proj", "ln_2": "layer_norm2",
              "mlp_in": "mlp.fc1", "mlp_out": "mlp.fc2"}
 _HF_NORMS = [("pre_layrnorm", "ln_pre"), ("post_layernorm", "ln_post")]  # sic: HF spells it "layrnorm"
 
@@ -48,7 +43,7 @@ HF_CLIP_TO_VIT = KeyMap(
         KeyRule("embeddings.patch_embedding.weight", "patch_embed.weight"),
         KeyRule("embeddings.class_embedding", "class_embedding"),
         KeyRule("embeddings.position_embedding.weight", "position_embedding"),
-        *_pairs(_HF_NORMS),
+        *weight_bias_rules(_HF_NORMS),
         *_layer_rules("encoder.layers.{}", _HF_LAYER),
     ),
     optional_prefixes=("vision_model.",),
@@ -59,7 +54,7 @@ XVLM_VIT_RULES: tuple[KeyRule, ...] = (
     KeyRule("patch_embed.weight", "patch_embed.weight"),
     KeyRule("class_embedding", "class_embedding"),
     KeyRule("pos_embed.weight", "position_embedding"),
-    *_pairs(_HF_NORMS),
+    *weight_bias_rules(_HF_NORMS),
     *_layer_rules("encoder.layers.{}", _HF_LAYER),
 )
 
@@ -76,10 +71,10 @@ OPENAI_CLIP_TO_VIT = KeyMap(
         KeyRule("conv1.weight", "patch_embed.weight"),
         KeyRule("class_embedding", "class_embedding"),
         KeyRule("positional_embedding", "position_embedding"),
-        *_pairs([("ln_pre", "ln_pre"), ("ln_post", "ln_post")]),
+        *weight_bias_rules([("ln_pre", "ln_pre"), ("ln_post", "ln_post")]),
         *_layer_rules("transformer.resblocks.{}", {
-            "ln_1": "ln_1", "attn.q_proj": "attn.q_proj", "attn.k_proj": "attn.k_proj", "attn.v_proj": "attn.v_proj",
-            "attn.out_proj": "attn.out_proj", "ln_2": "ln_2", "mlp_in": "mlp.c_fc", "mlp_out": "mlp.c_proj"}),
+            "ln_1": "ln_1", "attn.query": "attn.q_proj", "attn.key": "attn.k_proj", "attn.value": "attn.v_proj",
+            "attn.out": "attn.out_proj", "ln_2": "ln_2", "mlp_in": "mlp.c_fc", "mlp_out": "mlp.c_proj"}),
     ),
     optional_prefixes=("visual.",),
     ignored=(("proj", "CLIP's image-text projection of the class token; X-VLM keeps the tokens, ITC has its own"),),

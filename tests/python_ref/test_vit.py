@@ -86,8 +86,8 @@ def _openai_state(vit: VisionTransformer) -> dict[str, torch.Tensor]:
     for i in range(CFG.layers):
         src, dst = f"blocks.{i}.", f"visual.transformer.resblocks.{i}."
         for p in ("weight", "bias"):
-            out[f"{dst}attn.in_proj_{p}"] = torch.cat([s[f"{src}attn.{c}_proj.{p}"] for c in "qkv"])
-            for theirs, ours in (("attn.out_proj", "attn.out_proj"), ("ln_1", "ln_1"), ("ln_2", "ln_2"),
+            out[f"{dst}attn.in_proj_{p}"] = torch.cat([s[f"{src}attn.{c}.{p}"] for c in ("query", "key", "value")])
+            for theirs, ours in (("attn.out_proj", "attn.out"), ("ln_1", "ln_1"), ("ln_2", "ln_2"),
                                  ("mlp.c_fc", "mlp_in"), ("mlp.c_proj", "mlp_out")):
                 out[f"{dst}{theirs}.{p}"] = s[f"{src}{ours}.{p}"]
     return out
@@ -102,8 +102,8 @@ def _xvlm_state(vit: VisionTransformer) -> dict[str, torch.Tensor]:
            "vision_encoder.position_ids": torch.arange(CFG.num_tokens)[None]}
     for theirs, ours in (("pre_layrnorm", "ln_pre"), ("post_layernorm", "ln_post")):
         out |= {f"vision_encoder.{theirs}.{p}": s[f"{ours}.{p}"] for p in ("weight", "bias")}
-    names = {"self_attn.q_proj": "attn.q_proj", "self_attn.k_proj": "attn.k_proj", "self_attn.v_proj": "attn.v_proj",
-             "self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+    names = {"self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key", "self_attn.v_proj": "attn.value",
+             "self_attn.out_proj": "attn.out", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
              "mlp.fc1": "mlp_in", "mlp.fc2": "mlp_out"}
     for i in range(CFG.layers):
         for theirs, ours in names.items():
