@@ -1,15 +1,18 @@
 """The whole EfficientVLM (python_ref/efficientvlm/model.py): its methods compose the parts, a whole X-VLM
-checkpoint loads through `xvlm_key_map` (round trip, loud on a missing or extra key), and the parameter budget
-(profile.py) of the teacher and the paper's student matches counts written from the architecture."""
+checkpoint loads through `xvlm_key_map` (round trip, loud on a missing or extra key), the parameter budget
+(profile.py) of the teacher and the paper's student matches counts written from the architecture, and greedy
+captioning (generate.py) matches a hand-rolled loop."""
 
 import pytest
 import torch
 
 from minivlm.python_ref.efficientvlm.config import efficientvlm_paper, efficientvlm_teacher, efficientvlm_tiny
+from minivlm.python_ref.efficientvlm.generate import greedy_caption, greedy_caption_ids, prompt_ids
 from minivlm.python_ref.efficientvlm.model import EfficientVLM, xvlm_key_map
 from minivlm.python_ref.efficientvlm.profile import parameter_budget
-from minivlm.python_ref.errors import WeightsError
+from minivlm.python_ref.errors import InputError, WeightsError
 from minivlm.python_ref.key_maps import load_with_key_map
+from minivlm.python_ref.tokenizer import Tokenizer
 
 CFG = efficientvlm_tiny()
 B, T = 2, 7
@@ -199,3 +202,44 @@ def test_parameter_budget_matches_the_architecture(preset, layers, total):
     # Without the SDK's VQA classifier (X-VLM has none): the figures the paper's model sizes derive from.
     assert total - budget["VQA head"] == {"efficientvlm-teacher": 211_078_205,
                                           "efficientvlm-paper": 118_932_029}[model.cfg.name]
+
+
+# ---- greedy captioning ---------------------------------------------------------------------------------------
+
+
+def _hand_rolled(model: EfficientVLM, image: torch.Tensor, prefix: list[int], sep_id: int) -> list[int]:
+    """One image, a sequence that grows by one token per step (no padding), the next token read at its end."""
+    ids, out = list(prefix), []
+    with torch.no_grad():
+        tokens = model.vision(image[None])
+        while len(ids) < CFG.text.max_text_len:
+            x, mask = torch.tensor([ids]), torch.ones(1, len(ids))
+            fused = model.cross.forward_causal(model.text.forward_causal(x, mask), mask, tokens,
+                                               torch.ones(1, tokens.shape[1]))
+            token = int(model.mlm_logits(fused)[0, -1].argmax())
+            if token == sep_id:
+                break
+            ids.append(token)
+            out.append(token)
+    return out
+
+
+def test_greedy_caption_matches_a_hand_rolled_loop():
+    tokenizer = Tokenizer.default()
+    model, (images, _, _) = _model(0), _inputs()
+    prefix = prompt_ids(tokenizer)
+    assert tokenizer.decode(prefix) == "a picture of" and prefix[0] == tokenizer.cls_id
+    got = greedy_caption_ids(model, images, prefix, tokenizer.sep_id)
+    want = [_hand_rolled(model, image, prefix, tokenizer.sep_id) for image in images]
+    assert got == want and len(want[0]) == CFG.text.max_text_len - len(prefix)  # random weights: no [SEP]
+    assert greedy_caption(model, images, tokenizer) == [tokenizer.decode(ids) for ids in want]
+    stop = want[0][3]  # pretend the 4th generated token of image 0 is [SEP]: decoding stops before it
+    cut = greedy_caption_ids(model, images, prefix, stop)
+    assert cut == [_hand_rolled(model, image, prefix, stop) for image in images]
+    assert cut[0] == want[0][: want[0].index(stop)]
+
+
+@pytest.mark.parametrize("length", [0, CFG.text.max_text_len])
+def test_prompt_that_leaves_no_room_fails(length):
+    with pytest.raises(InputError, match=f"prompt has {length} tokens; it needs 1 to {CFG.text.max_text_len - 1}"):
+        greedy_caption_ids(_model(0), _inputs()[0], [101] * length, 102)
