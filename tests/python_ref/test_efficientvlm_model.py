@@ -6,7 +6,9 @@ captioning (generate.py) matches a hand-rolled loop."""
 import pytest
 import torch
 
-from minivlm.python_ref.efficientvlm.config import efficientvlm_paper, efficientvlm_teacher, efficientvlm_tiny
+from dataclasses import replace
+
+from minivlm.python_ref.efficientvlm.config import EfficientVLMConfig, efficientvlm_paper, efficientvlm_teacher, efficientvlm_tiny
 from minivlm.python_ref.efficientvlm.generate import greedy_caption, greedy_caption_ids, prompt_ids
 from minivlm.python_ref.efficientvlm.model import EfficientVLM, xvlm_key_map
 from minivlm.python_ref.efficientvlm.profile import parameter_budget
@@ -18,9 +20,9 @@ CFG = efficientvlm_tiny()
 B, T = 2, 7
 
 
-def _model(seed: int) -> EfficientVLM:
+def _model(seed: int, cfg: EfficientVLMConfig = CFG) -> EfficientVLM:
     torch.manual_seed(seed)
-    model = EfficientVLM(CFG).eval()
+    model = EfficientVLM(cfg).eval()
     with torch.no_grad():  # off init, so that a swapped or unloaded tensor shows
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -212,7 +214,7 @@ def _hand_rolled(model: EfficientVLM, image: torch.Tensor, prefix: list[int], se
     ids, out = list(prefix), []
     with torch.no_grad():
         tokens = model.vision(image[None])
-        while len(ids) < CFG.text.max_text_len:
+        while len(ids) < model.cfg.text.max_text_len:
             x, mask = torch.tensor([ids]), torch.ones(1, len(ids))
             fused = model.cross.forward_causal(model.text.forward_causal(x, mask), mask, tokens,
                                                torch.ones(1, tokens.shape[1]))
@@ -226,17 +228,17 @@ def _hand_rolled(model: EfficientVLM, image: torch.Tensor, prefix: list[int], se
 
 def test_greedy_caption_matches_a_hand_rolled_loop():
     tokenizer = Tokenizer.default()
-    model, (images, _, _) = _model(0), _inputs()
+    cfg = replace(CFG, text=replace(CFG.text, max_text_len=10))  # 5 steps after the 5-token prompt: seconds
+    model, (images, _, _) = _model(0, cfg), _inputs()
     prefix = prompt_ids(tokenizer)
     assert tokenizer.decode(prefix) == "a picture of" and prefix[0] == tokenizer.cls_id
     got = greedy_caption_ids(model, images, prefix, tokenizer.sep_id)
     want = [_hand_rolled(model, image, prefix, tokenizer.sep_id) for image in images]
-    assert got == want and len(want[0]) == CFG.text.max_text_len - len(prefix)  # random weights: no [SEP]
+    assert got == want and len(want[0]) == cfg.text.max_text_len - len(prefix)  # random weights: no [SEP]
     assert greedy_caption(model, images, tokenizer) == [tokenizer.decode(ids) for ids in want]
     stop = want[0][3]  # pretend the 4th generated token of image 0 is [SEP]: decoding stops before it
     cut = greedy_caption_ids(model, images, prefix, stop)
-    assert cut == [_hand_rolled(model, image, prefix, stop) for image in images]
-    assert cut[0] == want[0][: want[0].index(stop)]
+    assert cut == [ids[: ids.index(stop)] if stop in ids else ids for ids in want] and len(cut[0]) <= 3
 
 
 @pytest.mark.parametrize("length", [0, CFG.text.max_text_len])
