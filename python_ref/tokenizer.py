@@ -7,7 +7,7 @@ words over 100 characters become [UNK]) -> `WordPiece` decoder.
 
 One deliberate difference: special-token *strings* in user text are not matched. `"[SEP]"` typed by a user
 is the three tokens `[`, `sep`, `]`, never id 102, so a question or caption can never forge the
-`[CLS] text [SEP] tags [SEP]` layout. The packer in `fusion.py` inserts the specials by id.
+`[CLS] text [SEP] tags [SEP]` layout. The packer in `packing.py` inserts the specials by id.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// manifest.json of a build (docs/ARCHITECTURE.md §6, converters/common.py): the model config the host steps need, the
+// manifest.json of a build (docs/ARCHITECTURE.md §6, converters/build.py and converters/manifest.py): the model config the host steps need, the
 // tokenizer specials, and the build's file names. Every missing or mistyped field is an MVLM_BAD_FILE error
 // naming its JSON pointer.
 #include <cmath>

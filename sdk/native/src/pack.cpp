@@ -1,4 +1,4 @@
-// Fusion inputs, python_ref/fusion.py `pack_inputs`: [CLS] text [SEP] pad | tags [SEP] pad | regions.
+// Fusion inputs, python_ref/packing.py `pack_inputs`: [CLS] text [SEP] pad | tags [SEP] pad | regions.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

@@ -245,7 +245,7 @@ mvlm_status mvlm_region_tokens(const mvlm_config* config, const mvlm_regions* re
                                float* image_boxes);
 
 /* ---------------------------------------------------------------------------------------------------------
- * Fusion inputs (python_ref/fusion.py pack_inputs): [CLS] text [SEP] pad | tags [SEP] pad | regions. */
+ * Fusion inputs (python_ref/packing.py pack_inputs): [CLS] text [SEP] pad | tags [SEP] pad | regions. */
 
 typedef struct mvlm_fusion_inputs {
   int64_t* input_ids;      /* (1, max_text_tags_len) */
