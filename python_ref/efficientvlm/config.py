@@ -9,6 +9,7 @@ same width. Images are 224² in pre-training (fine-tuning uses 384² or 480²; p
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
@@ -81,6 +82,7 @@ class EfficientVLMConfig:
     embed_dim: int = 256  # ITC projection (X-VLM `embed_dim`)
     temperature: float = 0.07  # ITC's initial temperature (learned, clamped to [0.001, 0.5] as X-VLM)
     num_answers: int = 3129  # VQA v2's answer list
+    vocab: str = "vocab.txt"  # the tokenizer's vocabulary, a file of python_ref/ (BERT uncased; demo models: their own)
 
 
 def efficientvlm_teacher() -> EfficientVLMConfig:
@@ -104,12 +106,50 @@ def efficientvlm_tiny() -> EfficientVLMConfig:
         embed_dim=16, num_answers=7)
 
 
+DEMO_VOCAB = "efficientvlm/demo_vocab.txt"  # the 5 specials and the 36 word pieces of the demo scenes' grammar
+DEMO_IMAGE_SIZE = 128  # demo scenes are 256²; half of it keeps shapes of 28–90 px at 14–45 px
+DEMO_PATCH = 8  # 16 x 16 patches: an object spans 2–6 patches across, enough to tell its shape
+
+
+def efficientvlm_demo_teacher() -> EfficientVLMConfig:
+    """The demo teacher: the X-VLM layout scaled to the demo scenes, 8 vision / 4 text / 4 cross-modal layers
+    at width 192 (3 heads of 64), on 128² images with 8-px patches (257 image tokens), and a 41-token
+    vocabulary (`DEMO_VOCAB`), so that the vocabulary-sized tables stay small."""
+    width = 192
+    return EfficientVLMConfig(
+        name="efficientvlm-demo-teacher",
+        vision=ViTConfig(image_size=DEMO_IMAGE_SIZE, patch_size=DEMO_PATCH, width=width, layers=8, heads=3),
+        text=TextConfig(vocab_size=41, hidden_size=width, text_layers=4, cross_layers=4, heads=3,
+                        intermediate_size=4 * width, max_position_embeddings=24, max_text_len=24),
+        embed_dim=128, num_answers=15, vocab=DEMO_VOCAB)
+
+
+def efficientvlm_demo_student() -> EfficientVLMConfig:
+    """The demo student: half the teacher's layers (4 / 2 / 2, student layer i <-> teacher layer 2i) at the
+    same width, so hidden states and attention maps compare one to one; feed-forward layers 3x wide instead
+    of 4x keep its parameters outside the vocabulary-sized tables at most half the teacher's (the paper's
+    6 / 3 / 3 student is 0.53x before pruning)."""
+    teacher = efficientvlm_demo_teacher()
+    return replace(
+        teacher, name="efficientvlm-demo-student",
+        vision=replace(teacher.vision, layers=4, mlp_ratio=3),
+        text=replace(teacher.text, text_layers=2, cross_layers=2, intermediate_size=3 * teacher.text.hidden_size))
+
+
+def vocab_path(cfg: EfficientVLMConfig) -> Path:
+    """The vocabulary file of `cfg` (`cfg.vocab`, relative to python_ref/)."""
+    return Path(__file__).resolve().parent.parent / cfg.vocab
+
+
 PRESETS: dict[str, Callable[[], EfficientVLMConfig]] = {
     "efficientvlm-teacher": efficientvlm_teacher,
     "efficientvlm-paper": efficientvlm_paper,
     "efficientvlm-tiny": efficientvlm_tiny,
+    "efficientvlm-demo-teacher": efficientvlm_demo_teacher,
+    "efficientvlm-demo-student": efficientvlm_demo_student,
 }
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "EfficientVLMConfig", "PRESETS", "TextConfig", "ViTConfig", "efficientvlm_paper",
-           "efficientvlm_teacher", "efficientvlm_tiny"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "DEMO_VOCAB", "EfficientVLMConfig", "PRESETS", "TextConfig", "ViTConfig",
+           "efficientvlm_demo_student", "efficientvlm_demo_teacher", "efficientvlm_paper", "efficientvlm_teacher",
+           "efficientvlm_tiny", "vocab_path"]
