@@ -26,11 +26,15 @@ class Attention(nn.Module):
     """X-VLM `BertSelfAttention` + `BertSelfOutput.dense`: queries from the text (B, T, H), keys and values
     from a context (B, S, kv_width) — the text itself (self-attention) or the image tokens (cross-attention,
     where xbert's key/value are Linear(`encoder_width` -> H)). Also the ViT's attention (`vit.py`, no mask):
-    HF `CLIPAttention` is the same q/k/v/out Linears and softmax."""
+    HF `CLIPAttention` is the same q/k/v/out Linears and softmax.
+
+    `record` is None, or a list each forward appends its probabilities (B, heads, T, S) to, not detached
+    (`taps.recording` sets it, for distillation); a Python-level branch, so export sees no trace of it."""
 
     def __init__(self, hidden: int, heads: int, kv_width: int) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, hidden // heads
+        self.record: list[torch.Tensor] | None = None
         self.query = nn.Linear(hidden, hidden)
         self.key = nn.Linear(kv_width, hidden)
         self.value = nn.Linear(kv_width, hidden)
@@ -47,8 +51,10 @@ class Attention(nn.Module):
         scores = torch.bmm(q, k.transpose(1, 2)).view(b, self.heads, t, s) / math.sqrt(self.head_dim)
         if mask is not None:
             scores = scores + mask.unsqueeze(1)
-        probs = torch.softmax(scores, dim=-1).view(b * self.heads, t, s)
-        ctx = torch.bmm(probs, v)  # (B*heads, T, head_dim)
+        probs = torch.softmax(scores, dim=-1)  # (B, heads, T, S)
+        if self.record is not None:
+            self.record.append(probs)
+        ctx = torch.bmm(probs.view(b * self.heads, t, s), v)  # (B*heads, T, head_dim)
         return self.out(ctx.view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, h))
 
 
