@@ -15,7 +15,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from minivlm.converters.targets import TARGETS
-from minivlm.errors import MiniVLMError, NoDetectionsWarning
+from minivlm.errors import InputError, MiniVLMError, NoDetectionsWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MiniVLM SDK: reference model, phone builds, parity.")
 
@@ -171,16 +171,49 @@ def parity(
 @_one_line_errors
 def train(
     out: Annotated[str, typer.Option(help="Working folder: checkpoints, region cache and the final model.safetensors.")] = "runs/minivlm-demo",
+    preset: Annotated[str, typer.Option("--preset", help="What to train: minivlm-demo, or an efficientvlm-demo-* preset.")] = "minivlm-demo",
     seed: Annotated[int, typer.Option(help="Training scene stream and initialisation seed.")] = 1,
     scale: Annotated[float, typer.Option(help="Multiply every step and scene count (e.g. 0.01 for a smoke run; counts never drop below 2).")] = 1.0,
+    init_from: Annotated[Optional[str], typer.Option(help="EfficientVLM only: start from the layers of these weights (student layer i <- layer 2i) and train without distilling.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars with the losses.")] = True,
 ) -> None:
-    """Train the demo model from scratch on generated scenes (resumes from the checkpoints in --out, which must
-    then have been made with the same --seed and --scale)."""
+    """Train a demo model from scratch on generated scenes (resumes from the checkpoints in --out, which must
+    then have been made with the same settings)."""
+    from minivlm.python_ref.efficientvlm.config import PRESETS as EFFICIENTVLM_PRESETS
+
+    if preset in EFFICIENTVLM_PRESETS:
+        from minivlm.training.vlm import train_vlm
+        from minivlm.training.vlm_settings import VLMTrainSettings
+
+        settings = VLMTrainSettings(preset=preset, seed=seed, init_from=init_from or "").scaled(scale)
+        typer.echo(f"wrote {train_vlm(settings, out, progress=progress)}")
+        return
+    if init_from is not None:
+        raise InputError(f"--init-from is for EfficientVLM presets; {preset!r} is not one")
     from minivlm.training import TrainSettings, train as run
 
-    settings = TrainSettings(seed=seed).scaled(scale)
+    settings = TrainSettings(preset=preset, seed=seed).scaled(scale)
     typer.echo(f"wrote {run(settings, out, progress=progress)}")
+
+
+@app.command()
+@_one_line_errors
+def distill(
+    teacher: Annotated[str, typer.Option(help="The teacher's weights (a .safetensors file from `minivlm train`).")],
+    out: Annotated[str, typer.Option(help="Working folder: checkpoints and the final model.safetensors.")] = "runs/efficientvlm-demo-student",
+    preset: Annotated[str, typer.Option("--preset", help="The student's EfficientVLM preset (half the teacher's layers).")] = "efficientvlm-demo-student",
+    seed: Annotated[int, typer.Option(help="Training scene stream and initialisation seed.")] = 1,
+    scale: Annotated[float, typer.Option(help="Multiply the step count (e.g. 0.01 for a smoke run).")] = 1.0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars with every loss term.")] = True,
+) -> None:
+    """Distil a teacher into a student on generated scenes: the student starts from the teacher's layers
+    (student layer i <- teacher layer 2i) and learns 0.6 task + 0.4 KD (hidden states, attention, logits).
+    Resumes from the checkpoints in --out."""
+    from minivlm.training.vlm import train_vlm
+    from minivlm.training.vlm_settings import VLMTrainSettings
+
+    settings = VLMTrainSettings(preset=preset, seed=seed, teacher=teacher).scaled(scale)
+    typer.echo(f"wrote {train_vlm(settings, out, progress=progress)}")
 
 
 # --- convert (also the `minivlm-convert` command) --------------------------------------------------------------

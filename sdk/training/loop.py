@@ -17,8 +17,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from minivlm.checkpoints import load_checkpoint, save_checkpoint
-from minivlm.python_ref.pipeline import MiniVLM
 from minivlm.training.settings import STAGES, TrainSettings
+from minivlm.training.vlm_settings import VLMTrainSettings
+
+# Every stage name a run can have, in a fixed order: its index seeds the stage's steps. MiniVLM's stages come
+# first, so their seeds are those of runs made before EfficientVLM's stage existed.
+SEEDED_STAGES = (*STAGES, "vlm")
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ def _schedule(step: int, total: int, warmup_fraction: float) -> float:
 
 def _step_seed(seed: int, stage: str, step: int, rank: int) -> int:
     """A seed for one (stage, step, rank), stable across processes (unlike `hash`, which is salted)."""
-    return int(np.random.SeedSequence([seed, STAGES.index(stage), step, rank]).generate_state(1, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, SEEDED_STAGES.index(stage), step, rank]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def seed_everything(seed: int) -> None:
@@ -77,8 +81,8 @@ def progress_bar(enabled: bool):
 
 
 def run_stage(
-    name: str, objective: nn.Module, params: list[nn.Parameter], steps: int, lr: float, settings: TrainSettings,
-    workdir: Path, model: MiniVLM, batch_fn: Callable[[int, torch.Generator], dict], progress: Callable,
+    name: str, objective: nn.Module, params: list[nn.Parameter], steps: int, lr: float,
+    settings: TrainSettings | VLMTrainSettings, workdir: Path, model: nn.Module, batch_fn: Callable[[int, torch.Generator], dict], progress: Callable,
 ) -> None:
     """Train `params` on `objective(**batch_fn(step, generator))` for `steps` steps (AdamW, `_schedule`),
     resuming from `workdir/checkpoint-<name>` if it exists; rank 0 checkpoints every `checkpoint_every` steps."""

@@ -1,0 +1,113 @@
+"""The training data of an EfficientVLM on the demo scenes: a step's images, captions, questions, grounding
+phrases with their boxes, and the object under each image patch, all from freshly generated scenes.
+
+Every step draws new scenes (`data.scene_batch`: disjoint across steps and ranks, the same after a resume), so
+the model never sees a scene twice; a 3 ms render makes that cheaper than any cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from minivlm.python_ref.efficientvlm.config import EfficientVLMConfig
+from minivlm.python_ref.efficientvlm.generate import prompt_ids
+from minivlm.python_ref.efficientvlm.preprocess import preprocess_images
+from minivlm.python_ref.scenes import ANSWERS, CANVAS, CLASSES, Scene
+from minivlm.python_ref.tokenizer import Tokenizer
+from minivlm.training.data import scene_batch
+
+# A pixel belongs to an object when its darkest channel is below this: every object colour has a channel
+# <= 80 (+ jitter 10, noise), every background channel is >= 170 (scenes.py).
+OBJECT_DARKEST_CHANNEL = 130
+PATCH_COVER = 0.25  # a patch is labelled with an object covering at least this fraction of it
+
+
+@dataclass
+class TextBatch:
+    """Token ids (B, T) int64 and their 0/1 mask (B, T) float32, padded to max_text_len."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class VLMBatch:
+    images: torch.Tensor  # (B, 3, S, S) normalised
+    captions: list[str]
+    caption_text: TextBatch  # [CLS] caption [SEP]: ITC and ITM
+    caption_prompted: TextBatch  # [CLS] a picture of caption [SEP]: captioning
+    questions: TextBatch  # (Q, T)
+    question_scene: torch.Tensor  # (Q,) the image each question is about
+    answers: torch.Tensor  # (Q,) answer index
+    phrases: TextBatch  # (G, T) "<colour> <shape>" of an object unique in its scene
+    phrase_scene: torch.Tensor  # (G,)
+    phrase_boxes: torch.Tensor  # (G, 4) centre x, centre y, width, height, as fractions of the image
+    patch_labels: torch.Tensor  # (B, patches) 0 = background, 1 + CLASSES index
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str], length: int, prefix: list[int] | None = None) -> TextBatch:
+    """`prefix` (default [CLS]) + tokens + [SEP], truncated and padded to `length`."""
+    ids = torch.zeros(len(texts), length, dtype=torch.int64)
+    mask = torch.zeros(len(texts), length)
+    for row, text in enumerate(texts):
+        tokens = ([tokenizer.cls_id] if prefix is None else prefix) + tokenizer.encode(text) + [tokenizer.sep_id]
+        tokens = tokens[:length]
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1.0
+    return TextBatch(ids, mask)
+
+
+def patch_labels(scene: Scene, grid: int) -> np.ndarray:
+    """(grid²,) the class (1 + CLASSES index) of the object covering at least PATCH_COVER of each patch of a
+    grid x grid split of the canvas, row-major as the ViT's patches; 0 where none does."""
+    covered = scene.image.min(axis=2) < OBJECT_DARKEST_CHANNEL
+    label = np.zeros(covered.shape, np.int64)
+    for (x0, y0, x1, y1), name in zip(np.asarray(scene.boxes), scene.labels):
+        rows, cols = slice(int(y0), int(np.ceil(y1))), slice(int(x0), int(np.ceil(x1)))
+        label[rows, cols][covered[rows, cols]] = CLASSES.index(name) + 1
+    cell = CANVAS // grid
+    blocks = label.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid * grid, cell * cell)
+    counts = np.zeros((grid * grid, 1 + len(CLASSES)), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(grid * grid), cell * cell), blocks.ravel()), 1)
+    objects = counts[:, 1:]
+    return np.where(objects.max(axis=1) >= PATCH_COVER * cell * cell, objects.argmax(axis=1) + 1, 0)
+
+
+def vlm_batch(
+    cfg: EfficientVLMConfig, tokenizer: Tokenizer, seed: int, step: int, batch: int, rank: int, world_size: int,
+    questions_per_scene: int, generator: torch.Generator,
+) -> VLMBatch:
+    """The scenes of one step (`data.scene_batch`) as every input and target the objectives need."""
+    scenes = scene_batch(seed, step, batch, rank, world_size)
+    length = cfg.text.max_text_len
+    questions, question_scene, answers = [], [], []
+    phrases, phrase_scene, boxes = [], [], []
+    for row, scene in enumerate(scenes):
+        for k in torch.randint(0, len(scene.qa), (questions_per_scene,), generator=generator).tolist():
+            questions.append(scene.qa[k][0])
+            question_scene.append(row)
+            answers.append(ANSWERS.index(scene.qa[k][1]))
+        k = int(torch.randint(0, len(scene.labels), (1,), generator=generator))
+        if list(scene.labels).count(scene.labels[k]) == 1:  # a phrase names one object only when it is unique
+            x0, y0, x1, y1 = (float(v) / CANVAS for v in scene.boxes[k])
+            phrases.append(scene.labels[k])
+            phrase_scene.append(row)
+            boxes.append([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0])
+    captions = [s.caption for s in scenes]
+    grid = cfg.vision.image_size // cfg.vision.patch_size
+    return VLMBatch(
+        images=preprocess_images([s.image for s in scenes], cfg.vision),
+        captions=captions,
+        caption_text=encode_texts(tokenizer, captions, length),
+        caption_prompted=encode_texts(tokenizer, captions, length, prompt_ids(tokenizer)),
+        questions=encode_texts(tokenizer, questions, length),
+        question_scene=torch.tensor(question_scene),
+        answers=torch.tensor(answers),
+        phrases=encode_texts(tokenizer, phrases, length),
+        phrase_scene=torch.tensor(phrase_scene, dtype=torch.int64),
+        phrase_boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        patch_labels=torch.from_numpy(np.stack([patch_labels(s, grid) for s in scenes])),
+    )

@@ -1,0 +1,72 @@
+"""The settings of an EfficientVLM training or distillation run (`VLMTrainSettings`), validated on
+construction like `TrainSettings`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from minivlm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class VLMTrainSettings:
+    """Everything that determines an EfficientVLM run; the same settings and seed reproduce the same weights.
+
+    With `teacher` set, the run distils: the student starts from the teacher's layers (student layer i <-
+    teacher layer 2i) and learns 0.6 task + 0.4 KD. With `init_from` set instead, it starts from those
+    layers the same way but learns the task alone (what distillation is measured against)."""
+
+    preset: str = "efficientvlm-demo-teacher"
+    seed: int = 1  # scene stream of the training data (evaluation uses other seeds)
+    steps: int = 600
+    batch: int = 32  # scenes per step
+    questions_per_scene: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    label_smoothing: float = 0.1
+    checkpoint_every: int = 100
+    teacher: str = ""  # weights file of the teacher to distil from ("": no distillation)
+    init_from: str = ""  # weights file whose layers initialise the student without distilling ("": random init)
+    scale: float = 1.0  # the product of the `scaled` factors applied
+
+    def __post_init__(self) -> None:
+        counts = ("steps", "batch", "questions_per_scene", "checkpoint_every")
+        rules = [(k, lambda v: _is_int(v) and v >= 1, "an integer >= 1") for k in counts] + [
+            ("preset", lambda v: isinstance(v, str), "a preset name"),
+            ("seed", lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
+            *((k, lambda v: _is_real(v) and v > 0, "a finite number > 0") for k in ("lr", "scale")),
+            ("weight_decay", lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
+            ("warmup_fraction", lambda v: _is_real(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+            ("label_smoothing", lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
+            *((k, lambda v: isinstance(v, str), "a path or empty") for k in ("teacher", "init_from")),
+        ]
+        for name, valid, expected in rules:
+            if not valid(getattr(self, name)):
+                raise ConfigError(f"training setting {name} is {getattr(self, name)!r}, expected {expected}")
+        if self.teacher and self.init_from:
+            raise ConfigError("training settings teacher and init_from are both set; a distilled student starts from "
+                              "its teacher already, so give one of them")
+
+    @property
+    def distils(self) -> bool:
+        return bool(self.teacher)
+
+    def scaled(self, factor: float) -> "VLMTrainSettings":
+        """The same recipe with the step count multiplied by `factor` (at least 2 steps)."""
+        if not _is_real(factor) or factor <= 0:
+            raise ConfigError(f"scale is {factor!r}, expected a finite factor > 0 (e.g. 0.01 for a smoke run)")
+        steps = self.steps * factor
+        if not math.isfinite(steps) or not math.isfinite(self.scale * factor):
+            raise ConfigError(f"scale {factor!r} makes the step counts overflow")
+        return dataclasses.replace(self, steps=max(2, int(steps)), scale=self.scale * factor)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
