@@ -4,6 +4,7 @@ FLOPs are what `torch.utils.flop_counter` counts (2 per multiply-add, convolutio
 image at the preset's input size, `post_nms_top_n` proposals through the box head, and a fusion sequence
 of `max_text_tags_len` tokens + `max_regions` regions. The RoIAlign row counts our separable-matmul form,
 which spends more FLOPs than a gather-based RoIAlign would in exchange for running on every phone backend.
+EfficientVLM presets are profiled by `efficientvlm/profile.py`, with the same rows and counters.
 """
 
 from __future__ import annotations
@@ -27,20 +28,25 @@ MAX_IMAGE_SIZE = 2048
 
 @dataclass(frozen=True)
 class PartReport:
+    """One row of a profile: the network (or whole model) it belongs to, the part, its parameters and FLOPs."""
+
     model: str
     part: str
     params: int
     flops: int
 
 
-def _params(*modules: nn.Module | nn.Parameter) -> int:
+def count_params(*modules: nn.Module | nn.Parameter) -> int:
+    """Parameters of `modules` (modules or single parameters), each counted as often as it is passed."""
     total = 0
     for m in modules:
         total += m.numel() if isinstance(m, nn.Parameter) else sum(p.numel() for p in m.parameters())
     return total
 
 
-def _flops(fn: Callable[[], object]) -> int:
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs that `torch.utils.flop_counter` counts while `fn()` runs (2 per multiply-add; matmuls and
+    convolutions only, so shapes alone decide them: meta tensors count the same as real ones)."""
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
@@ -83,25 +89,25 @@ def profile_model(preset: str | MiniVLMConfig, image_size: int | None = None) ->
     hidden = fusion.encode(ids, types, token_mask, regions, region_mask, AttentionKind.FULL)
     emb = fusion.encoder.embeddings
     word = emb.word_embeddings.weight
-    encoder_params = _params(fusion.encoder) - word.numel()
+    encoder_params = count_params(fusion.encoder) - word.numel()
 
     rows = [
-        ("tee", "backbone (EfficientNet)", _params(tee.backbone), _flops(lambda: tee.backbone(images))),
-        ("tee", "BiFPN", _params(tee.bifpn), _flops(lambda: tee.bifpn(backbone_out))),
-        ("tee", "RPN head", _params(tee.rpn), _flops(lambda: tee.rpn(levels))),
-        ("tee", f"RoIAlign ({r} boxes)", _params(tee.pooler), _flops(lambda: tee.pooler(pooled_levels, boxes))),
-        ("tee", "box head fc6+fc7", _params(head.fc6, head.fc7),
-         _flops(lambda: head.fc7(torch.relu(head.fc6(pooled.flatten(1)))))),
-        ("tee", "predictors (cls, box)", _params(head.cls_score, head.bbox_pred),
-         _flops(lambda: (head.cls_score(region), head.bbox_pred(region)))),
-        ("tee", "attribute head", _params(head.cls_embedding, head.fc_attr, head.attr_score),
-         _flops(lambda: head.attributes(region, one_hot))),
+        ("tee", "backbone (EfficientNet)", count_params(tee.backbone), count_flops(lambda: tee.backbone(images))),
+        ("tee", "BiFPN", count_params(tee.bifpn), count_flops(lambda: tee.bifpn(backbone_out))),
+        ("tee", "RPN head", count_params(tee.rpn), count_flops(lambda: tee.rpn(levels))),
+        ("tee", f"RoIAlign ({r} boxes)", count_params(tee.pooler), count_flops(lambda: tee.pooler(pooled_levels, boxes))),
+        ("tee", "box head fc6+fc7", count_params(head.fc6, head.fc7),
+         count_flops(lambda: head.fc7(torch.relu(head.fc6(pooled.flatten(1)))))),
+        ("tee", "predictors (cls, box)", count_params(head.cls_score, head.bbox_pred),
+         count_flops(lambda: (head.cls_score(region), head.bbox_pred(region)))),
+        ("tee", "attribute head", count_params(head.cls_embedding, head.fc_attr, head.attr_score),
+         count_flops(lambda: head.attributes(region, one_hot))),
         ("fusion", "word embeddings", word.numel(), 0),
         ("fusion", f"encoder ({f.num_layers} layers, {f.max_text_tags_len}+{f.max_regions} tokens)", encoder_params,
-         _flops(lambda: fusion.encode(ids, types, token_mask, regions, region_mask, AttentionKind.FULL))),
+         count_flops(lambda: fusion.encode(ids, types, token_mask, regions, region_mask, AttentionKind.FULL))),
         ("fusion", "heads (pooler, VQA, match, MLM transform)",
-         _params(fusion.pooler, fusion.vqa_head, fusion.match_head, fusion.mlm_head),
-         _flops(lambda: (fusion.vqa_logits(hidden), fusion.match_logits(hidden), fusion.mlm_logits(hidden[:, :1])))),
+         count_params(fusion.pooler, fusion.vqa_head, fusion.match_head, fusion.mlm_head),
+         count_flops(lambda: (fusion.vqa_logits(hidden), fusion.match_logits(hidden), fusion.mlm_logits(hidden[:, :1])))),
     ]
     reports = [PartReport(*row) for row in rows]
     for net in ("tee", "fusion"):
@@ -109,13 +115,21 @@ def profile_model(preset: str | MiniVLMConfig, image_size: int | None = None) ->
         reports.append(PartReport(net, "total", sum(x.params for x in part), sum(x.flops for x in part)))
     totals = [x for x in reports if x.part == "total"]
     reports.append(PartReport("minivlm", "total", sum(x.params for x in totals), sum(x.flops for x in totals)))
-    assert reports[-1].params == _params(model), "every parameter belongs to exactly one row"
+    assert reports[-1].params == count_params(model), "every parameter belongs to exactly one row"
     return reports
 
 
 def format_report(reports: list[PartReport]) -> str:
-    """A fixed-width table: model, part, parameters (M), GFLOPs."""
-    lines = [f"{'model':<8} {'part':<52} {'params (M)':>10} {'GFLOPs':>8}"]
+    """A fixed-width table: model, part, parameters (M), GFLOPs. The first two columns are 8 and 52 wide, or as
+    wide as their longest entry."""
+    m = max(8, *(len(x.model) for x in reports))
+    p = max(52, *(len(x.part) for x in reports))
+    lines = [f"{'model':<{m}} {'part':<{p}} {'params (M)':>10} {'GFLOPs':>8}"]
     for x in reports:
-        lines.append(f"{x.model:<8} {x.part:<52} {x.params / 1e6:>10.3f} {x.flops / 1e9:>8.3f}")
+        lines.append(f"{x.model:<{m}} {x.part:<{p}} {x.params / 1e6:>10.3f} {x.flops / 1e9:>8.3f}")
     return "\n".join(lines)
+
+
+def info_report(preset: str, image_size: int | None = None) -> str:
+    """What `minivlm info` prints for a MiniVLM preset: the table of `profile_model`."""
+    return format_report(profile_model(preset, image_size=image_size))

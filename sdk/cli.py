@@ -19,7 +19,9 @@ from minivlm.errors import InputError, MiniVLMError, NoDetectionsWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MiniVLM SDK: reference model, phone builds, parity.")
 
-ModelArg = Annotated[str, typer.Argument(help="A model preset: minivlm-demo, minivlm-paper, minivlm-minilm-l6, minivlm-tiny.")]
+ModelArg = Annotated[str, typer.Argument(help="A model preset: minivlm-demo, minivlm-paper, minivlm-minilm-l6, minivlm-tiny, "
+                                                "or efficientvlm-teacher, efficientvlm-paper, efficientvlm-tiny, "
+                                                "efficientvlm-demo-teacher, efficientvlm-demo-student.")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset with bundled weights, or a .safetensors file from `minivlm train`.")]
 ImageArg = Annotated[str, typer.Argument(help="An image file (any size; grayscale, RGBA and palette images are converted).")]
 
@@ -57,10 +59,14 @@ def info(
     model: ModelArg = "minivlm-paper",
     image_size: Annotated[Optional[int], typer.Option(help="Square input side (default: the preset's).")] = None,
 ) -> None:
-    """Parameters and FLOPs per part, counted by running the model (512x512, 50 regions, 70 text+tag tokens for the paper preset)."""
-    from minivlm.python_ref.profile import format_report, profile_model
+    """Parameters and FLOPs per part, counted by running the model (512x512, 50 regions, 70 text+tag tokens for the
+    paper preset; EfficientVLM: one image and one text of max_text_len tokens, and a student's ratios to its teacher)."""
+    from minivlm.python_ref import profile
+    from minivlm.python_ref.config import model_family
+    from minivlm.python_ref.efficientvlm import profile as efficientvlm_profile
 
-    typer.echo(format_report(profile_model(model, image_size=image_size)))
+    report = {"minivlm": profile.info_report, "efficientvlm": efficientvlm_profile.info_report}[model_family(model)]
+    typer.echo(report(model, image_size=image_size))
 
 
 @app.command()

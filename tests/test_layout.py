@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# What python_ref may import besides the standard library and itself.
-PYTHON_REF_THIRD_PARTY = {"torch", "numpy", "safetensors", "tokenizers"}
+# What python_ref may import besides the standard library and itself. PIL: EfficientVLM's reference resize is
+# PIL's bicubic filter, as X-VLM's transform (python_ref/efficientvlm/preprocess.py).
+PYTHON_REF_THIRD_PARTY = {"torch", "numpy", "safetensors", "tokenizers", "PIL"}
 BACKENDS = {"executorch", "coremltools", "litert_torch", "ai_edge_litert", "ai_edge_torch", "tflite_runtime"}
 
 

@@ -149,7 +149,14 @@ PRESETS: dict[str, Callable[[], EfficientVLMConfig]] = {
     "efficientvlm-demo-student": efficientvlm_demo_student,
 }
 
+# The teacher each student preset is distilled from, at the same width and patch size (`minivlm info` prints
+# the student's ratios to it).
+TEACHERS: dict[str, str] = {
+    "efficientvlm-paper": "efficientvlm-teacher",
+    "efficientvlm-demo-student": "efficientvlm-demo-teacher",
+}
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "DEMO_VOCAB", "EfficientVLMConfig", "PRESETS", "TextConfig", "ViTConfig",
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "DEMO_VOCAB", "EfficientVLMConfig", "PRESETS", "TEACHERS", "TextConfig", "ViTConfig",
            "efficientvlm_demo_student", "efficientvlm_demo_teacher", "efficientvlm_paper", "efficientvlm_teacher",
            "efficientvlm_tiny", "vocab_path"]

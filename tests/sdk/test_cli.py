@@ -31,10 +31,37 @@ def test_info_refuses_image_sizes_the_model_cannot_take(size):
     assert result.output.startswith(expected) and len(result.output.strip().splitlines()) == 1, result.output
 
 
+def test_info_of_an_efficientvlm_student_prints_its_parts_and_its_ratios_to_its_teacher():
+    from minivlm.python_ref.efficientvlm.profile import profile_efficientvlm
+
+    result = runner.invoke(app, ["info", "efficientvlm-demo-student"])
+    assert result.exit_code == 0, result.output
+    for part in ("ViT: 4 layers, 257 tokens (128x128, 8-px patches)", "layers: 2 (24 tokens)",
+                 "layers: 2 (24 text x 257 image tokens)", "ITC, ITM, MLM", "VQA classifier", "efficientvlm total"):
+        assert part in result.output
+    profile = profile_efficientvlm("efficientvlm-demo-student")
+    total = next(line for line in result.output.splitlines() if line.startswith("efficientvlm total"))
+    assert total.split()[-2:] == [f"{profile.total.params / 1e6:.3f}", f"{profile.total.flops / 1e9:.3f}"]
+    assert f"(word embeddings = MLM decoder, MLM bias): {profile.params_without_vocabulary / 1e6:.3f} M" in result.output
+    assert "efficientvlm-demo-student / efficientvlm-demo-teacher: parameters 0." in result.output
+
+
+def test_info_takes_efficientvlm_image_sizes_on_the_patch_grid_only():
+    result = runner.invoke(app, ["info", "efficientvlm-demo-student", "--image-size", "64"])
+    assert result.exit_code == 0 and "ViT: 4 layers, 65 tokens (64x64, 8-px patches)" in result.output, result.output
+    result = runner.invoke(app, ["info", "efficientvlm-demo-student", "--image-size", "100"])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: image size 100 is not one efficientvlm-demo-student can take: a multiple of its "
+                             "patch size 8 from 8 to 2048 (efficientvlm-demo-student's own is 128)\n")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["info", "minivlm-huge"], "unknown model preset 'minivlm-huge'"),
+        (["info", "efficientvlm-huge"], "known presets: efficientvlm-demo-student, efficientvlm-demo-teacher, "
+                                        "efficientvlm-paper, efficientvlm-teacher, efficientvlm-tiny, minivlm-demo, "
+                                        "minivlm-minilm-l6, minivlm-paper, minivlm-tiny"),
         (["eval", "--model", "minivlm-paper"], "no weights ship for 'minivlm-paper'"),
         (["ask", "IMG", "", "--model", "minivlm-paper"], "no weights ship"),
     ],
