@@ -24,7 +24,7 @@ import minivlm
 TESTS = Path(__file__).resolve().parent
 INTEGRATION_TIERS = ("build", "parity", "native", "apps", "model", "ddp")
 FOLDER_TIERS = {"parity": "parity", "native": "native", "apps": "apps"}
-FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "smoke_run": "model"}
+FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "smoke_run": "model", "vlm_smoke_run": "model"}
 OPT_IN = ("slow", "macos")
 
 

@@ -136,6 +136,16 @@ def efficientvlm_demo_student() -> EfficientVLMConfig:
         text=replace(teacher.text, text_layers=2, cross_layers=2, intermediate_size=3 * teacher.text.hidden_size))
 
 
+def efficientvlm_demo_tiny() -> EfficientVLMConfig:
+    """The demo teacher's task (vocabulary, answers, text length) on a model small enough for tests to train
+    and distil in seconds: 32² images with 8-px patches, 2 / 2 / 2 layers at width 32."""
+    teacher = efficientvlm_demo_teacher()
+    return replace(
+        teacher, name="efficientvlm-demo-tiny", embed_dim=16,
+        vision=ViTConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2),
+        text=replace(teacher.text, hidden_size=32, text_layers=2, cross_layers=2, heads=2, intermediate_size=64))
+
+
 def vocab_path(cfg: EfficientVLMConfig) -> Path:
     """The vocabulary file of `cfg` (`cfg.vocab`, relative to python_ref/)."""
     return Path(__file__).resolve().parent.parent / cfg.vocab
@@ -147,6 +157,7 @@ PRESETS: dict[str, Callable[[], EfficientVLMConfig]] = {
     "efficientvlm-tiny": efficientvlm_tiny,
     "efficientvlm-demo-teacher": efficientvlm_demo_teacher,
     "efficientvlm-demo-student": efficientvlm_demo_student,
+    "efficientvlm-demo-tiny": efficientvlm_demo_tiny,
 }
 
 # The teacher each student preset is distilled from, at the same width and patch size (`minivlm info` prints
@@ -158,5 +169,5 @@ TEACHERS: dict[str, str] = {
 
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "DEMO_VOCAB", "EfficientVLMConfig", "PRESETS", "TEACHERS", "TextConfig", "ViTConfig",
-           "efficientvlm_demo_student", "efficientvlm_demo_teacher", "efficientvlm_paper", "efficientvlm_teacher",
+           "efficientvlm_demo_student", "efficientvlm_demo_teacher", "efficientvlm_demo_tiny", "efficientvlm_paper", "efficientvlm_teacher",
            "efficientvlm_tiny", "vocab_path"]

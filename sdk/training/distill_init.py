@@ -36,11 +36,24 @@ def _check_compatible(student: EfficientVLM, teacher: EfficientVLM) -> None:
             raise ConfigError(f"{prefix}: {e}") from None
 
 
-def teacher_key(name: str) -> str:
+def teacher_key(name: str, ratio: int = 2) -> str:
     """The teacher parameter a student parameter is copied from: layer k (0-based) of a stack <- teacher layer
-    2k + 1 (0-based), i.e. 1-based layer i <- 2i; any other name is the same name."""
+    ratio·(k + 1) - 1 (0-based), i.e. 1-based layer i <- 2i for the paper's ratio 2; any other name is the same
+    name."""
     m = LAYER_KEY.match(name)
-    return name if m is None else f"{m[1]}.{2 * int(m[2]) + 1}.{m[3]}"
+    return name if m is None else f"{m[1]}.{ratio * (int(m[2]) + 1) - 1}.{m[3]}"
+
+
+def layer_ratios(student: EfficientVLM, teacher: EfficientVLM) -> dict[str, int]:
+    """Teacher layers per student layer in each stack (2 for the paper's student; `layer_map` checks them)."""
+    return {prefix: len(teacher.get_submodule(prefix)) // max(1, len(student.get_submodule(prefix)))
+            for prefix in ("vision.blocks", "text.layers", "cross.layers")}
+
+
+def teacher_name(name: str, ratios: dict[str, int]) -> str:
+    """`teacher_key` with the ratio of the stack `name` is in."""
+    m = LAYER_KEY.match(name)
+    return name if m is None else teacher_key(name, ratios[m[1]])
 
 
 def init_student_from_teacher(student: EfficientVLM, teacher: EfficientVLM) -> list[str]:
@@ -50,11 +63,12 @@ def init_student_from_teacher(student: EfficientVLM, teacher: EfficientVLM) -> l
     whose stacks are not each half the teacher's. Returns the student's names left as they were, because the
     teacher has no tensor of that name and shape (a narrower feed-forward layer, another vocabulary)."""
     _check_compatible(student, teacher)
+    ratios = layer_ratios(student, teacher)
     source = teacher.state_dict()
     left = []
     with torch.no_grad():
         for name, tensor in student.state_dict().items():  # views of the parameters: copy_ writes the model
-            match = source.get(teacher_key(name))
+            match = source.get(teacher_name(name, ratios))
             if match is None or match.shape != tensor.shape:
                 left.append(name)
             else:
@@ -62,4 +76,4 @@ def init_student_from_teacher(student: EfficientVLM, teacher: EfficientVLM) -> l
     return left
 
 
-__all__ = ["init_student_from_teacher", "teacher_key"]
+__all__ = ["init_student_from_teacher", "layer_ratios", "teacher_key", "teacher_name"]

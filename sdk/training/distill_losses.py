@@ -37,10 +37,14 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]
 
     Read as hidden-state indices, 0 is the embedding output (the paper distils it too) and i the output of
     layer i; read without (0, 0), as 1-based layer numbers, it pairs student layer i's attention with teacher
-    layer 2i's (the last layer of each pair of teacher layers, as upstream's `get_cor_teacher`)."""
-    if teacher_layers != 2 * student_layers:
-        raise ConfigError(f"a teacher of {teacher_layers} layers is not twice a student of {student_layers} layers")
-    return [(i, 2 * i) for i in range(student_layers + 1)]
+    layer 2i's (the last layer of each pair of teacher layers, as upstream's `get_cor_teacher`). The paper's
+    student has half its teacher's layers; any whole ratio k pairs i with k·i the same way (k = 1: a copy of
+    the teacher, whose distillation terms are all zero)."""
+    if student_layers < 1 or teacher_layers < student_layers or teacher_layers % student_layers:
+        raise ConfigError(f"a teacher of {teacher_layers} layers is not twice (or another whole multiple of) "
+                          f"a student of {student_layers} layers")
+    ratio = teacher_layers // student_layers
+    return [(i, ratio * i) for i in range(student_layers + 1)]
 
 
 @dataclass(frozen=True)

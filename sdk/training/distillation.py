@@ -21,7 +21,7 @@ from minivlm.python_ref.efficientvlm.config import PRESETS, EfficientVLMConfig
 from minivlm.python_ref.efficientvlm.model import EfficientVLM
 from minivlm.python_ref.efficientvlm.taps import recording
 from minivlm.python_ref.weights import load_weights, read_metadata
-from minivlm.training.distill_init import init_student_from_teacher, teacher_key
+from minivlm.training.distill_init import init_student_from_teacher, layer_ratios, teacher_name
 from minivlm.training.distill_losses import StackStates, combine, kd_terms, kd_total
 from minivlm.training.vlm_data import VLMBatch
 from minivlm.training.vlm_objectives import TaskOutputs, VLMObjective
@@ -49,6 +49,7 @@ def start_from_teacher(student: EfficientVLM, teacher: EfficientVLM) -> None:
     and shape). A feed-forward layer narrower than the teacher's keeps the teacher's neurons with the largest
     weights (|input row| * |output column|): the closest narrower layer to start from."""
     init_student_from_teacher(student, teacher)
+    ratios = layer_ratios(student, teacher)
     source = teacher.state_dict()
     with torch.no_grad():
         for name, module in student.named_modules():
@@ -56,13 +57,13 @@ def start_from_teacher(student: EfficientVLM, teacher: EfficientVLM) -> None:
                 fc_in, fc_out = getattr(module, first, None), getattr(module, second, None)
                 if not isinstance(fc_in, nn.Linear):
                     continue
-                w_in = source[teacher_key(f"{name}.{first}.weight")]
+                w_in = source[teacher_name(f"{name}.{first}.weight", ratios)]
                 if w_in.shape[0] == fc_in.out_features:
                     continue  # the same width: copied as it is
-                w_out = source[teacher_key(f"{name}.{second}.weight")]
+                w_out = source[teacher_name(f"{name}.{second}.weight", ratios)]
                 keep = (w_in.norm(dim=1) * w_out.norm(dim=0)).topk(fc_in.out_features).indices.sort().values
                 fc_in.weight.copy_(w_in[keep])
-                fc_in.bias.copy_(source[teacher_key(f"{name}.{first}.bias")][keep])
+                fc_in.bias.copy_(source[teacher_name(f"{name}.{first}.bias", ratios)][keep])
                 fc_out.weight.copy_(w_out[:, keep])
 
 

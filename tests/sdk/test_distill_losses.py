@@ -14,9 +14,14 @@ def test_layer_map_pairs_student_i_with_teacher_2i_embedding_included():
     assert layer_map(4, 8) == [(0, 0), (1, 2), (2, 4), (3, 6), (4, 8)]
     assert layer_map(2, 4) == [(0, 0), (1, 2), (2, 4)]
     assert layer_map(1, 2) == [(0, 0), (1, 2)]
+    assert layer_map(3, 3) == [(0, 0), (1, 1), (2, 2), (3, 3)]  # a copy of the teacher
+    assert layer_map(2, 6) == [(0, 0), (1, 3), (2, 6)]
+    for student, teacher in ((0, 0), (4, 2)):
+        with pytest.raises(ConfigError):
+            layer_map(student, teacher)
     with pytest.raises(ConfigError) as e:
         layer_map(3, 8)
-    assert str(e.value) == "a teacher of 8 layers is not twice a student of 3 layers"
+    assert str(e.value) == "a teacher of 8 layers is not twice (or another whole multiple of) a student of 3 layers"
 
 
 # ---- each term against a hand-worked example ------------------------------------------------------------------
@@ -191,5 +196,5 @@ def test_mismatched_inputs_are_refused():
         hidden_mse(StackStates(v.hidden[:2], v.attention), teacher["vision"])
     with pytest.raises(InputError, match=r"hidden state 1 <-> 2: the student's \(2, 5, 3\)"):
         hidden_mse(_replace(v, "hidden", 1, torch.zeros(B, T, 3)), teacher["vision"])
-    with pytest.raises(ConfigError, match="teacher of 4 layers is not twice a student of 1 layers"):
-        attention_mse(StackStates(v.hidden[:2], v.attention[:1]), teacher["vision"])
+    with pytest.raises(ConfigError, match=r"teacher of 4 layers is not twice \(or another whole multiple of\) a student of 3"):
+        attention_mse(StackStates([*v.hidden, v.hidden[-1]], [*v.attention, v.attention[-1]]), teacher["vision"])

@@ -75,7 +75,7 @@ def test_mismatched_pairs_are_refused_in_one_line():
     three = replace(STUDENT, vision=replace(STUDENT.vision, layers=3))
     with pytest.raises(ConfigError) as e:
         init_student_from_teacher(_model(three, 1), teacher)
-    assert str(e.value) == "vision.blocks: a teacher of 4 layers is not twice a student of 3 layers"
+    assert str(e.value) == "vision.blocks: a teacher of 4 layers is not twice (or another whole multiple of) a student of 3 layers"
 
 
 def test_the_demo_student_keeps_only_its_narrower_feed_forward_weights():
