@@ -46,7 +46,7 @@ class EvalReport:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def _question_type(question: str) -> str:
+def question_type(question: str) -> str:
     return next((name for prefix, name in QUESTION_TYPES if question.startswith(prefix)), "other")
 
 
@@ -69,7 +69,7 @@ def evaluate(pipe: Pipeline, n: int = 300, seed: int = EVAL_SEED, progress: Call
         for question, answer in scene.qa:
             answers.append(pipe.answer_of(found, question))
             expected.append(answer)
-            kinds.append(_question_type(question))
+            kinds.append(question_type(question))
     by_type = {}
     for _, name in QUESTION_TYPES:
         idx = [i for i, k in enumerate(kinds) if k == name]

@@ -80,7 +80,9 @@ def test_a_batch_holds_every_target():
     cfg = PRESETS[TINY]()
     tokenizer, batch = _batch(cfg)
     assert batch.images.shape == (4, 3, 32, 32)
-    assert batch.questions.ids.shape == (8, cfg.text.max_text_len) and batch.answers.shape == (8,)
+    assert batch.questions.ids.shape[0] == 8 and batch.answers.shape == (8,)
+    for text in (batch.caption_text, batch.caption_prompted, batch.questions, batch.phrases):
+        assert text.mask[:, -1].any() and text.ids.shape[1] <= cfg.text.max_text_len  # padded to the longest row
     assert batch.patch_labels.shape == (4, 16)
     prefix = prompt_ids(tokenizer)
     assert batch.caption_prompted.ids[0, : len(prefix)].tolist() == prefix
@@ -91,6 +93,26 @@ def test_a_batch_holds_every_target():
         k = list(scene.labels).index(phrase)
         x0, y0, x1, y1 = (v / CANVAS for v in scene.boxes[k])
         assert box == pytest.approx([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], abs=1e-6)
+
+
+def test_texts_without_trailing_padding_give_the_padded_states():
+    """Batches pad to their longest text, not max_text_len: every real token's fused state (bidirectional and
+    causal) is the one the fully padded layout gives."""
+    cfg = PRESETS[TINY]()
+    torch.manual_seed(0)
+    model = EfficientVLM(cfg).eval()
+    _, batch = _batch(cfg)
+    image = model.encode_image(batch.images)
+    text = batch.caption_prompted
+    full = cfg.text.max_text_len
+    ids = torch.nn.functional.pad(text.ids, (0, full - text.ids.shape[1]))
+    mask = torch.nn.functional.pad(text.mask, (0, full - text.mask.shape[1]))
+    with torch.no_grad():
+        for fuse, encode in ((model.fuse, model.encode_text), (model.fuse_causal, model.text.forward_causal)):
+            short = fuse(encode(text.ids, text.mask), text.mask, image)
+            padded = fuse(encode(ids, mask), mask, image)[:, : text.ids.shape[1]]
+            real = text.mask > 0
+            torch.testing.assert_close(short[real], padded[real], rtol=1e-5, atol=1e-5)
 
 
 def test_distilling_into_a_copy_of_the_teacher_costs_nothing():
