@@ -108,18 +108,18 @@ def efficientvlm_tiny() -> EfficientVLMConfig:
 
 DEMO_VOCAB = "efficientvlm/demo_vocab.txt"  # the 5 specials and the 36 word pieces of the demo scenes' grammar
 DEMO_IMAGE_SIZE = 128  # demo scenes are 256²; half of it keeps shapes of 28–90 px at 14–45 px
-DEMO_PATCH = 8  # 16 x 16 patches: an object spans 2–6 patches across, enough to tell its shape
+DEMO_PATCH = 16  # 8 x 8 patches + the class token: 65 image tokens, so that every step can afford 32 scenes
 
 
 def efficientvlm_demo_teacher() -> EfficientVLMConfig:
     """The demo teacher: the X-VLM layout scaled to the demo scenes, 8 vision / 4 text / 4 cross-modal layers
-    at width 192 (3 heads of 64), on 128² images with 8-px patches (257 image tokens), and a 41-token
-    vocabulary (`DEMO_VOCAB`), so that the vocabulary-sized tables stay small."""
-    width = 192
+    at width 160 (5 heads of 32; 5.6 M parameters, a 22 MB weights file), on 128² images with 16-px patches
+    (65 image tokens), and a 41-token vocabulary (`DEMO_VOCAB`), so that the vocabulary-sized tables stay small."""
+    width = 160
     return EfficientVLMConfig(
         name="efficientvlm-demo-teacher",
-        vision=ViTConfig(image_size=DEMO_IMAGE_SIZE, patch_size=DEMO_PATCH, width=width, layers=8, heads=3),
-        text=TextConfig(vocab_size=41, hidden_size=width, text_layers=4, cross_layers=4, heads=3,
+        vision=ViTConfig(image_size=DEMO_IMAGE_SIZE, patch_size=DEMO_PATCH, width=width, layers=8, heads=5),
+        text=TextConfig(vocab_size=41, hidden_size=width, text_layers=4, cross_layers=4, heads=5,
                         intermediate_size=4 * width, max_position_embeddings=24, max_text_len=24),
         embed_dim=128, num_answers=15, vocab=DEMO_VOCAB)
 

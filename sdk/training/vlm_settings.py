@@ -20,7 +20,7 @@ class VLMTrainSettings:
 
     preset: str = "efficientvlm-demo-teacher"
     seed: int = 1  # scene stream of the training data (evaluation uses other seeds)
-    steps: int = 600
+    steps: int = 1500
     batch: int = 32  # scenes per step
     questions_per_scene: int = 2
     lr: float = 1e-3

@@ -117,9 +117,11 @@ def test_the_paper_student_costs_about_half_the_teacher():
 def test_another_image_size_resizes_the_position_table():
     cfg = PRESETS["efficientvlm-demo-student"]()
     at_64 = profile_efficientvlm(cfg, image_size=64)
-    assert at_64.cfg.vision.num_tokens == (64 // 8) ** 2 + 1
+    patch, width = cfg.vision.patch_size, cfg.vision.width
+    assert at_64.cfg.vision.num_tokens == (64 // patch) ** 2 + 1
     assert at_64.total.params == _expected_params(at_64.cfg)["total"]
-    assert at_64.total.params == profile_efficientvlm(cfg).total.params - (cfg.vision.num_tokens - 65) * 192
+    fewer_positions = cfg.vision.num_tokens - at_64.cfg.vision.num_tokens
+    assert at_64.total.params == profile_efficientvlm(cfg).total.params - fewer_positions * width
 
 
 @pytest.mark.parametrize("size", [0, -16, 100, 2056, True, 64.0])

@@ -36,8 +36,8 @@ def test_info_of_an_efficientvlm_student_prints_its_parts_and_its_ratios_to_its_
 
     result = runner.invoke(app, ["info", "efficientvlm-demo-student"])
     assert result.exit_code == 0, result.output
-    for part in ("ViT: 4 layers, 257 tokens (128x128, 8-px patches)", "layers: 2 (24 tokens)",
-                 "layers: 2 (24 text x 257 image tokens)", "ITC, ITM, MLM", "VQA classifier", "efficientvlm total"):
+    for part in ("ViT: 4 layers, 65 tokens (128x128, 16-px patches)", "layers: 2 (24 tokens)",
+                 "layers: 2 (24 text x 65 image tokens)", "ITC, ITM, MLM", "VQA classifier", "efficientvlm total"):
         assert part in result.output
     profile = profile_efficientvlm("efficientvlm-demo-student")
     total = next(line for line in result.output.splitlines() if line.startswith("efficientvlm total"))
