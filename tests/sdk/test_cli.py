@@ -48,11 +48,11 @@ def test_info_of_an_efficientvlm_student_prints_its_parts_and_its_ratios_to_its_
 
 def test_info_takes_efficientvlm_image_sizes_on_the_patch_grid_only():
     result = runner.invoke(app, ["info", "efficientvlm-demo-student", "--image-size", "64"])
-    assert result.exit_code == 0 and "ViT: 4 layers, 65 tokens (64x64, 8-px patches)" in result.output, result.output
+    assert result.exit_code == 0 and "ViT: 4 layers, 17 tokens (64x64, 16-px patches)" in result.output, result.output
     result = runner.invoke(app, ["info", "efficientvlm-demo-student", "--image-size", "100"])
     assert result.exit_code == 2, result.output
     assert result.output == ("error: image size 100 is not one efficientvlm-demo-student can take: a multiple of its "
-                             "patch size 8 from 8 to 2048 (efficientvlm-demo-student's own is 128)\n")
+                             "patch size 16 from 16 to 2048 (efficientvlm-demo-student's own is 128)\n")
 
 
 @pytest.mark.parametrize(
