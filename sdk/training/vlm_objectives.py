@@ -50,6 +50,16 @@ def giou_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - giou).mean()
 
 
+def balanced_patch_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of patch classes (P, C) with the object patches and the background patches weighing the
+    same (each a mean): most patches are background, and an unweighted mean lets the few patches on an
+    object's outline — the only ones that show its shape — barely count."""
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    on_object = labels > 0
+    parts = [losses[part].mean() for part in (on_object, ~on_object) if part.any()]
+    return torch.stack(parts).mean()
+
+
 def same_text(texts: list[str]) -> torch.Tensor:
     """(B, B) 1 where two texts of a batch are identical."""
     return torch.tensor([[a == b for b in texts] for a in texts], dtype=torch.float32)
@@ -115,7 +125,7 @@ class VLMObjective(nn.Module):
         matched = torch.cat([torch.ones(b), (same[torch.arange(b), negatives] > 0).float()]).long()
         losses["itm"] = F.cross_entropy(logits["itm"], matched)
         if self.training_heads:
-            losses["patch"] = F.cross_entropy(self.patch_head(image[:, 1:]).flatten(0, 1), batch.patch_labels.flatten())
+            losses["patch"] = balanced_patch_loss(self.patch_head(image[:, 1:]).flatten(0, 1), batch.patch_labels.flatten())
 
         prompted = batch.caption_prompted
         start = self.prompt_length

@@ -23,7 +23,7 @@ from minivlm.training import loop
 from minivlm.training.distillation import DistillObjective, start_from_teacher
 from minivlm.training.vlm import train_vlm
 from minivlm.training.vlm_data import patch_labels, vlm_batch
-from minivlm.training.vlm_objectives import VLMObjective, giou_loss, soft_contrast
+from minivlm.training.vlm_objectives import VLMObjective, balanced_patch_loss, giou_loss, soft_contrast
 from minivlm.training.vlm_settings import VLMTrainSettings
 
 TINY = "efficientvlm-demo-tiny"
@@ -59,6 +59,17 @@ def test_giou_loss_on_a_hand_worked_pair():
     a, b = torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3]])
     assert giou_loss(a, b).item() == pytest.approx(1.079365, abs=1e-6)
     assert giou_loss(a, a).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_object_and_background_patches_weigh_the_same():
+    # Three background patches predicted perfectly-ish (logits (0, 0) -> loss log 2 = 0.693147 each) and one
+    # object patch with logits (0, 0) too: unweighted mean 0.693147 either way; make the object patch worse,
+    # logits (3, 0) for label 1: loss log(1 + e³) = 3.048587. Balanced: (3.048587 + 0.693147) / 2 = 1.870867
+    # (the unweighted mean would be (3.048587 + 3 · 0.693147) / 4 = 1.282007).
+    logits = torch.tensor([[0.0, 0], [0, 0], [0, 0], [3, 0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    assert balanced_patch_loss(logits, labels).item() == pytest.approx(1.870867, abs=1e-5)
+    assert balanced_patch_loss(logits[:3], labels[:3]).item() == pytest.approx(0.693147, abs=1e-5)  # no object
 
 
 def test_identical_captions_share_the_contrastive_target():
