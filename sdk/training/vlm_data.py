@@ -23,6 +23,7 @@ from minivlm.training.data import scene_batch
 # <= 80 (+ jitter 10, noise), every background channel is >= 170 (scenes.py).
 OBJECT_DARKEST_CHANNEL = 130
 PATCH_COVER = 0.25  # a patch is labelled with an object covering at least this fraction of it
+MASK_CELLS = 8  # each patch's outline target: its object coverage on an 8 x 8 grid of sub-cells
 
 
 @dataclass
@@ -46,6 +47,7 @@ class VLMBatch:
     phrase_scene: torch.Tensor  # (G,)
     phrase_boxes: torch.Tensor  # (G, 4) centre x, centre y, width, height, as fractions of the image
     patch_labels: torch.Tensor  # (B, patches) 0 = background, 1 + CLASSES index
+    patch_masks: torch.Tensor  # (B, patches, MASK_CELLS²) object coverage of each patch's sub-cells
 
 
 def encode_texts(tokenizer: Tokenizer, texts: list[str], length: int, prefix: list[int] | None = None) -> TextBatch:
@@ -64,10 +66,24 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], length: int, prefix: li
     return TextBatch(ids, mask)
 
 
+def object_pixels(scene: Scene) -> np.ndarray:
+    """(H, W) bool: the pixels of the scene's objects (`OBJECT_DARKEST_CHANNEL`)."""
+    return scene.image.min(axis=2) < OBJECT_DARKEST_CHANNEL
+
+
+def patch_masks(scene: Scene, grid: int, cells: int = MASK_CELLS) -> np.ndarray:
+    """(grid², cells²) float32: for each patch of a grid x grid split of the canvas (row-major, as the ViT's
+    patches), the fraction of object pixels in each of its cells x cells sub-cells — the objects' outlines at
+    a finer scale than a patch, which is what tells a circle from a square."""
+    size = CANVAS // (grid * cells)
+    covered = object_pixels(scene).reshape(grid, cells, size, grid, cells, size).mean(axis=(2, 5))
+    return covered.transpose(0, 2, 1, 3).reshape(grid * grid, cells * cells).astype(np.float32)
+
+
 def patch_labels(scene: Scene, grid: int) -> np.ndarray:
     """(grid²,) the class (1 + CLASSES index) of the object covering at least PATCH_COVER of each patch of a
     grid x grid split of the canvas, row-major as the ViT's patches; 0 where none does."""
-    covered = scene.image.min(axis=2) < OBJECT_DARKEST_CHANNEL
+    covered = object_pixels(scene)
     label = np.zeros(covered.shape, np.int64)
     for (x0, y0, x1, y1), name in zip(np.asarray(scene.boxes), scene.labels):
         rows, cols = slice(int(y0), int(np.ceil(y1))), slice(int(x0), int(np.ceil(x1)))
@@ -114,4 +130,5 @@ def vlm_batch(
         phrase_scene=torch.tensor(phrase_scene, dtype=torch.int64),
         phrase_boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         patch_labels=torch.from_numpy(np.stack([patch_labels(s, grid) for s in scenes])),
+        patch_masks=torch.from_numpy(np.stack([patch_masks(s, grid) for s in scenes])),
     )

@@ -9,8 +9,9 @@ adapted to a model that must also caption and answer:
   label-smoothed;
 - `vqa`: the answer classifier on the fused [CLS] of each question;
 - `box`: X-VLM's grounding: the box of the object a phrase names, from the fused [CLS] (L1 + GIoU);
-- `patch`: the class of the object under each patch, from the image tokens — a training-only dense target
-  that teaches a small ViT trained from scratch to see shapes within minutes instead of hours.
+- `patch`: the class of the object under each patch, from the image tokens, and `outline`: each patch's
+  object coverage on a finer grid — training-only dense targets that make a small ViT trained from scratch
+  see shapes: without them it learns colours and counts in minutes, and shapes not at all.
 
 The grounding and patch heads live here, not in the model: they are training signals, never exported.
 """
@@ -28,7 +29,7 @@ from torch import nn
 from minivlm.python_ref.efficientvlm.heads import MLPHead
 from minivlm.python_ref.efficientvlm.model import EfficientVLM
 from minivlm.python_ref.scenes import CLASSES
-from minivlm.training.vlm_data import VLMBatch
+from minivlm.training.vlm_data import MASK_CELLS, VLMBatch
 
 IGNORE = -100  # torch's cross_entropy default ignore_index
 
@@ -98,6 +99,7 @@ class VLMObjective(nn.Module):
         if training_heads:
             self.patch_head = nn.Linear(model.cfg.vision.width, 1 + len(CLASSES))
             self.box_head = MLPHead(model.cfg.text.hidden_size, 4)  # X-VLM's bbox_head layout (build_mlp)
+            self.mask_head = nn.Linear(model.cfg.vision.width, MASK_CELLS**2)
 
     def outputs(
         self, batch: VLMBatch, generator: torch.Generator, tap: Callable[[], ContextManager] = nullcontext,
@@ -125,7 +127,12 @@ class VLMObjective(nn.Module):
         matched = torch.cat([torch.ones(b), (same[torch.arange(b), negatives] > 0).float()]).long()
         losses["itm"] = F.cross_entropy(logits["itm"], matched)
         if self.training_heads:
-            losses["patch"] = balanced_patch_loss(self.patch_head(image[:, 1:]).flatten(0, 1), batch.patch_labels.flatten())
+            patches = image[:, 1:]
+            losses["patch"] = balanced_patch_loss(self.patch_head(patches).flatten(0, 1), batch.patch_labels.flatten())
+            touched = batch.patch_masks.sum(dim=-1) > 0  # patches with any object pixel: the rest are all zeros
+            if touched.any():
+                losses["outline"] = F.binary_cross_entropy_with_logits(self.mask_head(patches)[touched],
+                                                                       batch.patch_masks[touched])
 
         prompted = batch.caption_prompted
         start = self.prompt_length

@@ -22,7 +22,7 @@ from minivlm.python_ref.weights import read_metadata
 from minivlm.training import loop
 from minivlm.training.distillation import DistillObjective, start_from_teacher
 from minivlm.training.vlm import train_vlm
-from minivlm.training.vlm_data import patch_labels, vlm_batch
+from minivlm.training.vlm_data import patch_labels, patch_masks, vlm_batch
 from minivlm.training.vlm_objectives import VLMObjective, balanced_patch_loss, giou_loss, soft_contrast
 from minivlm.training.vlm_settings import VLMTrainSettings
 
@@ -51,6 +51,24 @@ def test_patch_labels_name_the_object_under_each_patch():
             if c - a >= 2 * cell and d - b >= 2 * cell:  # a patch at the centre of a large object is covered
                 row, col = int((b + d) / 2) // cell, int((a + c) / 2) // cell
                 assert labels[row, col] == CLASSES.index(name) + 1
+
+
+def test_outline_targets_are_the_object_coverage_of_each_sub_cell():
+    """Checked against the image itself: a sub-cell's target is the share of its pixels whose darkest channel
+    is an object's, and the targets over all patches add up to the objects' area."""
+    grid, cells = 8, 8
+    size = CANVAS // (grid * cells)  # 4 px per sub-cell
+    for index in range(5):
+        scene = generate_scene(6, index)
+        masks = patch_masks(scene, grid, cells)
+        objects = scene.image.min(axis=2) < 130
+        assert masks.sum() * size * size == pytest.approx(objects.sum(), rel=1e-6)
+        for patch in range(grid * grid):
+            for cell in range(cells * cells):
+                y = (patch // grid) * cells * size + (cell // cells) * size
+                x = (patch % grid) * cells * size + (cell % cells) * size
+                assert masks[patch, cell] == pytest.approx(objects[y : y + size, x : x + size].mean())
+        assert 0 < masks.max() and (0 < masks).sum() < masks.size  # objects and background both present
 
 
 def test_giou_loss_on_a_hand_worked_pair():
@@ -168,7 +186,7 @@ def test_a_run_writes_weights_that_say_what_made_them(vlm_smoke_run):
     assert json.loads(meta["training"])["steps"] == 4 and json.loads(meta["resumed"]) is False
     assert json.loads(meta["vocabularies"])["answers"][:2] == ["one", "two"]
     weights = load_file(vlm_smoke_run)
-    assert not any(k.startswith(("patch_head", "box_head")) for k in weights)  # training-only heads stay out
+    assert not any(k.startswith(("patch_head", "box_head", "mask_head")) for k in weights)  # training-only heads stay out
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
