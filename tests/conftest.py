@@ -1,5 +1,5 @@
 """Test tiers, and the session fixtures shared by tests/converters and tests/sdk: the tiny model and its
-ExecuTorch / TFLite fp32 builds, converted once per session.
+ExecuTorch / TFLite fp32 builds, converted once per session; the tiny EfficientVLM and its builds, on first use.
 
 Tiers (docs/TESTING.md). A plain `pytest` runs the fast tier: unit tests on the tiny model, about a minute.
 The integration tiers are markers, given here by folder or by the fixtures a test uses:
@@ -24,7 +24,8 @@ import minivlm
 TESTS = Path(__file__).resolve().parent
 INTEGRATION_TIERS = ("build", "parity", "native", "apps", "model", "ddp")
 FOLDER_TIERS = {"parity": "parity", "native": "native", "apps": "apps"}
-FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "smoke_run": "model"}
+FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "tiny_efficientvlm_build": "build",
+                 "smoke_run": "model"}
 OPT_IN = ("slow", "macos")
 
 
@@ -89,3 +90,32 @@ def tiny_executorch_build(tmp_path_factory, tiny_reference):
 @pytest.fixture(scope="session")
 def tiny_tflite_build(tmp_path_factory, tiny_reference):
     return _build(tmp_path_factory, tiny_reference, "tflite")
+
+
+@pytest.fixture(scope="session")
+def tiny_efficientvlm():
+    """The untrained efficientvlm-tiny, seeded, as `tiny_reference` is."""
+    from minivlm.python_ref.families import FAMILIES
+
+    family = FAMILIES["efficientvlm"]
+    cfg = family.config("efficientvlm-tiny")
+    torch.manual_seed(0)
+    return family.pipeline(family.model(cfg), family.tokenizer(cfg), family.vocabularies.placeholder(cfg))
+
+
+@pytest.fixture(scope="session")
+def tiny_efficientvlm_build(tmp_path_factory, tiny_efficientvlm):
+    """`tiny_efficientvlm_build(target, precision=None)`: efficientvlm-tiny built for that target, once per session."""
+    from minivlm.converters.build import build
+    from minivlm.converters.targets import resolve_options
+
+    made = {}
+
+    def get(target: str, precision: str | None = None):
+        if (target, precision) not in made:
+            out = tmp_path_factory.mktemp("builds") / "-".join(filter(None, ("efficientvlm-tiny", target, precision)))
+            made[target, precision] = build(tiny_efficientvlm, model_name="efficientvlm-tiny", source="random init",
+                                            options=resolve_options(target, precision), out=out, jobs=2)
+        return made[target, precision]
+
+    return get

@@ -138,6 +138,11 @@ class Pipeline:
                              f"(max_text_len {self.cfg.text.max_text_len} minus [CLS] and [SEP])")
         return self._padded([self.tokenizer.cls_id, *ids, self.tokenizer.sep_id])
 
+    def prompt(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The caption prompt (`generate.prompt_ids`: [CLS] a picture of) padded as `pack` pads: the first
+        caption_step's input_ids and token_mask."""
+        return self._padded(prompt_ids(self.tokenizer))
+
     def _padded(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         length = self.cfg.text.max_text_len
         input_ids = torch.full((1, length), self.tokenizer.pad_id, dtype=torch.int64)
@@ -185,7 +190,7 @@ class Pipeline:
         length = self.cfg.text.max_text_len
         if not 0 < len(prefix) < length:
             raise InputError(f"prompt has {len(prefix)} tokens; it needs 1 to {length - 1} (max_text_len {length})")
-        input_ids, mask = self._padded(prefix)  # positions from t on: hidden from t-1 by the causal mask
+        input_ids, mask = self.prompt()  # positions from t on: hidden from t-1 by the causal mask
         tokens: list[int] = []
         for t in range(len(prefix), length):
             mask[0, :t] = 1.0
