@@ -23,6 +23,7 @@ from ..errors import InputError
 PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point fraction bits for 8-bit images
 BICUBIC_A = -0.5  # Keys' cubic convolution parameter, as Pillow's bicubic_filter
 BICUBIC_SUPPORT = 2.0
+TAPS_PER_BLOCK = 1 << 20  # output pixels x taps per block of lines (x 3 channels x 8 bytes: 24 MB of int64)
 
 
 def _bicubic(x: np.ndarray) -> np.ndarray:
@@ -61,13 +62,17 @@ def _coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pass(pixels: np.ndarray, out_size: int, axis: int) -> np.ndarray:
-    """One pass of Pillow's resampling along `axis` (0 rows, 1 columns) of a uint8 (H, W, 3) array."""
+    """One pass of Pillow's resampling along `axis` (0 rows, 1 columns) of a uint8 (H, W, 3) array, a block of
+    lines at a time (a photo many times the input size would otherwise need gigabytes of taps)."""
     index, weight = _coefficients(pixels.shape[axis], out_size)
-    taps = np.take(pixels.astype(np.int64), index, axis=axis)  # axis becomes (out, ksize)
-    shape = [1] * taps.ndim
-    shape[axis], shape[axis + 1] = weight.shape
-    total = (taps * weight.reshape(shape)).sum(axis=axis + 1) + (1 << (PRECISION_BITS - 1))
-    return np.clip(total >> PRECISION_BITS, 0, 255).astype(np.uint8)
+    lines = pixels if axis == 1 else pixels.transpose(1, 0, 2)  # resample along axis 1 of (lines, in, 3)
+    out = np.empty((lines.shape[0], out_size, 3), dtype=np.uint8)
+    block = max(1, TAPS_PER_BLOCK // weight.size)
+    for start in range(0, lines.shape[0], block):
+        taps = lines[start:start + block][:, index].astype(np.int64)  # (lines, out, ksize, 3)
+        total = (taps * weight[None, :, :, None]).sum(axis=2) + (1 << (PRECISION_BITS - 1))
+        out[start:start + block] = np.clip(total >> PRECISION_BITS, 0, 255)
+    return out if axis == 1 else out.transpose(1, 0, 2)
 
 
 def resize_bicubic(image: np.ndarray, size: int) -> np.ndarray:

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+import minivlm
 from minivlm.converters.tolerances import tolerances_for
+from minivlm.errors import ArtifactError
 from minivlm.python_ref.efficientvlm.family import HOST_STEPS
 from minivlm.python_ref.efficientvlm.graphs import GRAPH_NAMES
 
@@ -54,6 +56,8 @@ def test_coreml_build_converts_and_checks_its_spec(tiny_efficientvlm_build, tiny
     m = _check_manifest(tiny_efficientvlm_build("coreml"), tiny_efficientvlm)
     assert (m["precision"], m["compute_precision"]) == ("fp16", "float16")
     assert [t["runtime_name"] for t in m["graphs"]["caption_step"]["outputs"]] == ["token_logits"]
+    with pytest.raises(ArtifactError, match="needs macOS"):
+        minivlm.load_artifact(tiny_efficientvlm_build("coreml").path)
 
 
 def test_executorch_int8_build_quantizes_every_graph(tiny_efficientvlm_build, tiny_efficientvlm):
