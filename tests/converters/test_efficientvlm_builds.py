@@ -89,3 +89,34 @@ def test_goldens_hold_every_host_step_and_replay_through_python_ref(tiny_efficie
         assert torch.equal(tiny_efficientvlm.preprocess(image), _load(folder, pre["outputs"]["pixels"]))
         tokens = _load(folder, case["host_steps"]["greedy_caption"]["outputs"]["token_ids"]).tolist()
         assert tiny_efficientvlm.caption_tokens(tiny_efficientvlm.encode(image)).token_ids == tuple(tokens)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_efficientvlm):
+    from minivlm.efficientvlm_pipeline import EfficientVLMReference
+    from minivlm.parity import parity_images, run_reference
+
+    reference = EfficientVLMReference(tiny_efficientvlm, "random init")
+    return run_reference(reference, parity_images(scenes=3, photos=("astronaut", "coffee")), fp16_range=True)
+
+
+@pytest.mark.parametrize("target", ["executorch", "tflite", "coreml"])
+def test_every_target_holds_parity(tiny_efficientvlm_build, reference_run, target):
+    """Per graph with the fp32 (Core ML: fp16) row of converters/tolerances.py, per task on photos and scenes.
+    Core ML runs only on macOS: here its spec and the fp16 range are checked, and the tasks listed as not run."""
+    from minivlm.parity import check_parity
+
+    report = check_parity(tiny_efficientvlm_build(target).path, reference_run, platform="linux")
+    assert report.passed, report.table()
+    graphs = {c.name for c in report.checks if c.kind == "graph"}
+    assert graphs == set(GRAPH_NAMES)
+    tasks = {(c.name, c.metric) for c in report.checks if c.kind == "task"}
+    if target == "coreml":
+        assert not tasks and any("only on macOS" in n for n in report.not_checked)
+        assert {c.name for c in report.checks if c.metric == "fp16 headroom"} == set(GRAPH_NAMES)
+        return
+    assert tasks == {("captions", "identical"), ("answers", "identical"), ("match", "same decision"),
+                     ("match", "max prob diff"), ("match", "mean prob diff")}
+    assert report.check("graph", "caption_step", "max abs / peak").limit.name == "FP32_MAX_ABS"
+    assert len(report.per_image) == 5 and "detections" not in report.per_image[0]
+    assert "DETECTION_MATCH_IOU" not in report.table()  # no detector, so no pairing rule in the legend
