@@ -20,7 +20,7 @@ from minivlm.errors import MiniVLMError, NoDetectionsWarning
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MiniVLM SDK: reference model, phone builds, parity.")
 
 ModelArg = Annotated[str, typer.Argument(help="A model preset: minivlm-demo, minivlm-paper, minivlm-minilm-l6, minivlm-tiny.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset with bundled weights, or a .safetensors file from `minivlm train`.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset with bundled weights (MiniVLM or EfficientVLM), or a .safetensors file from `minivlm train`.")]
 ImageArg = Annotated[str, typer.Argument(help="An image file (any size; grayscale, RGBA and palette images are converted).")]
 
 
@@ -70,7 +70,7 @@ def detect(
     model: ModelOpt = "minivlm-demo",
     out: Annotated[Optional[str], typer.Option(help="Also write the image with labelled boxes to this file.")] = None,
 ) -> None:
-    """Detect objects: one line per region (label, score, box in image pixels)."""
+    """Detect objects: one line per region (label, score, box in image pixels). MiniVLM models only (EfficientVLM has no detector)."""
     from minivlm.drawing import check_output, draw_detections
     from minivlm.images import load_image
     from minivlm.loading import load
@@ -277,7 +277,7 @@ def convert(
 
 
 app.command("convert")(_one_line_errors(convert))
-convert_app = typer.Typer(add_completion=False, help="Convert a MiniVLM model for ExecuTorch, Core ML or TFLite.")
+convert_app = typer.Typer(add_completion=False, help="Convert a MiniVLM or EfficientVLM model for ExecuTorch, Core ML or TFLite.")
 convert_app.command()(_one_line_errors(convert))
 
 

@@ -93,18 +93,27 @@ def tiny_tflite_build(tmp_path_factory, tiny_reference):
 
 
 @pytest.fixture(scope="session")
-def tiny_efficientvlm():
-    """The untrained efficientvlm-tiny, seeded, as `tiny_reference` is."""
-    from minivlm.python_ref.families import FAMILIES
+def tiny_efficientvlm_file(tmp_path_factory):
+    """The untrained efficientvlm-tiny, seeded as `tiny_reference` is, saved as `minivlm train` saves a model (its
+    preset and vocabularies in the file's metadata)."""
+    from minivlm.checkpoints import save_weights
+    from minivlm.training import model_metadata
 
-    family = FAMILIES["efficientvlm"]
-    cfg = family.config("efficientvlm-tiny")
     torch.manual_seed(0)
-    return family.pipeline(family.model(cfg), family.tokenizer(cfg), family.vocabularies.placeholder(cfg))
+    model = minivlm.load("efficientvlm-tiny", random_init=True)
+    path = tmp_path_factory.mktemp("weights") / "efficientvlm-tiny.safetensors"
+    save_weights(model.pipeline.model, path, model_metadata(model.config, model.vocab, None))
+    return path
 
 
 @pytest.fixture(scope="session")
-def tiny_efficientvlm_build(tmp_path_factory, tiny_efficientvlm):
+def tiny_efficientvlm(tiny_efficientvlm_file):
+    """That model loaded back from its file: its python_ref pipeline."""
+    return minivlm.load(tiny_efficientvlm_file).pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_efficientvlm_build(tmp_path_factory, tiny_efficientvlm, tiny_efficientvlm_file):
     """`tiny_efficientvlm_build(target, precision=None)`: efficientvlm-tiny built for that target, once per session."""
     from minivlm.converters.build import build
     from minivlm.converters.targets import resolve_options
@@ -114,7 +123,7 @@ def tiny_efficientvlm_build(tmp_path_factory, tiny_efficientvlm):
     def get(target: str, precision: str | None = None):
         if (target, precision) not in made:
             out = tmp_path_factory.mktemp("builds") / "-".join(filter(None, ("efficientvlm-tiny", target, precision)))
-            made[target, precision] = build(tiny_efficientvlm, model_name="efficientvlm-tiny", source="random init",
+            made[target, precision] = build(tiny_efficientvlm, model_name="efficientvlm-tiny", source=str(tiny_efficientvlm_file),
                                             options=resolve_options(target, precision), out=out, jobs=2)
         return made[target, precision]
 
