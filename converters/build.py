@@ -22,9 +22,7 @@ from typing import Iterator
 import torch
 
 from minivlm.python_ref.errors import ConversionError
-from minivlm.python_ref.fusion import MASK_VALUE
-from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
-from minivlm.python_ref.tokenizer import SPECIAL_TOKENS, Tokenizer
+from minivlm.python_ref.families import family_of
 
 from .atomic import signals_deferred
 from .build_folder import atomic_directory, fatal_signals_unwind
@@ -50,55 +48,31 @@ def tool_versions() -> dict[str, str | None]:
     return versions
 
 
-def build_manifest(pipeline: Pipeline, model_name: str, source: str, options: BuildOptions,
-              graphs: list[GraphBuild], extra: dict) -> dict:
-    cfg, tok = pipeline.cfg, pipeline.tokenizer
-    tee, fusion = cfg.tee, cfg.fusion
+def build_manifest(pipeline, model_name: str, source: str, options: BuildOptions, graphs: list[GraphBuild],
+                   extra: dict) -> dict:
+    """The manifest of a build of `pipeline` (docs/ARCHITECTURE.md §6); its host steps as the family describes them."""
+    cfg = pipeline.cfg
+    family = family_of(cfg)
     return {
         "schema_version": SCHEMA_VERSION,
+        "family": family.name,
         "model": {"name": model_name, "preset": cfg.name, "source": source, "config": dataclasses.asdict(cfg)},
         "target": options.target,
         "delegate": options.delegate,
         "precision": options.precision,
         "compute_units": options.compute_units,
         **extra,
-        "graph_order": list(GRAPH_NAMES),
+        "graph_order": list(family.graph_names),
         "graphs": {g.name: g.as_json() for g in graphs},
-        "preprocessing": {
-            "input": "uint8 RGB (H, W, 3)", "size": tee.image_size, "letterbox": "top-left",
-            "scale": "size / max(H, W)", "resized": "floor(H*scale + 0.5) x floor(W*scale + 0.5)",
-            "resample": "bilinear, half-pixel centres, no antialias, on float32 0..255",
-            "normalise": "(v / 255 - mean) / std", "mean": list(tee.pixel_mean), "std": list(tee.pixel_std),
-            "padding": "0 after normalisation", "layout": "NCHW float32",
-        },
-        "tokenizer": {
-            "vocab_file": VOCAB_FILE, "vocab_size": tok.vocab_size, "kind": "BERT uncased WordPiece",
-            "lowercase": True, "strip_accents": True, "max_input_chars_per_word": 100,
-            "specials": {t: _special_id(tok, t) for t in SPECIAL_TOKENS},
-            "special_strings_in_text": "not matched (typed '[SEP]' is three tokens)",
-        },
-        "vocabularies_file": VOCABULARIES_FILE,
-        "fusion_layout": {"max_text_len": fusion.max_text_len, "max_text_tags_len": fusion.max_text_tags_len,
-                          "max_regions": fusion.max_regions, "region_dim": fusion.region_dim,
-                          "attention_mask_value": MASK_VALUE},
-        "postprocessing": {
-            "rpn": dataclasses.asdict(tee.rpn), "roi_head": dataclasses.asdict(tee.roi_head),
-            "region_geometry": "[x1/W, y1/H, x2/W, y2/H, w/W, h/H] in original-image pixels",
-            "caption": {"max_caption_tokens": fusion.max_caption_tokens, "decoding": "greedy (argmax) or beam search",
-                        "stop": "[SEP]"},
-            "match": "softmax(match_logits)[1]", "answer": "argmax(answer_logits)",
-        },
+        **family.describe(pipeline, VOCAB_FILE, VOCABULARIES_FILE),
         "tolerances": tolerances_for(options.target, options.precision),
         "tools": tool_versions(),
         "golden_dir": GOLDEN_DIR,
     }
 
 
-def _special_id(tok: Tokenizer, token: str) -> int:
-    return {"[PAD]": tok.pad_id, "[UNK]": tok.unk_id, "[CLS]": tok.cls_id, "[SEP]": tok.sep_id, "[MASK]": tok.mask_id}[token]
-
-
-def write_vocabularies(pipeline: Pipeline, folder: Path) -> None:
+def write_vocabularies(pipeline, folder: Path) -> None:
+    """The tokenizer's vocabulary (VOCAB_FILE, one token per line) and the output names (VOCABULARIES_FILE)."""
     tok = pipeline.tokenizer
     lines = [tok.id_to_token(i) for i in range(tok.vocab_size)]
     (folder / VOCAB_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -133,9 +107,10 @@ def load_target(options: BuildOptions):
     return module
 
 
-def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOptions, out: str | Path,
+def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out: str | Path,
           force: bool = False, progress: Progress | None = None, jobs: int = 1) -> BuildReport:
-    """Convert `pipeline`'s six graphs for `options` into the self-contained folder `out` (see module doc).
+    """Convert the graphs of `pipeline` (of any family) for `options` into the self-contained folder `out` (see
+    module doc).
 
     `jobs` > 1 converts that many graphs at once in worker processes (conversion is single-threaded Python,
     so on a 2-core machine two workers nearly halve the time); 1 converts in this process.
@@ -143,19 +118,20 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
     if pipeline.model is None:
         raise ConversionError("a build needs the eager reference model (Pipeline.from_model), not runtime graphs")
     progress = progress or Progress()
+    family = family_of(pipeline.cfg)
     started = time.perf_counter()
     with fatal_signals_unwind(), atomic_directory(Path(out), force=force) as tmp:  # checks `out` before slow work
         target = load_target(options)
         workers = None
         try:
             if jobs > 1:
-                workers = Workers(min(jobs, len(GRAPH_NAMES)), target)
+                workers = Workers(min(jobs, len(family.graph_names)), target)
             # The workers take every core: the parent traces and writes goldens on one thread.
             with _torch_threads(1 if workers is not None else None):
                 progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
                 traces = [trace(pipeline, s) for s in golden_images()]
                 calibration = traces
-                if any(target.calibrates(name, options) for name in GRAPH_NAMES):
+                if any(target.calibrates(name, options) for name in family.graph_names):
                     progress.stage("tracing calibration images for int8")
                     calibration = traces + [trace(pipeline, s) for s in calibration_images()[len(traces):]]
                 specs = graph_specs(pipeline, traces, calibration)
@@ -175,7 +151,8 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
                     progress.stage("writing vocabularies, goldens and manifest")
                     golden_bytes = vocabularies_and_goldens()
                 else:
-                    graphs, golden_bytes = workers.convert(specs, options, tmp, progress, vocabularies_and_goldens)
+                    graphs, golden_bytes = workers.convert(specs, options, tmp, progress, vocabularies_and_goldens,
+                                                           first=family.slowest)
         except BaseException:
             if workers is not None:
                 with signals_deferred():
@@ -184,7 +161,8 @@ def build(pipeline: Pipeline, *, model_name: str, source: str, options: BuildOpt
         if workers is not None:
             workers.close()
         (tmp / RANGE_FILE).write_text(json.dumps(ranges.table(), indent=0) + "\n", encoding="utf-8")
-        manifest = build_manifest(pipeline, model_name, source, options, graphs, target.manifest_extra(options))
+        extra = target.manifest_extra(options, family.graph_names)
+        manifest = build_manifest(pipeline, model_name, source, options, graphs, extra)
         manifest["fp16_range"] = ranges.summary()
         manifest["files"] = file_hashes(tmp)
         manifest[MANIFEST_DIGEST] = manifest_digest(manifest)

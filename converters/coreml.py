@@ -38,7 +38,7 @@ def steps(options: BuildOptions) -> tuple[str, ...]:
     return ("export", "convert", "quantize", "save") if options.precision == "int8" else ("export", "convert", "save")
 
 
-def manifest_extra(options: BuildOptions) -> dict:
+def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
     extra = {"minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET, "model_type": "mlprogram",
              "runtime": "Core ML (macOS/iOS only; load_artifact on Linux raises 'needs macOS')",
              "compute_precision": "float32" if options.precision == "fp32" else "float16"}

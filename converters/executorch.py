@@ -26,8 +26,11 @@ from .targets import BuildOptions
 # 0.993 (and converts in 28 s instead of 70). Static (calibrated on the int8 calibration photos and scenes)
 # remains available per graph. tee_stage1 stays fp32 for now: quantized, it lowers and loads but XNNPACK fails
 # at its first run ("Propagating input shapes failed ... xnn_status_invalid_parameter"); see FP32_PARTS.
+# Keyed by graph name, over every family's graphs (MiniVLM's six, then EfficientVLM's vision and text_feature:
+# transformers like the fusion graphs; match, vqa and caption_step are names both families use).
 INT8_ACTIVATIONS = {"tee_stage1": "fp32", "tee_stage2": "dynamic", "caption_prefix": "dynamic",
-                    "caption_step": "dynamic", "vqa": "dynamic", "match": "dynamic"}
+                    "caption_step": "dynamic", "vqa": "dynamic", "match": "dynamic",
+                    "vision": "dynamic", "text_feature": "dynamic"}
 
 # What int8 leaves in fp32 on purpose, and why (recorded in the manifest). Embeddings, LayerNorm, softmax and
 # attention matmuls are not in XNNPACKQuantizer's dynamic patterns (only conv/linear are) and run fp32 in
@@ -38,6 +41,9 @@ FP32_PARTS = {
     "tee_stage2 RoIAlign": "its separable bilinear-sampling matmuls (dynamic int8 covers linear layers only)",
     "transformer graphs": "embeddings, LayerNorm, softmax, attention matmuls (dynamic int8 covers linear layers only)",
 }
+# The graphs each of FP32_PARTS concerns, so that a manifest lists only the parts its build has.
+_FP32_PART_GRAPHS = {"tee_stage1": {"tee_stage1"}, "tee_stage2 RoIAlign": {"tee_stage2"},
+                     "transformer graphs": set(INT8_ACTIVATIONS) - {"tee_stage1", "tee_stage2"}}
 
 # Imported only inside functions; a build checks they exist and its worker processes import them up front.
 BACKEND_MODULES = ("executorch.exir", "executorch.backends.xnnpack.partition.xnnpack_partitioner")
@@ -52,11 +58,13 @@ def steps(options: BuildOptions) -> tuple[str, ...]:
     return ("export", "quantize", "lower", "write") if options.precision == "int8" else ("export", "lower", "write")
 
 
-def manifest_extra(options: BuildOptions) -> dict:
+def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
+    """The manifest's executorch entries for a build of `graphs`."""
     extra = {"runtime": "executorch.runtime (Program.load_method('forward'))"}
     if options.precision == "int8":
         extra["quantization"] = {"scheme": "PT2E XNNPACKQuantizer, symmetric, per-channel int8 weights",
-                                 "activations": INT8_ACTIVATIONS, "fp32": FP32_PARTS}
+                                 "activations": {g: INT8_ACTIVATIONS[g] for g in graphs},
+                                 "fp32": {part: why for part, why in FP32_PARTS.items() if _FP32_PART_GRAPHS[part] & set(graphs)}}
     if options.delegate == "coreml":
         extra["coreml_compute_precision"] = "float32"
     return extra

@@ -4,9 +4,10 @@
 Layout inside a build:
     golden/index.json                       what every file holds (dtype, shape), and inline JSON values
     golden/<image>/<step>.<io>.<name>.bin   one raw little-endian, C-order array per tensor
-Graph calls are stored once per image (`caption_step`: its first GOLDEN_STEP_CALLS calls, the second with a
-non-empty cache), so a build's goldens stay a few MB for the demo model. The whole caption decode is stored
-compactly (`caption_decoding`, computed and checked by `caption_goldens.py`).
+Graph calls are stored once per image, or as many as the family's `golden_calls` says (MiniVLM's
+`caption_step`: its first `minivlm_family.GOLDEN_STEP_CALLS` calls, the second with a non-empty cache), so a
+build's goldens stay a few MB for the demo model. A family may add entries per image (`CASE_ENTRIES`): MiniVLM's letterbox and its whole caption
+decode, stored compactly (`caption_decoding`, computed and checked by `caption_goldens.py`).
 
 This module holds the writer and a build's `write_goldens`; `host_goldens.py` writes the same format without
 graph calls, for tests/golden/.
@@ -21,15 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
+from minivlm.python_ref.families import family_of
 from minivlm.python_ref.tokenizer import Tokenizer
 
-from .caption_goldens import caption_decoding
+from .caption_goldens import Store, caption_decoding
 from .samples import Trace
 
 INDEX_VERSION = 2  # 2: per-image letterbox and caption_decoding
 INDEX_FORMAT = "one raw little-endian C-order array per file; dtype and shape listed here; JSON values inline"
-GOLDEN_STEP_CALLS = 2  # caption_step calls kept per image: t=1 (empty cache) and t=2 (one cached token)
 # Strings whose ids a native tokenizer port must reproduce: case, accents, punctuation, CJK, emoji, specials
 # typed by a user, a word longer than 100 characters, whitespace runs and the empty string.
 TOKENIZER_CASES = (
@@ -91,11 +91,28 @@ def tokenizer_cases(tokenizer: Tokenizer) -> list[dict]:
             for text in TOKENIZER_CASES]
 
 
+def _minivlm_entries(trace: Trace, pipeline, store: Store) -> tuple[dict, dict]:
+    """MiniVLM's letterbox (after the image size) and its greedy and beam-search caption decodes (last)."""
+    return {"letterbox": traced_letterbox(trace)}, {"caption_decoding": caption_decoding(trace, pipeline, store)}
+
+
+# Family name -> (trace, pipeline, store) -> the entries its goldens add to an image's case: (those after its
+# size, those after its graph calls). A family not listed adds none.
+CASE_ENTRIES = {"minivlm": _minivlm_entries}
+
+
+def _no_entries(trace: Trace, pipeline, store: Store) -> tuple[dict, dict]:
+    return {}, {}
+
+
 def write_goldens(traces: list[Trace], io_names: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
-                  pipeline: Pipeline, folder: Path) -> int:
+                  pipeline, folder: Path) -> int:
     """Write golden/ for the images `pipeline` was traced on; `io_names` maps each graph to its (input, output)
-    names. Every image gets its greedy and a beam-search caption decode. Returns the bytes of array data written."""
+    names. Each image gets its host steps, its graph calls and its family's `CASE_ENTRIES` (MiniVLM: a greedy
+    and a beam-search caption decode). Returns the bytes of array data written."""
     folder.mkdir()
+    family = family_of(pipeline.cfg)
+    entries = CASE_ENTRIES.get(family.name, _no_entries)
     w = GoldenWriter(folder)
     cases = {}
     for tr in traces:
@@ -103,18 +120,17 @@ def write_goldens(traces: list[Trace], io_names: dict[str, tuple[tuple[str, ...]
         host = {step: {io: w.group(f"{name}/{step}.{io}", values[io]) for io in ("inputs", "outputs")}
                 for step, values in tr.steps.items()}
         graphs = {}
-        for graph in GRAPH_NAMES:
-            kept = tr.calls[graph][: GOLDEN_STEP_CALLS if graph == "caption_step" else 1]
+        for graph in family.graph_names:
+            kept = tr.calls[graph][: family.golden_calls.get(graph, 1)]
             in_names, out_names = io_names[graph]
             graphs[graph] = [
                 {"call": i, "inputs": w.group(f"{name}/{graph}.{i}.inputs", dict(zip(in_names, ins, strict=True))),
                  "outputs": w.group(f"{name}/{graph}.{i}.outputs", dict(zip(out_names, outs, strict=True)))}
                 for i, (ins, outs) in enumerate(kept)
             ]
+        head, tail = entries(tr, pipeline, w.group)
         cases[name] = {"source": tr.sample.source, "height": int(tr.sample.image.shape[0]),
-                       "width": int(tr.sample.image.shape[1]), "letterbox": traced_letterbox(tr), "host_steps": host,
-                       "graphs": graphs,
-                       "caption_decoding": caption_decoding(tr, pipeline, w.group)}
+                       "width": int(tr.sample.image.shape[1]), **head, "host_steps": host, "graphs": graphs, **tail}
     index = {
         "version": INDEX_VERSION,
         "format": INDEX_FORMAT,
@@ -126,5 +142,5 @@ def write_goldens(traces: list[Trace], io_names: dict[str, tuple[tuple[str, ...]
     return w.bytes
 
 
-__all__ = ["GOLDEN_STEP_CALLS", "INDEX_FORMAT", "INDEX_VERSION", "TOKENIZER_CASES", "GoldenWriter", "tokenizer_cases",
+__all__ = ["CASE_ENTRIES", "INDEX_FORMAT", "INDEX_VERSION", "TOKENIZER_CASES", "GoldenWriter", "tokenizer_cases",
            "traced_letterbox", "write_goldens"]

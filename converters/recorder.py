@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from minivlm.python_ref.pipeline import Pipeline
+from minivlm.python_ref.families import family_of
 
 # A graph call as it was made: (inputs, outputs), detached copies.
 Call = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]
@@ -18,8 +18,9 @@ Call = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]
 Runner = Callable[[str, Callable, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
 
 
-def recorded(pipeline: Pipeline, calls: dict[str, list[Call]], run: Runner | None = None) -> Pipeline:
-    """`pipeline` with every graph call appended to `calls[name]`; `run`, if given, makes each call."""
+def recorded(pipeline, calls: dict[str, list[Call]], run: Runner | None = None):
+    """`pipeline` (of any family) with every graph call appended to `calls[name]`; `run`, if given, makes each
+    call. The copy is assembled by the pipeline's family from the wrapped graphs, so it runs the same host code."""
 
     def wrap(name: str, graph: Callable) -> Callable:
         def call(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -30,7 +31,8 @@ def recorded(pipeline: Pipeline, calls: dict[str, list[Call]], run: Runner | Non
 
         return call
 
-    return Pipeline(pipeline.cfg, pipeline.tokenizer, pipeline.vocab, pipeline.graphs.map(wrap))
+    wrapped = {name: wrap(name, graph) for name, graph in pipeline.graphs.modules().items()}
+    return family_of(pipeline.cfg).assemble(pipeline.cfg, pipeline.tokenizer, pipeline.vocab, wrapped)
 
 
 __all__ = ["Call", "Runner", "recorded"]

@@ -1,10 +1,10 @@
 """Real inputs for a build: scikit-image photos and demo scenes, traced through the reference pipeline.
 
-A build exports each graph with inputs the reference actually produced (so `caption_step` sees a real
-key/value cache, `tee_stage2` real proposals), calibrates int8 on them, and stores them with every host
-step's inputs and outputs as goldens. `trace` runs the public pipeline with its graphs wrapped, then
-recomputes each host step from what the graphs saw and checks it against what the pipeline did, so a
-golden can never drift from the pipeline it documents.
+A build exports each graph with inputs the reference actually produced (so MiniVLM's `caption_step` sees a
+real key/value cache, `tee_stage2` real proposals), calibrates int8 on them, and stores them with every host
+step's inputs and outputs as goldens. `trace` runs the pipeline with its graphs wrapped, and its family's
+`record` (`python_ref/family.py`) recomputes each host step from what the graphs saw and checks it against
+what the pipeline did, so a golden can never drift from the pipeline it documents.
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ import numpy as np
 import torch
 
 from minivlm.python_ref.errors import ConversionError
-from minivlm.python_ref.packing import FUSION_INPUT_NAMES
-from minivlm.python_ref.generate import greedy
-from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
-from minivlm.python_ref.postprocess import select_proposals, select_regions
-from minivlm.python_ref.preprocess import preprocess
+from minivlm.python_ref.families import family_of
 from minivlm.python_ref.scenes import COUNT_QUESTION, Scene, caption_for, generate_scene
 
 from .recorder import Call, recorded
@@ -111,60 +107,15 @@ class Trace:
     calls: dict[str, list[Call]] = field(default_factory=lambda: defaultdict(list))
 
 
-def _same(what: str, a: torch.Tensor, b: torch.Tensor) -> None:
-    if a.shape != b.shape or not torch.equal(a, b):
-        raise ConversionError(f"golden recomputation of {what} differs from the pipeline's; python_ref changed under the converter")
-
-
 @torch.no_grad()
-def trace(pipeline: Pipeline, sample: SampleImage) -> Trace:
-    """Run detect/caption/answer/match on one image, recording every graph call and host step."""
+def trace(pipeline, sample: SampleImage) -> Trace:
+    """Run the tasks of `pipeline`'s family on one image, recording every graph call and host step (the family's
+    `record` recomputes each host step from what the graphs saw and checks it against what the pipeline did)."""
     out = Trace(sample)
+    family = family_of(pipeline.cfg)
     traced = recorded(pipeline, out.calls)
-    tee, image = pipeline.cfg.tee, sample.image
-
-    found = traced.regions(image)
-    (pixels,), stage1 = out.calls["tee_stage1"][0]
-    mine, box = preprocess(image, tee.image_size, tee.pixel_mean, tee.pixel_std)
-    _same("preprocess", mine, pixels)
-    out.steps["preprocess"] = {
-        "inputs": {"image": torch.from_numpy(np.ascontiguousarray(image))},
-        "outputs": {"pixels": pixels, "letterbox": {"height": box.height, "width": box.width, "scale": box.scale,
-                                                    "resized_height": box.resized_height, "resized_width": box.resized_width}},
-    }
-    objectness, deltas = stage1[-2][0], stage1[-1][0]
-    proposals, valid = select_proposals(objectness, deltas, pipeline.anchors, pipeline.level_sizes, tee.rpn, tee.image_size)
-    stage2_in, stage2 = out.calls["tee_stage2"][0]
-    _same("proposals", proposals[None], stage2_in[-1])
-    out.steps["proposals"] = {"inputs": {"objectness": objectness, "deltas": deltas, "anchors": pipeline.anchors},
-                              "outputs": {"proposals": proposals, "valid": valid}}
-    features, class_logits, box_deltas, attribute_logits = (t[0] for t in stage2)
-    regions = select_regions(proposals, valid, class_logits, box_deltas, attribute_logits, features, tee.roi_head, tee.image_size)
-    _same("region selection", regions.boxes, found.regions.boxes)
-    out.steps["region_selection"] = {
-        "inputs": {"proposals": proposals, "valid": valid, "class_logits": class_logits, "box_deltas": box_deltas,
-                   "attribute_logits": attribute_logits, "features": features},
-        "outputs": {"boxes": regions.boxes, "labels": regions.labels, "scores": regions.scores,
-                    "proposal_indices": regions.proposal_indices},
-    }
-    out.steps["detections"] = {
-        "inputs": {"boxes": regions.boxes, "letterbox_scale": box.scale},
-        "outputs": {"boxes": found.boxes, "tags": list(found.tags), "region_tokens": found.tokens},
-    }
-
-    caption_inputs = traced.pack(found, "", require_text=False)
-    caption = greedy(traced.graphs.caption, traced.tokenizer, caption_inputs)
-    out.steps["caption_packing"] = {"inputs": {"tags": list(found.tags), "region_tokens": found.tokens},
-                                    "outputs": dict(zip(FUSION_INPUT_NAMES, caption_inputs.as_tuple()))}
-    out.steps["greedy_caption"] = {"inputs": {}, "outputs": {
-        "token_ids": torch.tensor(caption.token_ids, dtype=torch.int64),
-        "caption": traced.tokenizer.decode(list(caption.token_ids)), "finished": caption.finished}}
-    question_inputs = traced.pack(found, sample.question)
-    out.steps["question_packing"] = {"inputs": {"question": sample.question, "tags": list(found.tags)},
-                                     "outputs": dict(zip(FUSION_INPUT_NAMES, question_inputs.as_tuple()))}
-    out.steps["answer"] = {"inputs": {"question": sample.question}, "outputs": {"answer": traced.answer_of(found, sample.question)}}
-    out.steps["match"] = {"inputs": {"text": sample.text}, "outputs": {"probability": traced.match_of(found, sample.text)}}
-    missing = [name for name in GRAPH_NAMES if not out.calls[name]]
+    out.steps = family.record(traced, out.calls, sample.image, sample.question, sample.text)
+    missing = [name for name in family.graph_names if not out.calls[name]]
     if missing:
         raise ConversionError(f"tracing {sample.name} never ran the graphs {missing}")
     return out

@@ -13,11 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from minivlm.python_ref.pipeline import Pipeline
+from minivlm.python_ref.families import family_of
 
 from .manifest import batch_axis
 from .samples import Trace
-
 
 
 @dataclass(frozen=True)
@@ -58,14 +57,17 @@ class GraphSpec:
         return tuple(s.name for s in self.outputs)
 
 
-def graph_specs(pipeline: Pipeline, traces: list[Trace], calibration: list[Trace]) -> list[GraphSpec]:
-    """The six graphs with example inputs from the first traced image (a photo). `caption_step` takes its
-    second call, whose cache already holds a token, so export never sees only the empty-cache special case."""
+def graph_specs(pipeline, traces: list[Trace], calibration: list[Trace]) -> list[GraphSpec]:
+    """Every graph of the pipeline's family, with example inputs from the first traced image (a photo): the call
+    its family's `export_call` names (MiniVLM's `caption_step`: its second, whose cache already holds a token,
+    so export never sees only the empty-cache special case), else the first."""
+    family = family_of(pipeline.cfg)
     specs = []
     for name, module in pipeline.graphs.modules().items():
         in_names, out_names = module.input_names, module.output_names
         calls = traces[0].calls[name]
-        example_in, example_out = calls[1] if name == "caption_step" and len(calls) > 1 else calls[0]
+        index = family.export_call.get(name, 0)
+        example_in, example_out = calls[index] if len(calls) > index else calls[0]
         seen = [ins for tr in calibration for ins, _ in tr.calls[name]]
         shapes = {tuple(tuple(t.shape) for t in ins) for ins in seen}
         assert len(shapes) == 1, f"{name} was called with several input shapes {shapes}: graphs must be static"

@@ -53,7 +53,7 @@ def steps(options: BuildOptions) -> tuple[str, ...]:
     return ("convert", "write", "inspect")
 
 
-def manifest_extra(options: BuildOptions) -> dict:
+def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
     extra = {"runtime": "ai_edge_litert.interpreter.Interpreter, signature 'serving_default'",
              "compatibility_sources": "GPU: documented op list; NNAPI: NNAPI delegate Validate(); XNNPACK: measured"}
     if options.precision == "fp16":

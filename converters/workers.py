@@ -170,12 +170,12 @@ class Workers:
         self.events.close()
 
     def convert(self, specs: list[GraphSpec], options: BuildOptions, folder: Path, progress: Progress,
-                meanwhile: Callable[[], Any]) -> tuple[list[GraphBuild], Any]:
-        """Convert every graph, longest first; run `meanwhile()` here while the workers convert. Returns the
-        builds in `specs` order and what `meanwhile` returned."""
+                meanwhile: Callable[[], Any], first: tuple[str, ...] = ()) -> tuple[list[GraphBuild], Any]:
+        """Convert every graph, the longest ones (`first`, the family's `slowest`) first; run `meanwhile()` here
+        while the workers convert. Returns the builds in `specs` order and what `meanwhile` returned."""
         done: dict[str, GraphBuild] = {}
         started: set[str] = set()
-        order = sorted(specs, key=lambda s: s.name not in ("tee_stage1", "caption_step"))
+        order = sorted(specs, key=lambda s: s.name not in first)
         # Pickled here, by value: the pool's own pickler would share tensors through file descriptors that this
         # process serves from a thread, which prints a traceback when a worker is terminated mid-transfer.
         pending = {self.pool.submit(_worker_convert, self.target.__name__, pickle.dumps(s, pickle.HIGHEST_PROTOCOL), options,

@@ -4,7 +4,7 @@ Numbers follow MiniVLM (Wang et al., arXiv 2012.06946; docs/ARCHITECTURE.md §11
 come from the first author's `qd` configs (`frcnn_eff_attr_8.yaml`), the fusion model is MiniLM-L12-H384
 in the OSCAR layout. Each part owns its config; `MiniVLMConfig` composes them and checks the contracts
 between parts (region feature width, sequence lengths). Presets are functions; `get_config(name)` looks
-one up by its public name, `model_family(name)` says which family (MiniVLM or EfficientVLM) a name is of.
+one up by its public name (`families.get_config` looks up a preset of any family).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from .efficientvlm.config import PRESETS as EFFICIENTVLM_PRESETS
 from .errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -303,17 +302,6 @@ def get_config(name: str) -> MiniVLMConfig:
     return PRESETS[name]()
 
 
-def model_family(name: str) -> str:
-    """The family of preset `name`: "minivlm" (`PRESETS` here) or "efficientvlm" (`efficientvlm/config.py`
-    `PRESETS`); ConfigError naming the presets of both families otherwise."""
-    if name in PRESETS:
-        return "minivlm"
-    if name in EFFICIENTVLM_PRESETS:
-        return "efficientvlm"
-    known = sorted([*PRESETS, *EFFICIENTVLM_PRESETS])
-    raise ConfigError(f"unknown model preset {name!r}; known presets: {', '.join(known)}")
-
-
 __all__ = [
     "B0_STAGES",
     "BiFPNConfig",
@@ -328,7 +316,6 @@ __all__ = [
     "get_config",
     "minilm_l6",
     "minivlm_paper",
-    "model_family",
     "replace",
     "tiny",
 ]

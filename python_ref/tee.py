@@ -62,6 +62,7 @@ class TEEStage1(nn.Module):
     def __init__(self, tee: TEE) -> None:
         super().__init__()
         self.backbone, self.bifpn, self.rpn = tee.backbone, tee.bifpn, tee.rpn
+        self.cfg = tee.cfg
         levels = tee.cfg.roi_head.pooler_levels
         self.pooled_indices = tuple(lv - tee.cfg.bifpn.min_level for lv in levels)
         self.input_names = ("images",)
@@ -71,6 +72,11 @@ class TEEStage1(nn.Module):
         features = self.bifpn(self.backbone(images))  # P3..P7, each (B, C, S/2^l, S/2^l)
         objectness, deltas = self.rpn(features)  # (B, N), (B, N, 4)
         return (*(features[i] for i in self.pooled_indices), objectness, deltas)
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Zero images of the exact static shape (B, 3, S, S) f32."""
+        s = self.cfg.image_size
+        return (torch.zeros(batch, 3, s, s, dtype=torch.float32),)
 
 
 class TEEStage2(nn.Module):
@@ -83,6 +89,7 @@ class TEEStage2(nn.Module):
         if len(levels) != 4:
             raise ConfigError(f"TEEStage2 takes 4 pooled levels (p3..p6), the config pools {levels}")
         self.pooler, self.box_head = tee.pooler, tee.box_head
+        self.cfg = tee.cfg
         self.input_names = (*(f"p{lv}" for lv in levels), "boxes")
         self.output_names = ("region_features", "class_logits", "box_deltas", "attribute_logits")
 
@@ -92,6 +99,13 @@ class TEEStage2(nn.Module):
         pooled = self.pooler((p3, p4, p5, p6), boxes)  # (B*R, C, P, P)
         outputs = self.box_head(pooled)  # each (B*R, ...)
         return tuple(y.reshape(b, r, y.shape[-1]) for y in outputs)
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Zero inputs of the exact static shapes: each pooled level (B, C, S / 2^l, S / 2^l) f32, C the BiFPN
+        width, and the kept proposals (B, R, 4) f32, R = `rpn.post_nms_top_n`."""
+        c, s = self.cfg.bifpn.channels, self.cfg.image_size
+        levels = tuple(torch.zeros(batch, c, s >> lv, s >> lv, dtype=torch.float32) for lv in self.cfg.roi_head.pooler_levels)
+        return (*levels, torch.zeros(batch, self.cfg.rpn.post_nms_top_n, 4, dtype=torch.float32))
 
 
 def check_boxes(boxes: object, batch: int) -> None:

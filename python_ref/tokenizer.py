@@ -127,6 +127,19 @@ class Tokenizer:
     def mask_id(self) -> int:
         return self._ids["[MASK]"]
 
+    def special_ids(self) -> dict[str, int]:
+        """Each of SPECIAL_TOKENS -> its id, in that order."""
+        return {token: self._ids[token] for token in SPECIAL_TOKENS}
+
+    def describe(self, vocab_file: str) -> dict:
+        """What a build's manifest says of this tokenizer, whose vocabulary the build holds as `vocab_file`."""
+        return {
+            "vocab_file": vocab_file, "vocab_size": self.vocab_size, "kind": "BERT uncased WordPiece",
+            "lowercase": True, "strip_accents": True, "max_input_chars_per_word": MAX_INPUT_CHARS_PER_WORD,
+            "specials": self.special_ids(),
+            "special_strings_in_text": "not matched (typed '[SEP]' is three tokens)",
+        }
+
     @staticmethod
     def _check_text(text: object) -> str:
         if not isinstance(text, str):

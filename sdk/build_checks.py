@@ -5,7 +5,8 @@ reads, of the type it expects), its own sha256 (an edit after the build), the sh
 missing, truncated or edited file), every path inside the folder and no symbolic links, the config against this
 SDK's preset, and each graph's inputs and outputs (names, shapes, dtypes, order) against the model that config
 describes and against what the graph's own runtime reports (ExecuTorch's method metadata, the TFLite
-signature, the Core ML spec). `minivlm.runtime.load_artifact` runs the same checks before it builds its runners.
+signature, the Core ML spec), with the graphs and presets of the build's model family (`family`; a manifest
+without one is a MiniVLM build). `minivlm.runtime.load_artifact` runs the same checks before it builds its runners.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import torch
 from minivlm.converters.manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION, batch_axis,
                                          manifest_digest, sha256_file)
 from minivlm.converters.targets import TARGETS
-from minivlm.errors import ArtifactError, ConfigError
-from minivlm.python_ref.config import MiniVLMConfig, get_config
-from minivlm.python_ref.pipeline import GRAPH_NAMES, Graphs, MiniVLM
+from minivlm.errors import ArtifactError
+from minivlm.python_ref.families import FAMILIES, PRESET_FAMILIES, family_named, family_of
+from minivlm.python_ref.family import Family
 
 TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "float16": torch.float16}
 # ExecuTorch's TensorInfo.dtype() is a c10 ScalarType code.
 _EXECUTORCH_DTYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64", 11: "bool"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_FAMILY = "minivlm"  # of a manifest that names none: every build before EfficientVLM was a MiniVLM build
 
 
 def first_line(err: BaseException) -> str:
@@ -103,11 +105,14 @@ def check_manifest(manifest: Any, path: Path) -> dict:
     for rel, digest in files.items():
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise ArtifactError(f"{path}: files[{rel!r}] is {_show(digest)}; expected a sha256 hex digest")
-    graphs = need(manifest, "graphs", "", is_dict, f"an object with the graphs {', '.join(GRAPH_NAMES)}")
-    missing, unknown = [g for g in GRAPH_NAMES if g not in graphs], [g for g in graphs if g not in GRAPH_NAMES]
+    family = need(manifest, "family", "", _one_of(FAMILIES), f"one of this SDK's model families: {', '.join(FAMILIES)}",
+                  optional=True)
+    graph_names = FAMILIES[family or DEFAULT_FAMILY].graph_names
+    graphs = need(manifest, "graphs", "", is_dict, f"an object with the graphs {', '.join(graph_names)}")
+    missing, unknown = [g for g in graph_names if g not in graphs], [g for g in graphs if g not in graph_names]
     if missing or unknown:
-        raise ArtifactError(f"{path}: graphs has {list(graphs)}; expected exactly {list(GRAPH_NAMES)}")
-    for name in GRAPH_NAMES:
+        raise ArtifactError(f"{path}: graphs has {list(graphs)}; expected exactly {list(graph_names)}")
+    for name in graph_names:
         where = f"graphs.{name}"
         entry = need(graphs, name, "graphs", is_dict, "an object with the graph's file, inputs and outputs")
         need(entry, "file", where, _text, "the graph's file name in the build folder")
@@ -209,12 +214,19 @@ def verify_files(folder: Path, manifest: dict) -> None:
             raise ArtifactError(f"{folder}: {rel} has no checksum in {MANIFEST}")
 
 
-def _config(manifest: dict) -> MiniVLMConfig:
+def manifest_family(manifest: dict) -> Family:
+    """The model family of a build whose manifest passed `check_manifest`."""
+    return family_named(manifest.get("family", DEFAULT_FAMILY))
+
+
+def _config(manifest: dict):
     model = manifest["model"]
-    try:
-        cfg = get_config(model["preset"])
-    except ConfigError:
-        raise ArtifactError(f"the build is of model preset {model['preset']!r}, which this SDK does not know") from None
+    family = manifest_family(manifest)
+    if model["preset"] not in PRESET_FAMILIES:
+        raise ArtifactError(f"the build is of model preset {model['preset']!r}, which this SDK does not know")
+    if PRESET_FAMILIES[model["preset"]] is not family:
+        raise ArtifactError(f"the build's preset {model['preset']} is not of its manifest's family {family.name}")
+    cfg = family.config(model["preset"])
     if json.loads(json.dumps(dataclasses.asdict(cfg))) != model["config"]:
         raise ArtifactError(f"the build's {model['preset']} config differs from this SDK's; rebuild it with this version")
     return cfg
@@ -226,28 +238,26 @@ TensorIO = tuple[str, tuple[int, ...], str]  # (name, shape, dtype)
 
 
 @functools.lru_cache(maxsize=4)
-def model_graph_io(cfg: MiniVLMConfig) -> dict[str, tuple[tuple[TensorIO, ...], tuple[TensorIO, ...]]]:
+def model_graph_io(cfg) -> dict[str, tuple[tuple[TensorIO, ...], tuple[TensorIO, ...]]]:
     """Each graph's inputs and outputs (name, shape, dtype, in order) at batch 1, as python_ref's model of `cfg`
-    defines them: the graphs run on the meta device (shapes only, no weights, about a second)."""
+    (of any family) defines them: each graph runs on its example inputs on the meta device (shapes only, no
+    weights, about a second)."""
     def io(names: tuple[str, ...], tensors) -> tuple[TensorIO, ...]:
         return tuple((n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(names, tensors, strict=True))
 
-    tee = cfg.tee
+    family = family_of(cfg)
     with torch.device("meta"), torch.no_grad():
-        graphs = Graphs.of(MiniVLM(cfg).eval()).modules()
-        inputs = {"tee_stage1": (torch.zeros(1, 3, tee.image_size, tee.image_size),)}
-        *levels, _, _ = graphs["tee_stage1"](*inputs["tee_stage1"])  # pooler levels, objectness, deltas
-        inputs["tee_stage2"] = (*levels, torch.zeros(1, tee.rpn.post_nms_top_n, 4))  # the kept proposals
-        inputs |= {name: graphs[name].example_inputs() for name in GRAPH_NAMES[2:]}
-        return {name: (io(graphs[name].input_names, inputs[name]), io(graphs[name].output_names, graphs[name](*inputs[name])))
-                for name in GRAPH_NAMES}
+        graphs = family.graphs(family.model(cfg).eval())
+        inputs = {name: graph.example_inputs(1) for name, graph in graphs.items()}
+        return {name: (io(graph.input_names, inputs[name]), io(graph.output_names, graph(*inputs[name])))
+                for name, graph in graphs.items()}
 
 
 def _shape(shape) -> str:
     return str(tuple(shape))
 
 
-def check_model_io(manifest: dict, cfg: MiniVLMConfig) -> None:
+def check_model_io(manifest: dict, cfg) -> None:
     """ArtifactError naming the graph, the tensor and both values where the manifest's inputs or outputs (names,
     order, shapes, dtypes, batch axes) differ from those of the model its config describes."""
     preset = manifest["model"]["preset"]
@@ -353,9 +363,9 @@ def load_tflite(path: Path, name: str, entry: dict):
     return interpreter, runner
 
 
-def verified_manifest(folder: Path) -> tuple[dict, MiniVLMConfig]:
-    """The manifest (structure, own sha256), every file's sha256, the config and the manifest's graph I/O
-    against the model: every check that needs no runtime."""
+def verified_manifest(folder: Path) -> tuple[dict, object]:
+    """The manifest (structure, own sha256), every file's sha256, the config (of the manifest's family) and the
+    manifest's graph I/O against the model: every check that needs no runtime."""
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
     cfg = _config(manifest)
@@ -384,6 +394,6 @@ def verify_build(path: str | Path) -> dict:
     return manifest
 
 
-__all__ = ["TORCH_DTYPES", "TensorIO", "check_manifest", "check_model_io", "check_runtime_io", "coreml_io", "first_line",
-           "inside", "load_coreml_spec", "load_error", "load_executorch", "load_tflite", "model_graph_io", "read_manifest",
+__all__ = ["DEFAULT_FAMILY", "TORCH_DTYPES", "TensorIO", "check_manifest", "check_model_io", "check_runtime_io", "coreml_io", "first_line",
+           "inside", "load_coreml_spec", "load_error", "load_executorch", "load_tflite", "manifest_family", "model_graph_io", "read_manifest",
            "verified_manifest", "verify_build", "verify_files"]

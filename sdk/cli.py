@@ -21,8 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="MiniVLM SDK:
 
 ModelArg = Annotated[str, typer.Argument(help="A model preset: minivlm-demo, minivlm-paper, minivlm-minilm-l6, minivlm-tiny, "
                                                 "or efficientvlm-teacher, efficientvlm-paper, efficientvlm-tiny, "
-                                                "efficientvlm-demo-teacher, efficientvlm-demo-student.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset with bundled weights, or a .safetensors file from `minivlm train`.")]
+                                                "efficientvlm-demo-teacher, efficientvlm-demo-student, efficientvlm-demo-tiny.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset with bundled weights (MiniVLM or EfficientVLM), or a .safetensors file from `minivlm train`.")]
 ImageArg = Annotated[str, typer.Argument(help="An image file (any size; grayscale, RGBA and palette images are converted).")]
 
 
@@ -62,10 +62,10 @@ def info(
     """Parameters and FLOPs per part, counted by running the model (512x512, 50 regions, 70 text+tag tokens for the
     paper preset; EfficientVLM: one image and one text of max_text_len tokens, and a student's ratios to its teacher)."""
     from minivlm.python_ref import profile
-    from minivlm.python_ref.config import model_family
+    from minivlm.python_ref.families import preset_family
     from minivlm.python_ref.efficientvlm import profile as efficientvlm_profile
 
-    report = {"minivlm": profile.info_report, "efficientvlm": efficientvlm_profile.info_report}[model_family(model)]
+    report = {"minivlm": profile.info_report, "efficientvlm": efficientvlm_profile.info_report}[preset_family(model).name]
     typer.echo(report(model, image_size=image_size))
 
 
@@ -76,7 +76,7 @@ def detect(
     model: ModelOpt = "minivlm-demo",
     out: Annotated[Optional[str], typer.Option(help="Also write the image with labelled boxes to this file.")] = None,
 ) -> None:
-    """Detect objects: one line per region (label, score, box in image pixels)."""
+    """Detect objects: one line per region (label, score, box in image pixels). MiniVLM models only (EfficientVLM has no detector)."""
     from minivlm.drawing import check_output, draw_detections
     from minivlm.images import load_image
     from minivlm.loading import load
@@ -316,7 +316,7 @@ def convert(
 
 
 app.command("convert")(_one_line_errors(convert))
-convert_app = typer.Typer(add_completion=False, help="Convert a MiniVLM model for ExecuTorch, Core ML or TFLite.")
+convert_app = typer.Typer(add_completion=False, help="Convert a MiniVLM or EfficientVLM model for ExecuTorch, Core ML or TFLite.")
 convert_app.command()(_one_line_errors(convert))
 
 

@@ -9,14 +9,14 @@ from minivlm.converters.build_folder import Interrupted
 from minivlm.converters.progress import BuildReport, Progress
 from minivlm.converters.targets import TARGETS, BuildOptions, resolve_options
 from minivlm.loading import DEFAULT_MODEL, load
-from minivlm.python_ref.config import PRESETS
+from minivlm.python_ref.families import PRESET_FAMILIES
 
 OUT_ROOT = Path("out")
 
 
 def model_name(model: str) -> str:
-    """A preset's name, or a weights file's stem."""
-    return model if model in PRESETS else Path(model).stem
+    """A preset's name (of any family), or a weights file's stem."""
+    return model if model in PRESET_FAMILIES else Path(model).stem
 
 
 def default_out(name: str, options: BuildOptions) -> Path:
@@ -34,7 +34,8 @@ def default_out(name: str, options: BuildOptions) -> Path:
 def convert(model: str = DEFAULT_MODEL, target: str = "executorch", *, precision: str | None = None,
             delegate: str | None = None, compute_units: str | None = None, out: str | Path | None = None,
             force: bool = False, random_init: bool = False, progress: Progress | None = None, jobs: int = 1) -> BuildReport:
-    """Build `model` (a preset with bundled weights, or a `.safetensors` from `minivlm train`) for `target`.
+    """Build `model` (a preset with bundled weights, or a `.safetensors` from `minivlm train`; MiniVLM or
+    EfficientVLM) for `target`.
 
     Options are checked before anything is loaded; unknown or impossible choices raise ConversionError
     naming what exists. The build folder (default `default_out`) is written atomically: see

@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from minivlm.errors import InputError
+from minivlm.errors import ConfigError, InputError
 from minivlm.metrics import accuracy, average_precision_at_iou, exact_match_rate
 from minivlm.python_ref.pipeline import Pipeline
 from minivlm.python_ref.scenes import generate_scene
@@ -51,7 +51,11 @@ def question_type(question: str) -> str:
 
 
 def evaluate(pipe: Pipeline, n: int = 300, seed: int = EVAL_SEED, progress: Callable[[Iterable], Iterable] = iter) -> EvalReport:
-    """Run detection, greedy captioning and every question of `n` scenes of stream `seed`."""
+    """Run detection, greedy captioning and every question of `n` scenes of stream `seed` (a MiniVLM pipeline:
+    detection mAP needs a detector)."""
+    if not isinstance(pipe, Pipeline):
+        raise ConfigError(f"minivlm eval scores MiniVLM models (its detection mAP needs a detector); "
+                          f"{pipe.cfg.name} is not one")
     if n < 1:
         raise InputError(f"n is {n}, expected at least 1 scene")
     started = time.monotonic()

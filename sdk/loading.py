@@ -1,4 +1,6 @@
-"""`minivlm.load`: the eager reference pipeline of a preset or a weights file, taking any image a user has."""
+"""`minivlm.load`: the eager reference pipeline of a preset or a weights file, of any model family, taking any
+image a user has (`ReferencePipeline` for MiniVLM, `minivlm.efficientvlm_pipeline.EfficientVLMReference` for
+EfficientVLM: `PUBLIC_TYPES`)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ from pathlib import Path
 
 import torch
 
+from minivlm.efficientvlm_pipeline import EfficientVLMReference
 from minivlm.errors import ConfigError, NoDetectionsWarning, WeightsError
 from minivlm.images import ImageLike, load_image, shrink_for_input
-from minivlm.python_ref.config import PRESETS, get_config
-from minivlm.python_ref.pipeline import Detection, ImageRegions, MiniVLM, Pipeline, Vocabularies, check_text
+from minivlm.python_ref.families import PRESET_FAMILIES, family_of, get_config, known_presets
+from minivlm.python_ref.family import Family
+from minivlm.python_ref.pipeline import Detection, ImageRegions, Pipeline, Vocabularies, check_text
 from minivlm.python_ref.postprocess import region_geometry
-from minivlm.python_ref.tokenizer import Tokenizer
 from minivlm.python_ref.weights import load_weights, read_metadata
 
 log = logging.getLogger(__name__)
@@ -92,24 +95,29 @@ class ReferencePipeline:
         return found
 
 
-def _vocabularies(metadata: dict[str, str], path: Path) -> Vocabularies:
+# The public API of a model, by family: (python_ref pipeline, source) -> what `load` returns.
+PUBLIC_TYPES = {"minivlm": ReferencePipeline, "efficientvlm": EfficientVLMReference}
+
+
+def _vocabularies(family: Family, metadata: dict[str, str], path: Path):
     try:
         raw = json.loads(metadata["vocabularies"])
-        return Vocabularies(**{k: tuple(v) for k, v in raw.items()})
-    except (KeyError, TypeError, ValueError) as err:
+        return family.vocabularies_from_json(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise WeightsError(f"{path} has no readable 'vocabularies' metadata ({type(err).__name__})") from None
 
 
-def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferencePipeline:
-    """The reference pipeline of `model`: a preset name (its bundled weights) or a `.safetensors` file
-    written by `minivlm train`. `random_init=True` builds an untrained preset (e.g. `minivlm-paper`, for
-    which no weights exist) with numbered placeholder vocabularies."""
+def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferencePipeline | EfficientVLMReference:
+    """The reference pipeline of `model`: a preset name of any family (its bundled weights) or a `.safetensors`
+    file written by `minivlm train` or `minivlm.checkpoints.save_weights` (its metadata names the preset).
+    `random_init=True` builds an untrained preset (e.g. `minivlm-paper`, for which no weights exist) with
+    numbered placeholder vocabularies."""
     model = os.fspath(model) if isinstance(model, os.PathLike) else model
     if not isinstance(model, str):
         raise ConfigError(f"model is {model!r}, expected a preset name or a .safetensors path")
     path = Path(model)
-    presets = ", ".join(sorted(PRESETS))
-    if model not in PRESETS and path.suffix == ".safetensors":
+    presets = known_presets()
+    if model not in PRESET_FAMILIES and path.suffix == ".safetensors":
         if path.is_dir():
             raise WeightsError(f"{model!r} is a directory; --model takes a .safetensors file written by `minivlm train`")
         if not path.is_file():
@@ -117,18 +125,19 @@ def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferenceP
         preset = read_metadata(path).get("preset")
         if preset is None:
             raise WeightsError(f"{path} names no 'preset' in its metadata")
-        if preset not in PRESETS:
+        if preset not in PRESET_FAMILIES:
             raise WeightsError(f"{path} names preset {preset!r} in its metadata, which this SDK does not have "
                                f"(presets: {presets})")
         return _from_file(get_config(preset), path)
-    if model not in PRESETS and (path.suffix or os.sep in model or path.exists()):
+    if model not in PRESET_FAMILIES and (path.suffix or os.sep in model or path.exists()):
         raise WeightsError(f"{model!r} is neither a model preset nor a weights file: a weights file must be a "
                            f".safetensors file written by `minivlm train` (pickled .pt/.bin checkpoints are never "
                            f"loaded); presets: {presets}")
     cfg = get_config(model)  # ConfigError for an unknown name, listing the presets
     if random_init:
-        net = MiniVLM(cfg)
-        return ReferencePipeline(Pipeline.from_model(net, Tokenizer.default(), Vocabularies.placeholder(cfg)), "random init")
+        family = family_of(cfg)
+        pipeline = family.pipeline(family.model(cfg), family.tokenizer(cfg), family.vocabularies.placeholder(cfg))
+        return PUBLIC_TYPES[family.name](pipeline, "random init")
     weights = bundled_weights(model)
     if weights is None:
         raise ConfigError(
@@ -138,7 +147,9 @@ def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferenceP
     return _from_file(cfg, weights)
 
 
-def _from_file(cfg, path: Path) -> ReferencePipeline:
-    net = MiniVLM(cfg)
+def _from_file(cfg, path: Path) -> ReferencePipeline | EfficientVLMReference:
+    family = family_of(cfg)
+    net = family.model(cfg)
     metadata = load_weights(net, path)
-    return ReferencePipeline(Pipeline.from_model(net, Tokenizer.default(), _vocabularies(metadata, path)), str(path))
+    pipeline = family.pipeline(net, family.tokenizer(cfg), _vocabularies(family, metadata, path))
+    return PUBLIC_TYPES[family.name](pipeline, str(path))

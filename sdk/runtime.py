@@ -4,8 +4,10 @@ A build is verified before anything runs (`build_checks.py`: the manifest, every
 graph's inputs and outputs against the model and against its runtime), and its vocabularies are checked. Each
 graph then gets one runner: ExecuTorch (`executorch.runtime`), TFLite (`ai_edge_litert` Interpreter, inputs and
 outputs mapped by the manifest's runtime names, never by position) or Core ML (macOS only). Runners are
-callables on torch tensors returning tuples, so python_ref's own host code (preprocess, proposals, region
-selection, packing, greedy/beam decoding) drives them exactly as it drives the eager graphs.
+callables on torch tensors returning tuples, and the build's model family assembles its pipeline from them
+(`python_ref/family.py`), so python_ref's own host code (MiniVLM: preprocess, proposals, region selection,
+packing, greedy/beam decoding; EfficientVLM: preprocess, packing, greedy decoding) drives them exactly as it
+drives the eager graphs.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ import numpy as np
 import torch
 
 from minivlm.build_checks import (TORCH_DTYPES, check_runtime_io, coreml_io, first_line, inside, load_coreml_spec,
-                                  load_error, load_executorch, load_tflite, verified_manifest)
+                                  load_error, load_executorch, load_tflite, manifest_family, verified_manifest)
 from minivlm.converters.manifest import needs_macos
+from minivlm.efficientvlm_pipeline import EfficientVLMReference
 from minivlm.errors import ArtifactError, ConfigError, InputError
 from minivlm.loading import ReferencePipeline
-from minivlm.python_ref.pipeline import GRAPH_NAMES, Graphs, Pipeline, Vocabularies
+from minivlm.python_ref.family import Family
+from minivlm.python_ref.pipeline import Pipeline
 from minivlm.python_ref.tokenizer import Tokenizer
 
 
 class ArtifactPipeline(ReferencePipeline):
-    """A loaded build: `detect/caption/answer/match` as in `minivlm.load`, plus its `manifest` and `path`."""
+    """A loaded MiniVLM build: `detect/caption/answer/match` as in `minivlm.load`, plus its `manifest` and `path`."""
 
     def __init__(self, pipeline: Pipeline, path: Path, manifest: dict) -> None:
         super().__init__(pipeline, str(path))
@@ -35,11 +39,24 @@ class ArtifactPipeline(ReferencePipeline):
         self.manifest = manifest
 
 
-def _vocabularies(folder: Path, manifest: dict, cfg) -> Vocabularies:
+class EfficientVLMArtifact(EfficientVLMReference):
+    """A loaded EfficientVLM build: the API of `minivlm.load` for an EfficientVLM model, plus `manifest` and `path`."""
+
+    def __init__(self, pipeline, path: Path, manifest: dict) -> None:
+        super().__init__(pipeline, str(path))
+        self.path = path
+        self.manifest = manifest
+
+
+# A loaded build's public API, by model family.
+ARTIFACT_TYPES = {"minivlm": ArtifactPipeline, "efficientvlm": EfficientVLMArtifact}
+
+
+def _vocabularies(folder: Path, manifest: dict, cfg, family: Family):
     path = inside(folder, manifest["vocabularies_file"])
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        vocab = Vocabularies(**{k: tuple(v) for k, v in raw.items()})
+        vocab = family.vocabularies_from_json(raw)
         vocab.check(cfg)
     except (OSError, ValueError, TypeError, AttributeError) as err:  # ConfigError is a ValueError
         raise ArtifactError(f"{path} is not a valid vocabularies file: {first_line(err)}") from None
@@ -151,8 +168,9 @@ def _runner(folder: Path, manifest: dict, name: str) -> _Graph:
     return CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
 
 
-def load_artifact(path: str | Path) -> ArtifactPipeline:
-    """A build folder from `minivlm-convert`, run by its real runtime, with the API of `minivlm.load`.
+def load_artifact(path: str | Path) -> ArtifactPipeline | EfficientVLMArtifact:
+    """A build folder from `minivlm-convert`, run by its real runtime, with the API of `minivlm.load` for its
+    model family.
 
     Raises ArtifactError (one line) for a folder that is not a build, a malformed or edited manifest, a
     missing or tampered file, a truncated or corrupt graph file, graph inputs or outputs that differ between
@@ -164,9 +182,11 @@ def load_artifact(path: str | Path) -> ArtifactPipeline:
         what = "Core ML build" if manifest["target"] == "coreml" else "ExecuTorch build with the Core ML delegate"
         raise ArtifactError(f"{folder} is a {what}: running it needs macOS (Core ML); on {sys.platform} it can "
                             f"only be converted and its spec checked")
-    tokenizer, vocab = _tokenizer(folder, manifest), _vocabularies(folder, manifest, cfg)
-    run = {name: _runner(folder, manifest, name) for name in GRAPH_NAMES}  # each checks its runtime's I/O
-    return ArtifactPipeline(Pipeline(cfg, tokenizer, vocab, Graphs.named(cfg.fusion, run)), folder, manifest)
+    family = manifest_family(manifest)
+    tokenizer, vocab = _tokenizer(folder, manifest), _vocabularies(folder, manifest, cfg, family)
+    run = {name: _runner(folder, manifest, name) for name in family.graph_names}  # each checks its runtime's I/O
+    return ARTIFACT_TYPES[family.name](family.assemble(cfg, tokenizer, vocab, run), folder, manifest)
 
 
-__all__ = ["ArtifactPipeline", "CoreMLGraph", "ExecuTorchGraph", "TFLiteGraph", "load_artifact"]
+__all__ = ["ARTIFACT_TYPES", "ArtifactPipeline", "CoreMLGraph", "EfficientVLMArtifact", "ExecuTorchGraph", "TFLiteGraph",
+           "load_artifact"]

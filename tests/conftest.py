@@ -1,5 +1,5 @@
 """Test tiers, and the session fixtures shared by tests/converters and tests/sdk: the tiny model and its
-ExecuTorch / TFLite fp32 builds, converted once per session.
+ExecuTorch / TFLite fp32 builds, converted once per session; the tiny EfficientVLM and its builds, on first use.
 
 Tiers (docs/TESTING.md). A plain `pytest` runs the fast tier: unit tests on the tiny model, about a minute.
 The integration tiers are markers, given here by folder or by the fixtures a test uses:
@@ -24,7 +24,8 @@ import minivlm
 TESTS = Path(__file__).resolve().parent
 INTEGRATION_TIERS = ("build", "parity", "native", "apps", "model", "ddp")
 FOLDER_TIERS = {"parity": "parity", "native": "native", "apps": "apps"}
-FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "smoke_run": "model", "vlm_smoke_run": "model"}
+FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "tiny_efficientvlm_build": "build",
+                 "smoke_run": "model", "vlm_smoke_run": "model"}
 OPT_IN = ("slow", "macos")
 
 
@@ -89,3 +90,41 @@ def tiny_executorch_build(tmp_path_factory, tiny_reference):
 @pytest.fixture(scope="session")
 def tiny_tflite_build(tmp_path_factory, tiny_reference):
     return _build(tmp_path_factory, tiny_reference, "tflite")
+
+
+@pytest.fixture(scope="session")
+def tiny_efficientvlm_file(tmp_path_factory):
+    """The untrained efficientvlm-tiny, seeded as `tiny_reference` is, saved as `minivlm train` saves a model (its
+    preset and vocabularies in the file's metadata)."""
+    from minivlm.checkpoints import save_weights
+    from minivlm.training import model_metadata
+
+    torch.manual_seed(0)
+    model = minivlm.load("efficientvlm-tiny", random_init=True)
+    path = tmp_path_factory.mktemp("weights") / "efficientvlm-tiny.safetensors"
+    save_weights(model.pipeline.model, path, model_metadata(model.config, model.vocab, None))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_efficientvlm(tiny_efficientvlm_file):
+    """That model loaded back from its file: its python_ref pipeline."""
+    return minivlm.load(tiny_efficientvlm_file).pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_efficientvlm_build(tmp_path_factory, tiny_efficientvlm, tiny_efficientvlm_file):
+    """`tiny_efficientvlm_build(target, precision=None)`: efficientvlm-tiny built for that target, once per session."""
+    from minivlm.converters.build import build
+    from minivlm.converters.targets import resolve_options
+
+    made = {}
+
+    def get(target: str, precision: str | None = None):
+        if (target, precision) not in made:
+            out = tmp_path_factory.mktemp("builds") / "-".join(filter(None, ("efficientvlm-tiny", target, precision)))
+            made[target, precision] = build(tiny_efficientvlm, model_name="efficientvlm-tiny", source=str(tiny_efficientvlm_file),
+                                            options=resolve_options(target, precision), out=out, jobs=2)
+        return made[target, precision]
+
+    return get

@@ -3,8 +3,9 @@ encoder and cross-modal layers (X-VLM, Zeng et al., arXiv 2111.08276) — that t
 distilling, then pruning. One module per part, as for MiniVLM: `config.py` (configs, presets), `vit.py` (the CLIP
 ViT image encoder), `text.py` (the BERT text encoder), `cross_modal.py` (text layers that cross-attend to the
 image), `heads.py` (ITC, ITM, MLM, VQA), `model.py` (the whole model and the key map of a whole X-VLM checkpoint),
-`profile.py` (parameters and FLOPs per part, `minivlm info`), `generate.py` (greedy captioning), `preprocess.py`
-(X-VLM's image preprocessing), `taps.py` (hidden states and attention recorded for distillation); the upstream
-checkpoint layouts of the parts are in `vit_weights.py` and `bert_key_maps.py`. docs/ARCHITECTURE.md §11 says
-what of the family exists so far.
+`profile.py` (parameters and FLOPs per part, `minivlm info`), `generate.py` (greedy captioning), `graphs.py`
+(the export graphs), `preprocess.py` (X-VLM's bicubic resize and normalisation), `pipeline.py` (the host steps
+around the graphs), `taps.py` (hidden states and attention recorded for distillation); the upstream checkpoint
+layouts of the parts are in `vit_weights.py` and `bert_key_maps.py`. docs/ARCHITECTURE.md §11 says what of the
+family exists so far.
 """

@@ -1,43 +1,117 @@
-"""EfficientVLM's image preprocessing, as X-VLM's test transform (zengyan-97/X-VLM `dataset/__init__.py`):
-`Resize((S, S), interpolation=BICUBIC)` of the whole image (no letterbox: the aspect ratio is not kept),
-`ToTensor` (/255) and `Normalize` with CLIP's mean and std.
+"""EfficientVLM's image preprocessing, as upstream X-VLM: the whole image resized to S×S (no letterbox, the aspect
+ratio is not kept), then /255 and CLIP's mean/std.
 
-The resize is PIL's (what torchvision applies to a PIL image), so a phone build that resizes with another
-library must match PIL's bicubic filter (antialiased, a = -0.5) to see the same pixels.
+X-VLM (zengyan-97/X-VLM `dataset/__init__.py`, test transform) is `transforms.Resize((S, S),
+interpolation=BICUBIC)` on a PIL image, `ToTensor()` and `Normalize(mean, std)`. torchvision's Resize on a PIL
+image is Pillow's `Image.resize((S, S), Image.BICUBIC)`, so `resize_bicubic` is a NumPy port of Pillow's
+`ImagingResample` for 8-bit images (`src/libImaging/Resample.c`): a separable convolution with Keys' cubic
+(a = -0.5) whose support widens with the downscale factor (antialiasing), coefficients normalised per output
+pixel and rounded to fixed point with PRECISION_BITS fraction bits, a horizontal pass (rounded and clipped to
+uint8) and then a vertical pass. It reproduces Pillow bit for bit (tests/python_ref/test_efficientvlm_pipeline.py)
+without importing it: python_ref depends on torch and NumPy only, and the native core can port the same code.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import InputError
-from .config import ViTConfig
+
+PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point fraction bits for 8-bit images
+BICUBIC_A = -0.5  # Keys' cubic convolution parameter, as Pillow's bicubic_filter
+BICUBIC_SUPPORT = 2.0
+TAPS_PER_BLOCK = 1 << 20  # matrix entries x lines per block (x 3 channels x 8 bytes: at most 24 MB of float64)
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (H, W, 3) RGB -> uint8 (size, size, 3): PIL bicubic, as X-VLM's transform."""
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    """Pillow's `bicubic_filter`, elementwise on float64."""
+    a, x = BICUBIC_A, np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def _coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis: per output pixel the first input
+    index and the int fixed-point weights of its taps, as (out, ksize) indices (clamped) and weights (0 past
+    the taps a pixel has)."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = BICUBIC_SUPPORT * filterscale
+    inv_filterscale = 1.0 / filterscale  # multiplied, as Pillow does: dividing rounds differently
+    ksize = int(math.ceil(support)) * 2 + 1
+    index = np.zeros((out_size, ksize), dtype=np.int64)
+    weight = np.zeros((out_size, ksize), dtype=np.int64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)  # int(): C's truncation toward zero
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        taps = np.arange(xmax, dtype=np.float64)
+        k = _bicubic((taps + xmin - center + 0.5) * inv_filterscale)
+        total = k.sum()
+        if total != 0.0:
+            k = k / total
+        fixed = k * (1 << PRECISION_BITS)
+        weight[xx, :xmax] = np.trunc(np.where(k < 0, fixed - 0.5, fixed + 0.5)).astype(np.int64)
+        index[xx, :xmax] = np.arange(xmin, xmin + xmax)
+        index[xx, xmax:] = xmin
+    return index, weight
+
+
+@functools.lru_cache(maxsize=16)
+def _matrix(in_size: int, out_size: int) -> np.ndarray:
+    """The pass as a dense (out, in) matrix of the fixed-point weights, as float64: every product and sum of a
+    pass stays an integer below 2**53 (weights < 2**22, pixels <= 255, a few dozen taps), so a float64 matrix
+    product computes Pillow's integer sums exactly, at BLAS speed."""
+    index, weight = _coefficients(in_size, out_size)
+    dense = np.zeros((out_size, in_size), dtype=np.float64)
+    np.add.at(dense, (np.repeat(np.arange(out_size), index.shape[1]), index.ravel()), weight.ravel())
+    return dense
+
+
+def _pass(pixels: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """One pass of Pillow's resampling along `axis` (0 rows, 1 columns) of a uint8 (H, W, 3) array, a block of
+    lines at a time (a photo many times the input size would otherwise need gigabytes of float64)."""
+    dense = _matrix(pixels.shape[axis], out_size)
+    lines = pixels if axis == 1 else pixels.transpose(1, 0, 2)  # resample along axis 1 of (lines, in, 3)
+    out = np.empty((lines.shape[0], out_size, 3), dtype=np.uint8)
+    block = max(1, TAPS_PER_BLOCK // dense.size)
+    for start in range(0, lines.shape[0], block):
+        chunk = lines[start:start + block]  # (L, in, 3) -> one (out, in) x (in, L*3) product, exact
+        columns = chunk.transpose(1, 0, 2).reshape(chunk.shape[1], -1).astype(np.float64)
+        total = (dense @ columns).reshape(out_size, chunk.shape[0], 3).transpose(1, 0, 2).astype(np.int64)
+        out[start:start + block] = np.clip((total + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS, 0, 255)
+    return out if axis == 1 else out.transpose(1, 0, 2)
+
+
+def resize_bicubic(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (size, size, 3), equal to Pillow's `Image.resize((size, size), BICUBIC)`:
+    horizontal pass first, each pass skipped when that side already has `size` pixels."""
+    out = image
+    if out.shape[1] != size:
+        out = _pass(out, size, axis=1)
+    if out.shape[0] != size:
+        out = _pass(out, size, axis=0)
+    return np.ascontiguousarray(out)
+
+
+def preprocess(image: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> normalised float32 (1, 3, size, size): `resize_bicubic`, then torchvision's
+    ToTensor (float32 / 255) and Normalize ((v - mean) / std, float32)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
         raise InputError(f"image is {dtype} with shape {shape}, expected uint8 (H, W, 3) RGB")
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"image is {image.shape[0]}x{image.shape[1]}, expected at least 1x1 pixels")
+    resized = torch.from_numpy(resize_bicubic(image, size)).permute(2, 0, 1)[None].float()  # (1, 3, S, S)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((resized / 255.0 - mean_t) / std_t).contiguous()
 
 
-def normalise(pixels: np.ndarray, cfg: ViTConfig) -> torch.Tensor:
-    """uint8 (B, S, S, 3) -> float32 (B, 3, S, S): /255, then the config's mean and std."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def preprocess_images(images: list[np.ndarray], cfg: ViTConfig) -> torch.Tensor:
-    """uint8 RGB images of any sizes -> the ViT's input (B, 3, S, S)."""
-    return normalise(np.stack([resize(image, cfg.image_size) for image in images]), cfg)
-
-
-__all__ = ["normalise", "preprocess_images", "resize"]
+__all__ = ["PRECISION_BITS", "preprocess", "resize_bicubic"]

@@ -11,7 +11,6 @@ from typing import Callable
 from minivlm.converters.fp16_range import RangeReport, measure
 from minivlm.converters.tolerances import LIMITS, Limit, Tolerance
 from minivlm.errors import ParityError
-from minivlm.python_ref.pipeline import GRAPH_NAMES
 
 from .reference import ReferenceRun
 from .statistics import ErrorStats, json_number
@@ -75,8 +74,7 @@ def graph_checks(build_graphs: dict[str, Callable], ref: ReferenceRun, manifest:
     checks: list[Check] = []
     stats: dict[str, dict[str, ErrorStats]] = {}
     modules = ref.reference.pipeline.graphs.modules()
-    for name in GRAPH_NAMES:
-        module = modules[name]
+    for name, module in modules.items():
         out_names, in_names = module.output_names, module.input_names
         entry = manifest["graphs"][name]
         listed_in, listed_out = tuple(i["name"] for i in entry["inputs"]), tuple(o["name"] for o in entry["outputs"])
@@ -136,7 +134,7 @@ def coreml_spec_checks(build: Path, manifest: dict) -> list[Check]:
     from minivlm.build_checks import coreml_io
 
     checks = []
-    for name in GRAPH_NAMES:
+    for name in manifest["graph_order"]:
         entry = manifest["graphs"][name]
         saved = coreml_io(ct.utils.load_spec(str(build / entry["file"])))
         have = (saved["inputs"], saved["outputs"])
@@ -150,13 +148,13 @@ def range_checks(ref: ReferenceRun, manifest: dict) -> tuple[list[Check], RangeR
     """Max |value| of every tensor of the reference graphs on these images, against the fp16 maximum (recorded
     by the reference run, or now on its recorded graph inputs)."""
     report = ref.fp16_range
+    modules = ref.reference.pipeline.graphs.modules()
     if report is None:
-        modules = ref.reference.pipeline.graphs.modules()
-        report = measure([(name, modules[name], [i["name"] for i in manifest["graphs"][name]["inputs"]],
-                           [ins for run in ref.runs for ins, _ in run.calls.get(name, [])]) for name in GRAPH_NAMES],
-                         len(ref.images))
+        report = measure([(name, module, [i["name"] for i in manifest["graphs"][name]["inputs"]],
+                           [ins for run in ref.runs for ins, _ in run.calls.get(name, [])])
+                          for name, module in modules.items()], len(ref.images))
     checks = []
-    for name in GRAPH_NAMES:
+    for name in modules:
         mine = [t for t in report.tensors if t.graph == name]  # largest first
         masked = any(t.at_mask_level for t in mine)
         t = next((t for t in mine if not t.at_mask_level), None)

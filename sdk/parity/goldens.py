@@ -11,9 +11,6 @@ import torch
 
 from minivlm.converters.tolerances import LIMITS
 from minivlm.errors import ArtifactError, ParityError
-from minivlm.loading import ReferencePipeline
-from minivlm.python_ref.pipeline import GRAPH_NAMES
-
 from .statistics import ErrorStats
 
 
@@ -25,9 +22,10 @@ def _load_golden(build: Path, golden_dir: str, entry: dict) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(data, dtype=dtype).reshape(entry["shape"]).copy())
 
 
-def _golden_calls(build: Path, golden_dir: str) -> list[tuple[str, str, list[torch.Tensor], dict[str, torch.Tensor]]]:
+def _golden_calls(build: Path, golden_dir: str, graph_names: tuple[str, ...]
+                  ) -> list[tuple[str, str, list[torch.Tensor], dict[str, torch.Tensor]]]:
     """(image, graph, inputs, outputs by name) of every graph call stored in the build's goldens; ArtifactError
-    for an index that is not what minivlm-convert writes."""
+    for an index that is not what minivlm-convert writes (or names a graph not in `graph_names`)."""
     from minivlm.build_checks import first_line
 
     index_path = build / golden_dir / "index.json"
@@ -39,7 +37,7 @@ def _golden_calls(build: Path, golden_dir: str) -> list[tuple[str, str, list[tor
         calls = []
         for image, case in index["cases"].items():
             for graph, graph_calls in case["graphs"].items():
-                if graph not in GRAPH_NAMES:
+                if graph not in graph_names:
                     raise KeyError(graph)
                 for call in graph_calls:
                     calls.append((image, graph, [_load_golden(build, golden_dir, e) for e in call["inputs"].values()],
@@ -51,14 +49,14 @@ def _golden_calls(build: Path, golden_dir: str) -> list[tuple[str, str, list[tor
 
 
 @torch.no_grad()
-def check_goldens(build: Path, manifest: dict, reference: ReferencePipeline, source: str) -> int:
+def check_goldens(build: Path, manifest: dict, reference, source: str) -> int:
     """ParityError unless the reference's graphs reproduce the build's stored goldens (within fp32 tolerance):
     otherwise the build was made from other weights, and comparing it with this reference means nothing.
     Returns the number of graph calls checked."""
     limit = LIMITS["FP32_MAX_ABS"]
     modules = reference.pipeline.graphs.modules()
     checked = 0
-    for image, graph, inputs, stored in _golden_calls(build, manifest.get("golden_dir", "golden")):
+    for image, graph, inputs, stored in _golden_calls(build, manifest.get("golden_dir", "golden"), tuple(modules)):
         outputs = modules[graph](*inputs)
         for (name, want), got in zip(stored.items(), outputs, strict=True):
             stats = ErrorStats()

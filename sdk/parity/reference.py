@@ -1,5 +1,6 @@
-"""The reference's side of parity: every task on each image with the six graph calls recorded, computed once
-and compared with any number of builds of its model. `run_image` also drives a build, through the same host code."""
+"""The reference's side of parity: every task on each image with every graph call recorded, computed once and
+compared with any number of builds of its model. `run_image` (MiniVLM; EfficientVLM: `efficientvlm_run.py`) also
+drives a build, through the same host code; `IMAGE_RUNS` picks one by model family."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from minivlm.converters.fp16_range import RangeRecorder, RangeReport
 from minivlm.converters.recorder import Call, recorded
 from minivlm.errors import ParityError
 from minivlm.loading import ReferencePipeline
+from minivlm.python_ref.families import family_of
 from minivlm.python_ref.generate import greedy
 from minivlm.python_ref.pipeline import Detection, Pipeline
 from minivlm.python_ref.postprocess import select_proposals
 
+from .efficientvlm_run import run_efficientvlm_image
 from .images import ParityImage, parity_images
 
 
@@ -62,18 +65,27 @@ def run_image(pipeline: Pipeline, sample: ParityImage, ranges: RangeRecorder | N
     )
 
 
+# How parity runs one image through a pipeline (reference or build), by model family.
+IMAGE_RUNS = {"minivlm": run_image, "efficientvlm": run_efficientvlm_image}
+
+
+def run_image_of(pipeline, sample: ParityImage, ranges: RangeRecorder | None = None):
+    """`sample` through `pipeline` by its family's image run (an `ImageRun` for MiniVLM)."""
+    return IMAGE_RUNS[family_of(pipeline.cfg).name](pipeline, sample, ranges)
+
+
 @dataclass
 class ReferenceRun:
     """The reference on a set of images, computed once and compared with any number of builds of its model."""
 
-    reference: ReferencePipeline
+    reference: ReferencePipeline  # or minivlm.efficientvlm_pipeline.EfficientVLMReference
     images: list[ParityImage]
-    runs: list[ImageRun]
+    runs: list  # one ImageRun (MiniVLM) or EfficientVLMImageRun per image
     seconds: float
     fp16_range: RangeReport | None = None  # every tensor's max |value| on these images, if recorded
 
 
-def run_reference(reference: ReferencePipeline, images: list[ParityImage] | None = None,
+def run_reference(reference, images: list[ParityImage] | None = None,
                   progress: Callable[[Iterable], Iterable] = lambda it: it, *, fp16_range: bool = False) -> ReferenceRun:
     """Run the reference on `images` (default `parity_images()`), recording every graph call, and with
     `fp16_range` the range of every tensor (what a build computing in fp16 is checked against)."""
@@ -82,6 +94,6 @@ def run_reference(reference: ReferencePipeline, images: list[ParityImage] | None
         raise ParityError("parity needs at least one image")
     t0 = time.perf_counter()
     ranges = RangeRecorder() if fp16_range else None
-    runs = [run_image(reference.pipeline, s, ranges) for s in progress(images)]
+    runs = [run_image_of(reference.pipeline, s, ranges) for s in progress(images)]
     report = ranges.report(len(images)) if ranges is not None else None
     return ReferenceRun(reference, images, runs, time.perf_counter() - t0, report)

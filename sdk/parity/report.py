@@ -97,7 +97,7 @@ class ParityReport:
                 f"against {self.reference_source}\non {len(self.images)} real images ({photos} scikit-image photos, "
                 f"{len(self.images) - photos} demo scenes) in {self.seconds:.1f} s")
         used = {c.limit.name: c.limit for c in self.checks if c.limit is not None}
-        if any(c.kind == "task" for c in self.checks):  # the pairing rules behind the step and detection rows
+        if any(c.kind == "task" and c.name == "detections" for c in self.checks):  # the pairing rules behind them
             pairing = (self.tolerance.proposal_max_shift, self.tolerance.detection_match_iou)
             used |= {lim.name: lim for lim in pairing}
         legend = [f"tolerances ({m['target']} x {m['precision']}, minivlm/converters/tolerances.py):"]

@@ -1,14 +1,15 @@
 """`minivlm parity`: a build run by its real runtime next to python_ref, per graph, per host step and per task.
 
 On real inputs only (scikit-image photos and demo scenes the model never trained or calibrated on):
-1. the reference runs every task on each image with its six graphs recorded (inputs and outputs of each call);
+1. the reference runs every task on each image with its graphs recorded (inputs and outputs of each call);
 2. per graph, the build's runner gets exactly the reference's recorded inputs, and each output is compared over
    all calls: max abs error (and as a share of the output's peak |ref|), mean abs error, PSNR (peak = max
    |ref|), SQNR and the worst call's cosine;
 3. per host step, python_ref's host code on the build's own graph outputs must keep the same integer decisions
    (proposals, region labels and proposal indices, packed token ids) as on the reference's;
 4. per task, the build end to end: detections IoU-matched with the same label (never index by index), the
-   same tags, caption tokens and answers, close detection scores and match probabilities.
+   same tags, caption tokens and answers, close detection scores and match probabilities (EfficientVLM: the
+   same caption tokens, answers and match decisions, close match probabilities: `efficientvlm_tasks.py`).
 Each bound is a named constant of `minivlm.converters.tolerances`, per target × precision, printed with its
 reason in every report. Before comparing, the reference must reproduce the goldens stored in the build: a build
 made from other weights is a ParityError, not a list of failures.
@@ -31,12 +32,19 @@ from minivlm.errors import ArtifactError, ParityError
 from minivlm.loading import ReferencePipeline
 
 from .checks import coreml_spec_checks, graph_checks, range_checks, structural
+from .efficientvlm_tasks import efficientvlm_task_checks
 from .goldens import check_goldens
 from .images import DEFAULT_PHOTOS, DEFAULT_SCENES, parity_images
-from .reference import ReferenceRun, run_image, run_reference
+from .reference import ReferenceRun, run_image_of, run_reference
 from .report import ParityReport, write_report
 from .statistics import ErrorStats
 from .tasks import host_and_task_checks
+
+# The host-step and task rows of a build, by model family: (reference run, build run) per image -> rows, per image JSON.
+TASK_CHECKS = {"minivlm": host_and_task_checks, "efficientvlm": efficientvlm_task_checks}
+# What parity leaves to other tests, by model family.
+NOT_CHECKED = {"minivlm": "native host-step ports (C++/Kotlin/Swift) replay the build's golden/ in their own tests",
+               "efficientvlm": "native host steps: the C++ core and the apps run MiniVLM builds only (docs/ARCHITECTURE.md §5)"}
 
 
 def _computes_in_fp16(manifest: dict) -> bool:
@@ -48,7 +56,7 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     """Compare the build in `build` with the reference run `ref` (see the module doc). Raises ArtifactError for
     a folder that is not a valid build, ParityError if the reference is not the model it was built from; a
     build that disagrees is a report with failed checks (`report.passed` False)."""
-    from minivlm.build_checks import verify_build
+    from minivlm.build_checks import manifest_family, verify_build
     from minivlm.runtime import load_artifact
 
     t0 = time.perf_counter()
@@ -76,10 +84,10 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     else:
         artifact = load_artifact(folder)
         per_graph, graphs = graph_checks(artifact.pipeline.graphs.modules(), ref, manifest, tol)
-        pairs = [(r, run_image(artifact.pipeline, s)) for r, s in zip(ref.runs, progress(ref.images))]
-        task_checks, per_image = host_and_task_checks(pairs, tol)
+        pairs = [(r, run_image_of(artifact.pipeline, s)) for r, s in zip(ref.runs, progress(ref.images))]
+        task_checks, per_image = TASK_CHECKS[manifest_family(manifest).name](pairs, tol)
         checks += per_graph + task_checks
-    not_checked.append("native host-step ports (C++/Kotlin/Swift) replay the build's golden/ in their own tests")
+    not_checked.append(NOT_CHECKED[manifest_family(manifest).name])
     return ParityReport(folder, manifest, source, [s.name for s in ref.images], tol, checks, graphs, per_image,
                         not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform)
 
@@ -94,14 +102,14 @@ def _tolerance(folder: Path, manifest: dict) -> Tolerance:
 
 def reference_for(manifest: dict, model: str | None = None) -> ReferencePipeline:
     """The reference a build is compared with: `model` if given, else the bundled weights of the build's model
-    name, else the weights file the build records as its source."""
+    name, else the weights file the build records as its source (a model of any family)."""
     from minivlm.loading import bundled_weights, load
-    from minivlm.python_ref.config import PRESETS
+    from minivlm.python_ref.families import PRESET_FAMILIES
 
     if model is not None:
         return load(model)
     name, source = manifest["model"]["name"], manifest["model"].get("source", "")
-    if name in PRESETS and bundled_weights(name) is not None:
+    if name in PRESET_FAMILIES and bundled_weights(name) is not None:
         return load(name)
     if source and Path(source).is_file():
         return load(source)

@@ -14,7 +14,7 @@ import torch
 
 from minivlm.python_ref.efficientvlm.config import EfficientVLMConfig
 from minivlm.python_ref.efficientvlm.generate import prompt_ids
-from minivlm.python_ref.efficientvlm.preprocess import preprocess_images
+from minivlm.python_ref.efficientvlm.preprocess import preprocess
 from minivlm.python_ref.scenes import ANSWERS, CANVAS, CLASSES, Scene
 from minivlm.python_ref.tokenizer import Tokenizer
 from minivlm.training.data import scene_batch
@@ -117,9 +117,10 @@ def vlm_batch(
             phrase_scene.append(row)
             boxes.append([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0])
     captions = [s.caption for s in scenes]
-    grid = cfg.vision.image_size // cfg.vision.patch_size
+    v = cfg.vision  # the inference pipeline's preprocessing, exactly
+    grid = v.image_size // v.patch_size
     return VLMBatch(
-        images=preprocess_images([s.image for s in scenes], cfg.vision),
+        images=torch.cat([preprocess(s.image, v.image_size, v.pixel_mean, v.pixel_std) for s in scenes]),
         captions=captions,
         caption_text=encode_texts(tokenizer, captions, length),
         caption_prompted=encode_texts(tokenizer, captions, length, prompt_ids(tokenizer)),

@@ -36,7 +36,7 @@ def steps(options) -> tuple[str, ...]:
     return ("write",)
 
 
-def manifest_extra(options) -> dict:
+def manifest_extra(options, graphs) -> dict:
     return {}
 
 

@@ -31,7 +31,7 @@ def _fake_target(fail_at: str | None = None, error: BaseException | None = None)
         return GraphBuild(spec.name, f"{spec.name}.bin", runtime_io(spec.inputs), runtime_io(spec.outputs), 1, 0)
 
     return SimpleNamespace(calibrates=lambda graph, options: False, steps=lambda options: ("write",), convert_graph=convert_graph,
-                           manifest_extra=lambda options: {})
+                           manifest_extra=lambda options, graphs: {})
 
 
 @pytest.fixture

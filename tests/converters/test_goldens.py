@@ -12,10 +12,11 @@ import torch
 
 from minivlm.converters.caption_goldens import (CAPTION_TOP_K, beam_record, check_replay, decode_table, greedy_record,
                                                 reconstruct_logits)
-from minivlm.converters.goldens import GOLDEN_STEP_CALLS, INDEX_VERSION, TOKENIZER_CASES
+from minivlm.converters.goldens import INDEX_VERSION, TOKENIZER_CASES
 from minivlm.converters.host_goldens import update_host_goldens
 from minivlm.loading import bundled_weights, load
 from minivlm.python_ref.errors import ConversionError
+from minivlm.python_ref.minivlm_family import GOLDEN_STEP_CALLS
 from minivlm.python_ref.packing import FusionInputs
 from minivlm.python_ref.pipeline import GRAPH_NAMES
 from minivlm.python_ref.postprocess import select_proposals

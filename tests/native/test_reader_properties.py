@@ -203,3 +203,20 @@ def test_manifest_reader_never_crashes_on_mutated_text(native_api, pointer, repl
             native_api.parse_manifest(data)
         except NativeError as e:
             assert e.status == MVLM_BAD_FILE and e.message and "\n" not in e.message
+
+
+@pytest.mark.parametrize("family, refused", [
+    ("minivlm", None),
+    ("efficientvlm", "is a build of the efficientvlm model family; this core runs MiniVLM builds only"),
+    ("line\nbreak", "is a build of the another model family"),
+    (7, "/family is a number, expected a string"),
+])
+def test_manifest_reader_refuses_other_model_families(native_api, family, refused):
+    """A manifest names its model family (absent: a MiniVLM build, as the golden one); this core runs MiniVLM only."""
+    text = json.dumps({**MANIFEST, "family": family}).encode("utf-8")
+    if refused is None:
+        assert _config_values(native_api.parse_manifest(text)) == _config_values(native_api.config)
+        return
+    with pytest.raises(NativeError) as e:
+        native_api.parse_manifest(text)
+    assert e.value.status == MVLM_BAD_FILE and refused in e.value.message and "\n" not in e.value.message

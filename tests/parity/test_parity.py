@@ -1,4 +1,6 @@
-"""Parity of the bundled demo model's phone builds with python_ref (docs/ARCHITECTURE.md §8).
+"""Parity of phone builds with python_ref (docs/ARCHITECTURE.md §8): the models of parity_models.PARITY_MODELS (the
+bundled demo model, and an untrained EfficientVLM until the EfficientVLM demo student's weights ship), and the
+demo model's builds broken on purpose.
 
 Every build is compared with one reference run on the parity images (4 scikit-image photos and 24 demo scenes
 that no build trained or calibrated on): per graph on the reference's own inputs, per host step, per task.
@@ -15,7 +17,7 @@ default:
 Behind `-m slow`: the other builds (ExecuTorch int8 and portable, TFLite fp32 and fp16, Core ML fp32 and
 int8), a sweep over every scikit-image colour photo and 200 scenes, and the paper preset (random init).
 Tolerances never depend on the weights: the bundled model may be retrained, and only build-vs-reference
-agreement is asserted.
+agreement is asserted. Each model of PARITY_MODELS lists its own default and slow builds.
 """
 
 import copy
@@ -40,12 +42,14 @@ from minivlm.errors import ArtifactError, ParityError
 from minivlm.loading import ReferencePipeline
 from minivlm.parity import (ALL_PHOTOS, REPORT_FILE, SWEEP_SCENES, check_parity, parity_images, run_reference,
                             write_report)
+from minivlm.python_ref.families import preset_family
 from minivlm.python_ref.fusion import MASK_VALUE
 from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
+from parity_models import DEFAULT, SLOW, build_params
 
-DEFAULT = [("executorch", "fp32", None), ("tflite", "int8", None)]
-SLOW = [("executorch", "int8", None), ("executorch", "fp32", "portable"), ("tflite", "fp32", None),
-        ("tflite", "fp16", None)]
+# The task rows every build of a family's model must have (more may follow).
+TASK_ROWS = {"minivlm": {("detections", "matched"), ("tags", "identical"), ("captions", "identical"), ("answers", "identical")},
+             "efficientvlm": {("captions", "identical"), ("answers", "identical"), ("match", "same decision")}}
 
 
 def _params(default, slow):
@@ -54,21 +58,21 @@ def _params(default, slow):
             *(pytest.param(*b, id=name(b), marks=pytest.mark.slow) for b in slow)]
 
 
-RUNNABLE = _params(DEFAULT, SLOW)
 COREML = _params([("coreml", "fp16", None)], [("coreml", "fp32", None), ("coreml", "int8", None)])
 
 
-@pytest.mark.parametrize("target, precision, delegate", RUNNABLE)
-def test_build_holds_parity_on_photos_and_scenes(demo_build, reference_run, target, precision, delegate):
-    build = demo_build(target, precision, delegate)
+@pytest.mark.parametrize("model, target, precision, delegate", build_params())
+def test_build_holds_parity_on_photos_and_scenes(model_build, model_reference_run, model, target, precision, delegate):
+    build = model_build(model, target, precision, delegate)
+    reference_run = model_reference_run(model)
     report = check_parity(build.path, reference_run)
     assert report.passed, report.table()
     row = tolerance(target, precision)
     judged = {c.limit.name for c in report.checks if c.limit is not None}
     assert row.captions.name in judged and row.graph_min_cosine.name in judged
-    assert {c.name for c in report.checks if c.kind == "graph"} == set(GRAPH_NAMES)
-    assert {(c.name, c.metric) for c in report.checks if c.kind == "task"} >= {
-        ("detections", "matched"), ("tags", "identical"), ("captions", "identical"), ("answers", "identical")}
+    family = preset_family(model)
+    assert {c.name for c in report.checks if c.kind == "graph"} == set(family.graph_names)
+    assert {(c.name, c.metric) for c in report.checks if c.kind == "task"} >= TASK_ROWS[family.name]
     # Every limit judged is printed with its reason.
     table = report.table()
     for name in judged:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minivlm.python_ref.config import PRESETS as MINIVLM_PRESETS
-from minivlm.python_ref.config import model_family
+from minivlm.python_ref.families import known_presets, preset_family
 from minivlm.python_ref.efficientvlm.config import PRESETS, EfficientVLMConfig
 from minivlm.python_ref.efficientvlm.model import EfficientVLM
 from minivlm.python_ref.efficientvlm.profile import config_at, info_report, profile_efficientvlm
@@ -131,10 +131,10 @@ def test_image_sizes_off_the_patch_grid_are_refused(size):
         config_at("efficientvlm-paper", size)
 
 
-def test_model_family_knows_both_families_and_lists_them_for_an_unknown_name():
-    assert {model_family(n) for n in MINIVLM_PRESETS} == {"minivlm"}
-    assert {model_family(n) for n in PRESETS} == {"efficientvlm"}
+def test_preset_family_knows_both_families_and_lists_them_for_an_unknown_name():
+    assert {preset_family(n).name for n in MINIVLM_PRESETS} == {"minivlm"}
+    assert {preset_family(n).name for n in PRESETS} == {"efficientvlm"}
     with pytest.raises(ConfigError) as err:
-        model_family("efficientvlm-huge")
-    assert str(err.value) == ("unknown model preset 'efficientvlm-huge'; known presets: "
-                              + ", ".join(sorted([*MINIVLM_PRESETS, *PRESETS])))
+        preset_family("efficientvlm-huge")
+    assert str(err.value) == f"unknown model preset 'efficientvlm-huge'; known presets: {known_presets()}"
+    assert set(known_presets().split(", ")) == {*MINIVLM_PRESETS, *PRESETS}

@@ -59,9 +59,9 @@ def test_info_takes_efficientvlm_image_sizes_on_the_patch_grid_only():
     "args, message",
     [
         (["info", "minivlm-huge"], "unknown model preset 'minivlm-huge'"),
-        (["info", "efficientvlm-huge"], "known presets: efficientvlm-demo-student, efficientvlm-demo-teacher, "
-                                        "efficientvlm-paper, efficientvlm-teacher, efficientvlm-tiny, minivlm-demo, "
-                                        "minivlm-minilm-l6, minivlm-paper, minivlm-tiny"),
+        (["info", "efficientvlm-huge"], "known presets: minivlm-demo, minivlm-minilm-l6, minivlm-paper, minivlm-tiny, "
+                                        "efficientvlm-demo-student, efficientvlm-demo-teacher, efficientvlm-demo-tiny, "
+                                        "efficientvlm-paper, efficientvlm-teacher, efficientvlm-tiny"),
         (["eval", "--model", "minivlm-paper"], "no weights ship for 'minivlm-paper'"),
         (["ask", "IMG", "", "--model", "minivlm-paper"], "no weights ship"),
     ],

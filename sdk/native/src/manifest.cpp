@@ -1,6 +1,7 @@
 // manifest.json of a build (docs/ARCHITECTURE.md §6, converters/build.py and converters/manifest.py): the model config the host steps need, the
 // tokenizer specials, and the build's file names. Every missing or mistyped field is an MVLM_BAD_FILE error
 // naming its JSON pointer.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -48,6 +49,9 @@ class Reader {
 
   const std::string& string(const std::string& pointer) const { return at(pointer, Value::Type::String).string; }
 
+  // A top-level entry that may be absent (nullptr).
+  const Value* optional(std::string_view key) const { return root_.get(key); }
+
   // An array of numbers into out[0..n), n <= capacity (exactly `exact` if given).
   int32_t numbers(const std::string& pointer, double* out, size_t capacity, size_t exact = 0) const {
     const Value& v = at(pointer, Value::Type::Array);
@@ -69,6 +73,17 @@ mvlm_config read_config(const Reader& r, const std::string& what) {
   if (version != kSchemaVersion) {
     fail(MVLM_BAD_FILE, what + " has schema_version " + minivlm::str_double(version) + ", this core reads " +
                             minivlm::str_double(kSchemaVersion));
+  }
+  // The model family (converters/build.py; absent before EfficientVLM: a MiniVLM build). This core ports MiniVLM's
+  // host steps only, so any other family is refused here, before its missing TEE config is.
+  if (const Value* family = r.optional("family"); family && family->type != Value::Type::String) {
+    fail(MVLM_BAD_FILE, what + " /family is " + minivlm::json::type_name(family->type) + ", expected " +
+                            minivlm::json::type_name(Value::Type::String));
+  } else if (family && family->string != "minivlm") {
+    const std::string& name = family->string;  // echoed only if short and printable: errors stay one line
+    const bool plain = name.size() <= 40 && std::all_of(name.begin(), name.end(), [](unsigned char ch) { return ch >= 0x20 && ch < 0x7f; });
+    fail(MVLM_BAD_FILE, what + " is a build of the " + (plain ? name : std::string("another")) +
+                            " model family; this core runs MiniVLM builds only");
   }
   mvlm_config c{};
   const std::string tee = "/model/config/tee", fusion = "/model/config/fusion";

@@ -1,0 +1,39 @@
+"""Tracing a pipeline of each family on real images (converters/samples.py `trace`): every host step its family
+declares is recorded, every graph is called, and a build's graph specs come from those calls."""
+
+import pytest
+import torch
+
+from minivlm.converters.samples import golden_images, trace
+from minivlm.converters.specs import graph_specs
+from minivlm.python_ref.families import FAMILIES
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES.values()), ids=lambda f: f.name)
+def traced(request):
+    family = request.param
+    cfg = family.config(next(p for p in family.presets if p.endswith("-tiny")))
+    torch.manual_seed(0)
+    pipeline = family.pipeline(family.model(cfg), family.tokenizer(cfg), family.vocabularies.placeholder(cfg))
+    return family, pipeline, [trace(pipeline, sample) for sample in golden_images()[1:3]]  # a photo, a scene
+
+
+def test_trace_records_the_declared_host_steps_and_every_graph(traced):
+    family, _, traces = traced
+    for tr in traces:
+        assert tuple(tr.steps) == family.host_steps
+        assert all(tr.calls[name] for name in family.graph_names)
+        for step in tr.steps.values():
+            assert set(step) == {"inputs", "outputs"}
+
+
+def test_graph_specs_take_the_declared_call_with_static_shapes(traced):
+    family, pipeline, traces = traced
+    specs = graph_specs(pipeline, traces, traces)
+    assert [s.name for s in specs] == list(family.graph_names)
+    for spec in specs:
+        calls = traces[0].calls[spec.name]
+        index = family.export_call.get(spec.name, 0)
+        assert all(torch.equal(a, b) for a, b in zip(spec.example_inputs, calls[index][0]))
+        assert [t.name for t in spec.inputs] == list(spec.module.input_names)
+        assert len(spec.calibration) == sum(len(tr.calls[spec.name]) for tr in traces)
