@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import torch
 
 from minivlm.errors import InputError
-from minivlm.evaluate import EVAL_SEED, QUESTION_TYPES, question_type
+from minivlm.evaluate import EVAL_SEED, QUESTION_TYPES, evaluate, question_type
 from minivlm.metrics import accuracy, exact_match_rate
 from minivlm.python_ref.efficientvlm.pipeline import Pipeline, similarity
 from minivlm.python_ref.scenes import generate_scene
@@ -97,4 +97,12 @@ def evaluate_vlm(pipe: Pipeline, n: int = 300, seed: int = EVAL_SEED, gallery: i
     )
 
 
-__all__ = ["GALLERY", "RERANK", "VLMEvalReport", "evaluate_vlm"]
+def score(pipe, n: int = 300, seed: int = EVAL_SEED, progress: Callable[[Iterable], Iterable] = iter):
+    """`minivlm eval` of either family's pipeline: `evaluate_vlm` for an EfficientVLM, `evaluate.evaluate`
+    (which adds detection mAP) for a MiniVLM."""
+    if isinstance(pipe, Pipeline):
+        return evaluate_vlm(pipe, n=n, seed=seed, gallery=min(GALLERY, n), progress=progress)
+    return evaluate(pipe, n=n, seed=seed, progress=progress)
+
+
+__all__ = ["GALLERY", "RERANK", "VLMEvalReport", "evaluate_vlm", "score"]
