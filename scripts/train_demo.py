@@ -9,12 +9,11 @@ The same recipe as `minivlm train` (minivlm.training.TrainSettings defaults, see
 from __future__ import annotations
 
 import argparse
-import shutil
 
 from tqdm import tqdm
 
 from minivlm.evaluate import evaluate
-from minivlm.loading import WEIGHTS_DIR, load
+from minivlm.loading import install_weights, load
 from minivlm.training import TrainSettings, train
 
 
@@ -28,11 +27,7 @@ def main() -> None:
     report = evaluate(load(str(weights)).pipeline, n=args.n, progress=lambda it: tqdm(it, desc="eval", leave=False))
     print(report.table())
     if args.install:
-        target = WEIGHTS_DIR / "minivlm-demo.safetensors"
-        tmp = target.with_suffix(".tmp")
-        shutil.copyfile(weights, tmp)
-        tmp.replace(target)
-        print(f"installed {target}")
+        print(f"installed {install_weights(weights, 'minivlm-demo')}")
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from minivlm.evaluate_vlm import evaluate_vlm
-from minivlm.loading import WEIGHTS_DIR, load
+from minivlm.loading import install_weights, load
 from minivlm.python_ref.weights import read_metadata
 from minivlm.training.vlm import train_vlm
 from minivlm.training.vlm_settings import VLMTrainSettings
@@ -62,11 +61,7 @@ def main() -> None:
     print(f"wrote {out / 'report.json'} (chain: {chain_seconds / 60:.1f} min)")
     if args.install:
         for preset, weights in ((TEACHER, teacher), (STUDENT, student)):
-            target = WEIGHTS_DIR / f"{preset}.safetensors"
-            tmp = target.with_suffix(".tmp")
-            shutil.copyfile(weights, tmp)
-            tmp.replace(target)
-            print(f"installed {target}")
+            print(f"installed {install_weights(weights, preset)}")
 
 
 if __name__ == "__main__":

@@ -9,24 +9,16 @@ import torch
 
 from minivlm.errors import InputError
 from minivlm.images import ImageLike, load_image
-from minivlm.python_ref.efficientvlm.pipeline import Pipeline, Vocabularies, similarity
+from minivlm.python_ref.efficientvlm.pipeline import Pipeline, similarity
 from minivlm.python_ref.pipeline import check_text
+from minivlm.public_model import PublicModel
 
 
-class EfficientVLMReference:
-    """An EfficientVLM pipeline behind the public API: images may be paths, PIL images or uint8 arrays."""
+class EfficientVLMReference(PublicModel):
+    """An EfficientVLM pipeline (`pipeline`: python_ref/efficientvlm/pipeline.py `Pipeline`) behind the public
+    API: images may be paths, PIL images or uint8 arrays."""
 
-    def __init__(self, pipeline: Pipeline, source: str) -> None:
-        self.pipeline = pipeline
-        self.source = source  # what was loaded: a weights path, or "random init"
-
-    @property
-    def config(self):
-        return self.pipeline.cfg
-
-    @property
-    def vocab(self) -> Vocabularies:
-        return self.pipeline.vocab
+    pipeline: Pipeline
 
     def detect(self, image: ImageLike) -> list:
         """ConfigError: an EfficientVLM model has no detector (the image is not read)."""

@@ -42,8 +42,13 @@ class EvalReport:
             *((f"  {name}", f"{100 * acc:.1f} %") for name, acc in self.vqa_by_type.items()),
             ("time", f"{self.seconds:.0f} s"),
         ]
-        width = max(len(r[0]) for r in rows)
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+        return format_rows(rows)
+
+
+def format_rows(rows: list[tuple[str, str]]) -> str:
+    """An eval report's table: names left-aligned in one column, values after them."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def question_type(question: str) -> str:

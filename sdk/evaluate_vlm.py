@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import torch
 
 from minivlm.errors import InputError
-from minivlm.evaluate import EVAL_SEED, QUESTION_TYPES, evaluate, question_type
+from minivlm.evaluate import EVAL_SEED, QUESTION_TYPES, evaluate, format_rows, question_type
 from minivlm.metrics import accuracy, exact_match_rate
 from minivlm.python_ref.efficientvlm.pipeline import Pipeline, similarity
 from minivlm.python_ref.scenes import generate_scene
@@ -49,8 +49,7 @@ class VLMEvalReport:
             ("  ITC alone", f"{100 * self.retrieval_r1_itc:.1f} %"),
             ("time", f"{self.seconds:.0f} s"),
         ]
-        width = max(len(r[0]) for r in rows)
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+        return format_rows(rows)
 
 
 def evaluate_vlm(pipe: Pipeline, n: int = 300, seed: int = EVAL_SEED, gallery: int = GALLERY,

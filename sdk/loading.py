@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from minivlm.errors import ConfigError, NoDetectionsWarning, WeightsError
 from minivlm.images import ImageLike, load_image, shrink_for_input
 from minivlm.python_ref.families import PRESET_FAMILIES, family_of, get_config, known_presets
 from minivlm.python_ref.family import Family
-from minivlm.python_ref.pipeline import Detection, ImageRegions, Pipeline, Vocabularies, check_text
+from minivlm.python_ref.pipeline import Detection, ImageRegions, Pipeline, check_text
 from minivlm.python_ref.postprocess import region_geometry
 from minivlm.python_ref.weights import load_weights, read_metadata
+from minivlm.public_model import PublicModel
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +36,21 @@ def bundled_weights(preset: str) -> Path | None:
     return path if path.is_file() else None
 
 
-class ReferencePipeline:
-    """The python_ref pipeline behind the public API: images may be paths, PIL images or uint8 arrays."""
+def install_weights(weights: str | Path, preset: str) -> Path:
+    """Make the weights file `weights` the one shipped for `preset` (the retraining scripts' --install),
+    atomically: the bundled file is either the old one or the whole new one."""
+    from minivlm.converters.atomic import atomic_path
 
-    def __init__(self, pipeline: Pipeline, source: str) -> None:
-        self.pipeline = pipeline
-        self.source = source  # what was loaded: a weights path, or "random init"
+    target = WEIGHTS_DIR / f"{preset}.safetensors"
+    with atomic_path(target) as tmp:
+        shutil.copyfile(weights, tmp)
+    return target
 
-    @property
-    def config(self):
-        return self.pipeline.cfg
 
-    @property
-    def vocab(self) -> Vocabularies:
-        return self.pipeline.vocab
+class ReferencePipeline(PublicModel):
+    """The MiniVLM python_ref pipeline behind the public API: images may be paths, PIL images or uint8 arrays."""
+
+    pipeline: Pipeline
 
     def regions(self, image: ImageLike) -> ImageRegions:
         """What the detector hands the fusion model, for any image: boxes in its pixels. An image more than
