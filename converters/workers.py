@@ -33,6 +33,8 @@ from .progress import Progress
 from .specs import GraphBuild, GraphSpec
 from .targets import BuildOptions
 
+END_WAIT = 10.0  # seconds to wait for a finished graph's last event (it is already on its way)
+
 
 def graph_size(path: Path) -> int:
     """Bytes of a graph file, or of every file in a graph folder (`.mlpackage`)."""
@@ -116,7 +118,10 @@ def _worker_convert(module_name: str, pickled_spec: bytes, options: BuildOptions
     spec = pickle.loads(pickled_spec)
     _worker_events.put(("start", spec.name, target.steps(options)))
     t0 = time.perf_counter()
-    result = target.convert_graph(spec, options, Path(folder), lambda step: _worker_events.put(("step", spec.name, step)))
+    try:
+        result = target.convert_graph(spec, options, Path(folder), lambda step: _worker_events.put(("step", spec.name, step)))
+    finally:  # after every warning and record of this graph: the parent reads up to it before the result
+        _worker_events.put(("end", spec.name, None))
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -147,6 +152,7 @@ class Workers:
         self.target = target
         self.events = ctx.Queue()
         self.warned: dict = {}  # the registry of warnings re-emitted here, so two workers' copies show once
+        self.ended: set[str] = set()  # graphs whose conversion sent its last event
         self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
                                         initargs=(self.events, target.__name__, logging.getLogger().getEffectiveLevel()))
         with _ignoring((signal.SIGINT, signal.SIGHUP)):  # a few ms: the workers start with them ignored
@@ -178,13 +184,17 @@ class Workers:
         order = sorted(specs, key=lambda s: s.name not in first)
         # Pickled here, by value: the pool's own pickler would share tensors through file descriptors that this
         # process serves from a thread, which prints a traceback when a worker is terminated mid-transfer.
-        pending = {self.pool.submit(_worker_convert, self.target.__name__, pickle.dumps(s, pickle.HIGHEST_PROTOCOL), options,
-                                    str(folder)) for s in order}
+        graph_of = {self.pool.submit(_worker_convert, self.target.__name__, pickle.dumps(s, pickle.HIGHEST_PROTOCOL),
+                                     options, str(folder)): s.name for s in order}
+        pending = set(graph_of)
         side = meanwhile()
         while pending:
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             self._drain(progress, done, started)
             for future in finished:
+                # The result comes through another pipe than the graph's warnings and records: read those first,
+                # so that a failing graph's own warnings reach the caller before its error does.
+                self._drain(progress, done, started, until=graph_of[future])
                 try:
                     result = future.result()
                 except BrokenProcessPool as err:
@@ -202,13 +212,17 @@ class Workers:
         self._drain(progress, done, started)
         return [done[s.name] for s in specs], side
 
-    def _drain(self, progress: Progress, done: dict, started: set) -> None:
-        while True:
+    def _drain(self, progress: Progress, done: dict, started: set, until: str | None = None) -> None:
+        """Re-emit the workers' events that have arrived; with `until`, also wait (at most END_WAIT seconds)
+        for the last event of that graph's conversion."""
+        while until is None or until not in self.ended:
             try:
-                kind, name, arg = self.events.get_nowait()
+                kind, name, arg = self.events.get(timeout=END_WAIT) if until else self.events.get_nowait()
             except queue.Empty:
                 return
-            if kind == "log":
+            if kind == "end":
+                self.ended.add(name)
+            elif kind == "log":
                 logger = logging.getLogger(name)
                 if logger.isEnabledFor(arg.levelno):
                     logger.handle(arg)
