@@ -14,7 +14,7 @@ import torch
 
 from minivlm.python_ref.efficientvlm.config import EfficientVLMConfig
 from minivlm.python_ref.efficientvlm.generate import prompt_ids
-from minivlm.python_ref.efficientvlm.preprocess import preprocess
+from minivlm.python_ref.efficientvlm.preprocess import preprocess_batch
 from minivlm.python_ref.scenes import ANSWERS, CANVAS, CLASSES, Scene
 from minivlm.python_ref.tokenizer import Tokenizer
 from minivlm.training.data import scene_batch
@@ -68,30 +68,33 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], length: int, prefix: li
 
 def object_pixels(scene: Scene) -> np.ndarray:
     """(H, W) bool: the pixels of the scene's objects (`OBJECT_DARKEST_CHANNEL`)."""
-    return scene.image.min(axis=2) < OBJECT_DARKEST_CHANNEL
+    image = scene.image  # np.minimum over the channels: several times faster than min(axis=2) on (H, W, 3)
+    return np.minimum(np.minimum(image[..., 0], image[..., 1]), image[..., 2]) < OBJECT_DARKEST_CHANNEL
 
 
-def patch_masks(scene: Scene, grid: int, cells: int = MASK_CELLS) -> np.ndarray:
+def patch_masks(scene: Scene, grid: int, cells: int = MASK_CELLS, covered: np.ndarray | None = None) -> np.ndarray:
     """(grid², cells²) float32: for each patch of a grid x grid split of the canvas (row-major, as the ViT's
     patches), the fraction of object pixels in each of its cells x cells sub-cells — the objects' outlines at
     a finer scale than a patch, which is what tells a circle from a square."""
     size = CANVAS // (grid * cells)
-    covered = object_pixels(scene).reshape(grid, cells, size, grid, cells, size).mean(axis=(2, 5))
+    covered = object_pixels(scene) if covered is None else covered
+    covered = covered.reshape(grid, cells, size, grid, cells, size).mean(axis=(2, 5))
     return covered.transpose(0, 2, 1, 3).reshape(grid * grid, cells * cells).astype(np.float32)
 
 
-def patch_labels(scene: Scene, grid: int) -> np.ndarray:
+def patch_labels(scene: Scene, grid: int, covered: np.ndarray | None = None) -> np.ndarray:
     """(grid²,) the class (1 + CLASSES index) of the object covering at least PATCH_COVER of each patch of a
     grid x grid split of the canvas, row-major as the ViT's patches; 0 where none does."""
-    covered = object_pixels(scene)
+    covered = object_pixels(scene) if covered is None else covered
     label = np.zeros(covered.shape, np.int64)
     for (x0, y0, x1, y1), name in zip(np.asarray(scene.boxes), scene.labels):
         rows, cols = slice(int(y0), int(np.ceil(y1))), slice(int(x0), int(np.ceil(x1)))
         label[rows, cols][covered[rows, cols]] = CLASSES.index(name) + 1
     cell = CANVAS // grid
     blocks = label.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid * grid, cell * cell)
-    counts = np.zeros((grid * grid, 1 + len(CLASSES)), np.int64)
-    np.add.at(counts, (np.repeat(np.arange(grid * grid), cell * cell), blocks.ravel()), 1)
+    kinds = 1 + len(CLASSES)
+    cells = np.repeat(np.arange(grid * grid), cell * cell) * kinds + blocks.ravel()
+    counts = np.bincount(cells, minlength=grid * grid * kinds).reshape(grid * grid, kinds)
     objects = counts[:, 1:]
     return np.where(objects.max(axis=1) >= PATCH_COVER * cell * cell, objects.argmax(axis=1) + 1, 0)
 
@@ -119,8 +122,9 @@ def vlm_batch(
     captions = [s.caption for s in scenes]
     v = cfg.vision  # the inference pipeline's preprocessing, exactly
     grid = v.image_size // v.patch_size
+    covered = [object_pixels(s) for s in scenes]
     return VLMBatch(
-        images=torch.cat([preprocess(s.image, v.image_size, v.pixel_mean, v.pixel_std) for s in scenes]),
+        images=preprocess_batch([s.image for s in scenes], v.image_size, v.pixel_mean, v.pixel_std),
         captions=captions,
         caption_text=encode_texts(tokenizer, captions, length),
         caption_prompted=encode_texts(tokenizer, captions, length, prompt_ids(tokenizer)),
@@ -130,6 +134,6 @@ def vlm_batch(
         phrases=encode_texts(tokenizer, phrases, length),
         phrase_scene=torch.tensor(phrase_scene, dtype=torch.int64),
         phrase_boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        patch_labels=torch.from_numpy(np.stack([patch_labels(s, grid) for s in scenes])),
-        patch_masks=torch.from_numpy(np.stack([patch_masks(s, grid) for s in scenes])),
+        patch_labels=torch.from_numpy(np.stack([patch_labels(s, grid, covered=c) for s, c in zip(scenes, covered)])),
+        patch_masks=torch.from_numpy(np.stack([patch_masks(s, grid, covered=c) for s, c in zip(scenes, covered)])),
     )

@@ -14,7 +14,7 @@ from minivlm.python_ref.efficientvlm.generate import greedy_caption, greedy_capt
 from minivlm.python_ref.efficientvlm.graphs import GRAPH_NAMES, export_graphs
 from minivlm.python_ref.efficientvlm.model import EfficientVLM
 from minivlm.python_ref.efficientvlm.pipeline import Graphs, Pipeline, Vocabularies, similarity
-from minivlm.python_ref.efficientvlm.preprocess import preprocess, resize_bicubic
+from minivlm.python_ref.efficientvlm.preprocess import preprocess, preprocess_batch, resize_bicubic
 from minivlm.python_ref.errors import ConfigError, InputError
 from minivlm.python_ref.scenes import generate_scene
 from minivlm.python_ref.tokenizer import Tokenizer
@@ -83,6 +83,20 @@ def test_preprocess_normalises_as_torchvision():
     want = (resized.float().div(255) - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
     assert pixels.shape == (1, 3, 32, 32) and pixels.dtype == torch.float32
     torch.testing.assert_close(pixels[0], want, **EXACT)
+
+
+def test_preprocess_batch_is_pillow_resize_per_image():
+    """The training path resizes a whole stack in one pass; each image must still be Pillow's resize of it
+    (more lines than one block, so the blocks' seams are crossed)."""
+    images = [np.random.default_rng(k).integers(0, 256, (300, 211, 3), dtype=np.uint8) for k in range(40)]
+    batch = preprocess_batch(images, 48, CLIP_MEAN, CLIP_STD)
+    assert batch.shape == (40, 3, 48, 48)
+    for image, pixels in zip(images, batch):
+        resized = torch.from_numpy(np.array(Image.fromarray(image).resize((48, 48), Image.BICUBIC))).permute(2, 0, 1)
+        want = (resized.float().div(255) - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
+        torch.testing.assert_close(pixels, want, **EXACT)
+    with pytest.raises(InputError, match="expected one shape"):
+        preprocess_batch([images[0], images[0][:10]], 48, CLIP_MEAN, CLIP_STD)
 
 
 @pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)])
