@@ -1,5 +1,6 @@
-"""Training an EfficientVLM on the demo scenes (`train_vlm`): one stage of X-VLM-style objectives
-(`vlm_objectives`) on fresh scenes every step; or, given a teacher, EfficientVLM's general distillation
+"""Training an EfficientVLM on the demo scenes (`train_vlm`): from random weights, a warm-up of the image encoder
+alone on dense patch targets (`VisionWarmup`), then X-VLM-style objectives (`vlm_objectives`) on fresh scenes
+every step; or, given a teacher, EfficientVLM's general distillation
 (`distillation`): the student starts from the teacher's even layers and learns 0.6 task + 0.4 KD.
 
 Resumable and DDP-ready exactly as `minivlm train` (`loop.run_stage`): seeded per step, checkpoints every
@@ -26,12 +27,13 @@ from minivlm.python_ref.tokenizer import Tokenizer
 from minivlm.training.loop import barrier, progress_bar, run_stage, seed_everything, world
 from minivlm.training.run_folder import open_run_folder
 from minivlm.training.vlm_data import vlm_batch
-from minivlm.training.vlm_objectives import VLMObjective
+from minivlm.training.vlm_objectives import VisionWarmup, VLMObjective
 from minivlm.training.vlm_settings import VLMTrainSettings
 
 log = logging.getLogger(__name__)
 
 STAGE = "vlm"  # the checkpoint folder's name: checkpoint-vlm
+VISION_STAGE = "vlm-vision"  # the image encoder's warm-up before it (`VisionWarmup`): checkpoint-vlm-vision
 
 
 def vlm_config(preset: str) -> EfficientVLMConfig:
@@ -74,12 +76,19 @@ def train_vlm(settings: VLMTrainSettings, workdir: str | Path, *, progress: bool
     if settings.distils:
         objective = DistillObjective(objective, teacher)
     started = time.monotonic()
-    resumed = (workdir / f"checkpoint-{STAGE}").exists()
+    resumed = any((workdir / f"checkpoint-{name}").exists() for name in (VISION_STAGE, STAGE))
 
     def batch(step: int, generator: torch.Generator) -> dict:
         return {"batch": vlm_batch(cfg, tokenizer, settings.seed, step, settings.batch, rank, world_size,
                                    settings.questions_per_scene, generator), "generator": generator}
 
+    seconds = {}
+    if settings.warms_up_vision:
+        warmup = VisionWarmup(objective)
+        run_stage(VISION_STAGE, warmup, warmup.trained(), settings.vision_steps, settings.lr, settings, workdir,
+                  objective.trainable, batch, progress_bar(progress and rank == 0))
+        barrier()
+        seconds["vision"] = round(time.monotonic() - started, 1)
     trained = [p for p in objective.parameters() if p.requires_grad]
     run_stage(STAGE, objective, trained, settings.steps, settings.lr, settings, workdir, objective.trainable,
               batch, progress_bar(progress and rank == 0))
@@ -87,14 +96,14 @@ def train_vlm(settings: VLMTrainSettings, workdir: str | Path, *, progress: bool
     load_checkpoint(workdir / f"checkpoint-{STAGE}", objective.trainable, None)
     final = workdir / "model.safetensors"
     if rank == 0:
-        seconds = time.monotonic() - started
-        meta = {**vlm_metadata(cfg, settings), "training_seconds": f"{seconds:.0f}",
-                "stage_seconds": json.dumps({"distill" if settings.distils else "train": round(seconds, 1)}),
-                "resumed": json.dumps(resumed)}
+        total = time.monotonic() - started
+        seconds["distill" if settings.distils else "train"] = round(total - seconds.get("vision", 0.0), 1)
+        meta = {**vlm_metadata(cfg, settings), "training_seconds": f"{total:.0f}",
+                "stage_seconds": json.dumps(seconds), "resumed": json.dumps(resumed)}
         save_weights(model.eval(), final, meta)
-        log.info("trained in %.0f s", seconds)
+        log.info("trained in %.0f s", total)
     barrier()
     return final
 
 
-__all__ = ["STAGE", "train_vlm", "vlm_config", "vlm_metadata"]
+__all__ = ["STAGE", "VISION_STAGE", "train_vlm", "vlm_config", "vlm_metadata"]

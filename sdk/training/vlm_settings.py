@@ -20,6 +20,7 @@ class VLMTrainSettings:
 
     preset: str = "efficientvlm-demo-teacher"
     seed: int = 1  # scene stream of the training data (evaluation uses other seeds)
+    vision_steps: int = 600  # image encoder alone on the dense targets first (`VisionWarmup`); runs from random weights only
     steps: int = 1500
     batch: int = 32  # scenes per step
     questions_per_scene: int = 2
@@ -35,6 +36,7 @@ class VLMTrainSettings:
     def __post_init__(self) -> None:
         counts = ("steps", "batch", "questions_per_scene", "checkpoint_every")
         rules = [(k, lambda v: _is_int(v) and v >= 1, "an integer >= 1") for k in counts] + [
+            ("vision_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
             ("preset", lambda v: isinstance(v, str), "a preset name"),
             ("seed", lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
             *((k, lambda v: _is_real(v) and v > 0, "a finite number > 0") for k in ("lr", "scale")),
@@ -54,14 +56,22 @@ class VLMTrainSettings:
     def distils(self) -> bool:
         return bool(self.teacher)
 
+    @property
+    def warms_up_vision(self) -> bool:
+        """A run from random weights starts with `vision_steps` of the image encoder alone; a student starting
+        from its teacher's layers has a trained encoder already."""
+        return self.vision_steps > 0 and not (self.teacher or self.init_from)
+
     def scaled(self, factor: float) -> "VLMTrainSettings":
-        """The same recipe with the step count multiplied by `factor` (at least 2 steps)."""
+        """The same recipe with the step counts multiplied by `factor` (at least 2 steps each; a vision warm-up
+        of 0 steps stays off)."""
         if not _is_real(factor) or factor <= 0:
             raise ConfigError(f"scale is {factor!r}, expected a finite factor > 0 (e.g. 0.01 for a smoke run)")
         steps = self.steps * factor
         if not math.isfinite(steps) or not math.isfinite(self.scale * factor):
             raise ConfigError(f"scale {factor!r} makes the step counts overflow")
-        return dataclasses.replace(self, steps=max(2, int(steps)), scale=self.scale * factor)
+        vision = max(2, int(self.vision_steps * factor)) if self.vision_steps else 0
+        return dataclasses.replace(self, steps=max(2, int(steps)), vision_steps=vision, scale=self.scale * factor)
 
 
 def _is_int(value: object) -> bool:

@@ -23,11 +23,11 @@ from minivlm.training import loop
 from minivlm.training.distillation import DistillObjective, start_from_teacher
 from minivlm.training.vlm import train_vlm
 from minivlm.training.vlm_data import patch_labels, patch_masks, vlm_batch
-from minivlm.training.vlm_objectives import VLMObjective, balanced_patch_loss, giou_loss, soft_contrast
+from minivlm.training.vlm_objectives import VisionWarmup, VLMObjective, balanced_patch_loss, giou_loss, soft_contrast
 from minivlm.training.vlm_settings import VLMTrainSettings
 
 TINY = "efficientvlm-demo-tiny"
-SMOKE = VLMTrainSettings(preset=TINY, steps=4, batch=4, checkpoint_every=1)
+SMOKE = VLMTrainSettings(preset=TINY, vision_steps=2, steps=4, batch=4, checkpoint_every=1)
 
 
 def test_patch_labels_name_the_object_under_each_patch():
@@ -184,18 +184,45 @@ def test_a_run_writes_weights_that_say_what_made_them(vlm_smoke_run):
     meta = read_metadata(vlm_smoke_run)
     assert meta["preset"] == TINY and meta["family"] == "efficientvlm"
     assert json.loads(meta["training"])["steps"] == 4 and json.loads(meta["resumed"]) is False
+    assert json.loads(meta["stage_seconds"]).keys() == {"vision", "train"}
     assert json.loads(meta["vocabularies"])["answers"][:2] == ["one", "two"]
     weights = load_file(vlm_smoke_run)
     assert not any(k.startswith(("patch_head", "box_head", "mask_head")) for k in weights)  # training-only heads stay out
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
-def test_an_interrupted_run_resumes_to_identical_weights(vlm_smoke_run, tmp_path, monkeypatch):
+def test_the_warmup_trains_the_image_encoder_alone():
+    cfg = PRESETS[TINY]()
+    tokenizer, batch = _batch(cfg)
+    objective = VLMObjective(EfficientVLM(cfg), len(prompt_ids(tokenizer)))
+    warmup = VisionWarmup(objective)
+    losses = warmup(batch, torch.Generator())
+    assert losses.keys() == {"patch", "outline"}
+    sum(losses.values()).backward()
+    trained = {id(p) for p in warmup.trained()}
+    expected = [*objective.model.vision.parameters(), *objective.patch_head.parameters(), *objective.mask_head.parameters()]
+    assert trained == {id(p) for p in expected}
+    assert all(p.grad is None for p in objective.parameters() if id(p) not in trained)
+    assert all(p.grad is not None for p in expected)
+
+
+def test_the_warmup_runs_from_random_weights_only():
+    assert SMOKE.warms_up_vision
+    assert not VLMTrainSettings(preset=TINY, teacher="t.safetensors").warms_up_vision
+    assert not VLMTrainSettings(preset=TINY, init_from="t.safetensors").warms_up_vision
+    assert not VLMTrainSettings(preset=TINY, vision_steps=0).warms_up_vision
+    scaled = VLMTrainSettings(vision_steps=600, steps=1500).scaled(0.01)
+    assert (scaled.vision_steps, scaled.steps) == (6, 15)
+    assert VLMTrainSettings(vision_steps=0).scaled(0.01).vision_steps == 0
+
+
+@pytest.mark.parametrize("crash_at", [("vlm-vision", 1), ("vlm", 2)])
+def test_an_interrupted_run_resumes_to_identical_weights(vlm_smoke_run, tmp_path, monkeypatch, crash_at):
     real_save = loop.save_checkpoint
 
     def save_then_crash(path, model, optimizer, state):
         real_save(path, model, optimizer, state)
-        if state["step"] == 2:
+        if (state["stage"], state["step"]) == crash_at:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
@@ -220,6 +247,7 @@ def test_distil_and_no_teacher_runs_start_from_the_teacher(vlm_smoke_run, tmp_pa
 
 @pytest.mark.parametrize(("settings", "message"), [
     (dict(steps=0), "training setting steps is 0, expected an integer >= 1"),
+    (dict(vision_steps=-1), "training setting vision_steps is -1, expected an integer >= 0"),
     (dict(lr=math.nan), "training setting lr is nan"),
     (dict(teacher="a", init_from="b"), "teacher and init_from are both set"),
 ])
@@ -244,7 +272,7 @@ def test_two_process_ddp_run(tmp_path):
         import torch.distributed as dist
         from minivlm.training.vlm import train_vlm
         from minivlm.training.vlm_settings import VLMTrainSettings
-        path = train_vlm(VLMTrainSettings(preset={TINY!r}, steps=2, batch=2), {str(tmp_path / 'run')!r}, progress=False)
+        path = train_vlm(VLMTrainSettings(preset={TINY!r}, vision_steps=2, steps=2, batch=2), {str(tmp_path / 'run')!r}, progress=False)
         open({str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.done", "w").write(str(path))
     """))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
