@@ -35,7 +35,8 @@ def _header_problem(path: Path) -> str | None:
         head = f.read(9)
         if size == 0:
             return "it is empty (0 bytes)"
-        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        looks_safetensors = size >= 9 and head[8:9] == b"{"  # a header length whose low byte is 0x80 is fine
+        if not looks_safetensors and (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
             kind = "a zip archive, as torch.save writes" if head[:1] == b"P" else "a Python pickle"
             return f"it is {kind}; pickled checkpoints are never loaded, since unpickling can run arbitrary code"
         if size < 9 or head[8:9] != b"{":

@@ -75,6 +75,20 @@ def test_pickle_renamed_safetensors_is_named_and_never_unpickled(tmp_path, monke
         load_weights(Fusion(CFG), path)
 
 
+def test_a_header_length_starting_with_the_pickle_byte_still_loads(tmp_path):
+    """A safetensors file's first byte is its header length's low byte, so 0x80 (a pickle's first byte) happens
+    (a training checkpoint hit it): padding the metadata to make that length loads like any other file."""
+    source, path = Fusion(CFG), tmp_path / "w.safetensors"
+    for pad in range(256):
+        save_weights(source, path, {"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    target = Fusion(CFG)
+    load_weights(target, path)
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+
+
 def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
     """NaN weights used to load and answer nonsense: the first bad tensor (key order) and its count are named."""
     source = Fusion(CFG)
