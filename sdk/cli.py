@@ -190,9 +190,10 @@ def train(
 
     if preset in EFFICIENTVLM_PRESETS:
         from minivlm.training.vlm import train_vlm
-        from minivlm.training.vlm_settings import VLMTrainSettings
+        from minivlm.training.vlm_settings import STUDENT_STEPS, VLMTrainSettings
 
-        settings = VLMTrainSettings(preset=preset, seed=seed, init_from=init_from or "").scaled(scale)
+        steps = {"steps": STUDENT_STEPS} if init_from else {}
+        settings = VLMTrainSettings(preset=preset, seed=seed, init_from=init_from or "", **steps).scaled(scale)
         typer.echo(f"wrote {train_vlm(settings, out, progress=progress)}")
         return
     if init_from is not None:
@@ -217,9 +218,9 @@ def distill(
     (student layer i <- teacher layer 2i) and learns 0.6 task + 0.4 KD (hidden states, attention, logits).
     Resumes from the checkpoints in --out."""
     from minivlm.training.vlm import train_vlm
-    from minivlm.training.vlm_settings import VLMTrainSettings
+    from minivlm.training.vlm_settings import STUDENT_STEPS, VLMTrainSettings
 
-    settings = VLMTrainSettings(preset=preset, seed=seed, teacher=teacher).scaled(scale)
+    settings = VLMTrainSettings(preset=preset, seed=seed, teacher=teacher, steps=STUDENT_STEPS).scaled(scale)
     typer.echo(f"wrote {train_vlm(settings, out, progress=progress)}")
 
 

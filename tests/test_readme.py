@@ -32,3 +32,22 @@ def test_the_efficientvlm_table_is_current():
 @pytest.mark.slow
 def test_the_minivlm_model_table_is_current():
     _assert_current("MODEL-TABLE", "model_table")
+
+
+def test_the_efficientvlm_demo_table_is_current_and_made_from_the_bundled_weights():
+    """The table comes from the chain's report; the report must be about the weights the package ships."""
+    from minivlm.converters.manifest import sha256_file
+    from minivlm.loading import WEIGHTS_DIR
+
+    script = _script()
+    bundled = {p: WEIGHTS_DIR / f"{p}.safetensors" for p in ("efficientvlm-demo-teacher", "efficientvlm-demo-student")}
+    if not script.EFFICIENTVLM_REPORT.exists():
+        assert not any(path.exists() for path in bundled.values()), "EfficientVLM weights ship without their report"
+        return
+    _assert_current("EFFICIENTVLM-DEMO-TABLE", "efficientvlm_demo_table")
+    import json
+
+    models = json.loads(script.EFFICIENTVLM_REPORT.read_text())["models"]
+    for name in ("teacher", "student"):
+        path = bundled[models[name]["preset"]]
+        assert sha256_file(path) == models[name]["sha256"], f"{path.name} is not the file the report scored"

@@ -9,9 +9,10 @@ adapted to a model that must also caption and answer:
   label-smoothed;
 - `vqa`: the answer classifier on the fused [CLS] of each question;
 - `box`: X-VLM's grounding: the box of the object a phrase names, from the fused [CLS] (L1 + GIoU);
-- `patch`: the class of the object under each patch, from the image tokens, and `outline`: each patch's
-  object coverage on a finer grid — training-only dense targets that make a small ViT trained from scratch
-  see shapes: without them it learns colours and counts in minutes, and shapes not at all.
+- `patch`: the class of the object under each patch, from the image tokens, `outline`: each patch's object
+  coverage on a finer grid, and `patch_box`: the box of the object under each patch (L1 + GIoU) —
+  training-only dense targets that make a small ViT trained from scratch see shapes (without them it learns
+  colours and counts in minutes, and shapes not at all) and keep which object is where in its tokens.
 
 The grounding and patch heads live here, not in the model: they are training signals, never exported.
 """
@@ -100,6 +101,7 @@ class VLMObjective(nn.Module):
             self.patch_head = nn.Linear(model.cfg.vision.width, 1 + len(CLASSES))
             self.box_head = MLPHead(model.cfg.text.hidden_size, 4)  # X-VLM's bbox_head layout (build_mlp)
             self.mask_head = nn.Linear(model.cfg.vision.width, MASK_CELLS**2)
+            self.patch_box_head = nn.Linear(model.cfg.vision.width, 4)
 
     def outputs(
         self, batch: VLMBatch, generator: torch.Generator, tap: Callable[[], ContextManager] = nullcontext,
@@ -151,13 +153,17 @@ class VLMObjective(nn.Module):
         return TaskOutputs(losses, logits, masks, recorded, negatives, itm_mask)
 
     def dense_losses(self, image: torch.Tensor, batch: VLMBatch) -> dict[str, torch.Tensor]:
-        """`patch` and `outline` of the image tokens (B, 1 + patches, width)."""
+        """`patch`, `outline` and `patch_box` of the image tokens (B, 1 + patches, width)."""
         patches, losses = image[:, 1:], {}
         losses["patch"] = balanced_patch_loss(self.patch_head(patches).flatten(0, 1), batch.patch_labels.flatten())
         touched = batch.patch_masks.sum(dim=-1) > 0  # patches with any object pixel: the rest are all zeros
         if touched.any():
             losses["outline"] = F.binary_cross_entropy_with_logits(self.mask_head(patches)[touched],
                                                                    batch.patch_masks[touched])
+        on_object = batch.patch_labels > 0
+        if on_object.any():
+            boxes, target = self.patch_box_head(patches)[on_object].sigmoid(), batch.patch_boxes[on_object]
+            losses["patch_box"] = F.l1_loss(boxes, target) + giou_loss(box_xyxy(boxes), box_xyxy(target))
         return losses
 
     def forward(self, batch: VLMBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -187,4 +193,5 @@ class VisionWarmup(nn.Module):
 
     def trained(self) -> list[nn.Parameter]:
         o = self.objective
-        return [*o.model.vision.parameters(), *o.patch_head.parameters(), *o.mask_head.parameters()]
+        return [*o.model.vision.parameters(), *o.patch_head.parameters(), *o.mask_head.parameters(),
+                *o.patch_box_head.parameters()]

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from minivlm.errors import ConfigError
 
+STUDENT_STEPS = 600  # the demo recipe's distilled and no-teacher students (`minivlm distill`, `train --init-from`)
+
 
 @dataclass(frozen=True)
 class VLMTrainSettings:
@@ -21,7 +23,7 @@ class VLMTrainSettings:
     preset: str = "efficientvlm-demo-teacher"
     seed: int = 1  # scene stream of the training data (evaluation uses other seeds)
     vision_steps: int = 600  # image encoder alone on the dense targets first (`VisionWarmup`); runs from random weights only
-    steps: int = 1500
+    steps: int = 1200  # joint steps (a student starting from its teacher's layers: `STUDENT_STEPS`)
     batch: int = 32  # scenes per step
     questions_per_scene: int = 2
     lr: float = 1e-3

@@ -22,7 +22,7 @@ from minivlm.python_ref.weights import read_metadata
 from minivlm.training import loop
 from minivlm.training.distillation import DistillObjective, start_from_teacher
 from minivlm.training.vlm import train_vlm
-from minivlm.training.vlm_data import patch_labels, patch_masks, vlm_batch
+from minivlm.training.vlm_data import patch_boxes, patch_labels, patch_masks, vlm_batch
 from minivlm.training.vlm_objectives import VisionWarmup, VLMObjective, balanced_patch_loss, giou_loss, soft_contrast
 from minivlm.training.vlm_settings import VLMTrainSettings
 
@@ -51,6 +51,32 @@ def test_patch_labels_name_the_object_under_each_patch():
             if c - a >= 2 * cell and d - b >= 2 * cell:  # a patch at the centre of a large object is covered
                 row, col = int((b + d) / 2) // cell, int((a + c) / 2) // cell
                 assert labels[row, col] == CLASSES.index(name) + 1
+
+
+def test_patch_boxes_are_the_box_of_the_object_under_each_patch():
+    """Checked against the image and the boxes: a patch without object pixels has zeros; any other patch has the
+    box (centre, size as canvas fractions) of an object whose box it overlaps; the patch at the centre of a
+    large object has that object's box."""
+    grid = 8
+    cell = CANVAS // grid
+    for index in range(20):
+        scene = generate_scene(7, index)
+        targets = patch_boxes(scene, grid).reshape(grid, grid, 4)
+        objects = scene.image.min(axis=2) < 130
+        boxes = np.asarray(scene.boxes, dtype=np.float64)
+        fractions = [[(a + c) / 2 / CANVAS, (b + d) / 2 / CANVAS, (c - a) / CANVAS, (d - b) / CANVAS] for a, b, c, d in boxes]
+        for row in range(grid):
+            for col in range(grid):
+                y0, x0 = row * cell, col * cell
+                if not objects[y0 : y0 + cell, x0 : x0 + cell].any():
+                    assert (targets[row, col] == 0).all()
+                    continue
+                touching = [k for k, (a, b, c, d) in enumerate(boxes) if a < x0 + cell and c > x0 and b < y0 + cell and d > y0]
+                assert any(np.allclose(targets[row, col], fractions[k], atol=1e-6) for k in touching)
+        for (a, b, c, d), want in zip(boxes, fractions):
+            if c - a >= 2 * cell and d - b >= 2 * cell:
+                row, col = int((b + d) / 2) // cell, int((a + c) / 2) // cell
+                np.testing.assert_allclose(targets[row, col], want, atol=1e-6)
 
 
 def test_outline_targets_are_the_object_coverage_of_each_sub_cell():
@@ -112,7 +138,7 @@ def test_a_batch_holds_every_target():
     assert batch.questions.ids.shape[0] == 8 and batch.answers.shape == (8,)
     for text in (batch.caption_text, batch.caption_prompted, batch.questions, batch.phrases):
         assert text.mask[:, -1].any() and text.ids.shape[1] <= cfg.text.max_text_len  # padded to the longest row
-    assert batch.patch_labels.shape == (4, 16)
+    assert batch.patch_labels.shape == (4, 16) and batch.patch_boxes.shape == (4, 16, 4)
     prefix = prompt_ids(tokenizer)
     assert batch.caption_prompted.ids[0, : len(prefix)].tolist() == prefix
     assert tokenizer.decode(batch.caption_prompted.ids[0, len(prefix):].tolist()) == batch.captions[0]
@@ -187,7 +213,7 @@ def test_a_run_writes_weights_that_say_what_made_them(vlm_smoke_run):
     assert json.loads(meta["stage_seconds"]).keys() == {"vision", "train"}
     assert json.loads(meta["vocabularies"])["answers"][:2] == ["one", "two"]
     weights = load_file(vlm_smoke_run)
-    assert not any(k.startswith(("patch_head", "box_head", "mask_head")) for k in weights)  # training-only heads stay out
+    assert not any(k.startswith(("patch_head", "box_head", "mask_head", "patch_box_head")) for k in weights)  # training-only heads stay out
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
@@ -197,10 +223,11 @@ def test_the_warmup_trains_the_image_encoder_alone():
     objective = VLMObjective(EfficientVLM(cfg), len(prompt_ids(tokenizer)))
     warmup = VisionWarmup(objective)
     losses = warmup(batch, torch.Generator())
-    assert losses.keys() == {"patch", "outline"}
+    assert losses.keys() == {"patch", "outline", "patch_box"}
     sum(losses.values()).backward()
     trained = {id(p) for p in warmup.trained()}
-    expected = [*objective.model.vision.parameters(), *objective.patch_head.parameters(), *objective.mask_head.parameters()]
+    expected = [*objective.model.vision.parameters(), *objective.patch_head.parameters(), *objective.mask_head.parameters(),
+                *objective.patch_box_head.parameters()]
     assert trained == {id(p) for p in expected}
     assert all(p.grad is None for p in objective.parameters() if id(p) not in trained)
     assert all(p.grad is not None for p in expected)
