@@ -126,8 +126,10 @@ def efficientvlm_demo_table() -> str:
         return " + ".join(f"{names.get(k, k)} {v / 60:.1f}" for k, v in m["stage_seconds"].items())
 
     lines = ["## The bundled EfficientVLM demo models", "",
-             f"Made by `python scripts/train_efficientvlm_demo.py --install` in {report['chain_seconds'] / 60:.1f} min "
-             "of wall time on 2 CPU cores (the three runs below, one after the other); scored by `minivlm eval` on "
+             f"Made by `python scripts/train_efficientvlm_demo.py --install`: {report['chain_seconds'] / 60:.1f} min "
+             "of training on 2 CPU cores (the three runs below, one after the other, "
+             + ("one of them resumed" if any(m["resumed"] for m in models.values()) else "each in one sitting")
+             + ", as their weights record); scored by `minivlm eval` on "
              f"{teacher['n']} scenes of a stream no run saw (retrieval over the first {teacher['gallery']}).", "",
              "| model | steps | parameters without vocabulary tables (M) | training (min) | "
              + " | ".join(t for _, t in tasks) + " |", "|---|---:|---:|---|" + "---:|" * len(tasks)]

@@ -57,13 +57,18 @@ def vlm_metadata(cfg: EfficientVLMConfig, settings: VLMTrainSettings | None) -> 
 
 def train_vlm(settings: VLMTrainSettings, workdir: str | Path, *, progress: bool = True) -> Path:
     """Run (or resume) the run in `workdir`; returns the path of the final `model.safetensors` (rank 0 writes
-    it; other ranks return the same path once it exists). `workdir` follows `minivlm train`'s rules."""
+    it; other ranks return the same path once it exists). `workdir` follows `minivlm train`'s rules; a finished
+    run is returned as it is, so a chain that resumes never rewrites (or re-times) its finished stages."""
     from minivlm.training.distillation import DistillObjective, load_teacher, start_from_teacher
 
     cfg = vlm_config(settings.preset)
     workdir = Path(workdir)
     rank, world_size = world()
-    open_run_folder(workdir, settings, rank)
+    open_run_folder(workdir, settings, rank)  # refuses a folder made with other settings
+    final = workdir / "model.safetensors"
+    if final.is_file():  # written last, atomically: the run is finished; its weights and recorded times stay
+        log.info("%s is finished already", final)
+        return final
     seed_everything(settings.seed)
     tokenizer = Tokenizer.from_vocab(vocab_path(cfg))
     model = EfficientVLM(cfg)
@@ -94,7 +99,6 @@ def train_vlm(settings: VLMTrainSettings, workdir: str | Path, *, progress: bool
               batch, progress_bar(progress and rank == 0))
     barrier()
     load_checkpoint(workdir / f"checkpoint-{STAGE}", objective.trainable, None)
-    final = workdir / "model.safetensors"
     if rank == 0:
         total = time.monotonic() - started
         seconds["distill" if settings.distils else "train"] = round(total - seconds.get("vision", 0.0), 1)

@@ -51,7 +51,7 @@ def test_a_weights_file_loads_into_the_efficientvlm_api(tiny_efficientvlm_file, 
     assert sorted(t for t, _ in ranked) == ["a red circle", "two squares"] and ranked[0][1] >= ranked[1][1]
 
 
-@pytest.mark.parametrize("preset", ["efficientvlm-demo-teacher", "efficientvlm-demo-student", "efficientvlm-teacher"])
+@pytest.mark.parametrize("preset", ["efficientvlm-teacher", "efficientvlm-paper", "efficientvlm-demo-tiny"])
 def test_presets_without_weights_say_so_in_one_line(preset):
     with pytest.raises(ConfigError, match=f"no weights ship for '{preset}'; pass random_init=True"):
         minivlm.load(preset)

@@ -21,6 +21,7 @@ from minivlm.python_ref.tokenizer import Tokenizer
 from minivlm.python_ref.weights import read_metadata
 from minivlm.training import loop
 from minivlm.training.distillation import DistillObjective, start_from_teacher
+from minivlm.training import vlm
 from minivlm.training.vlm import train_vlm
 from minivlm.training.vlm_data import patch_boxes, patch_labels, patch_masks, vlm_batch
 from minivlm.training.vlm_objectives import VisionWarmup, VLMObjective, balanced_patch_loss, giou_loss, soft_contrast
@@ -261,6 +262,13 @@ def test_an_interrupted_run_resumes_to_identical_weights(vlm_smoke_run, tmp_path
     assert [k for k in straight if not torch.equal(straight[k], resumed[k])] == []
 
 
+def test_a_finished_run_is_returned_untouched(vlm_smoke_run, monkeypatch):
+    before = vlm_smoke_run.read_bytes()
+    monkeypatch.setattr(vlm, "run_stage", lambda *a, **k: pytest.fail("a finished run trained again"))
+    assert train_vlm(SMOKE, vlm_smoke_run.parent, progress=False) == vlm_smoke_run
+    assert vlm_smoke_run.read_bytes() == before
+
+
 def test_distil_and_no_teacher_runs_start_from_the_teacher(vlm_smoke_run, tmp_path):
     distilled = train_vlm(VLMTrainSettings(preset=TINY, steps=2, batch=4, teacher=str(vlm_smoke_run)), tmp_path / "kd",
                           progress=False)
@@ -297,7 +305,8 @@ def test_two_process_ddp_run(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import torch.distributed as dist
-        from minivlm.training.vlm import train_vlm
+        from minivlm.training import vlm
+from minivlm.training.vlm import train_vlm
         from minivlm.training.vlm_settings import VLMTrainSettings
         path = train_vlm(VLMTrainSettings(preset={TINY!r}, vision_steps=2, steps=2, batch=2), {str(tmp_path / 'run')!r}, progress=False)
         open({str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.done", "w").write(str(path))
