@@ -122,8 +122,10 @@ def efficientvlm_demo_table() -> str:
     tasks = (("caption_exact_match", "caption exact match"), ("vqa_accuracy", "VQA"), ("retrieval_r1", "image→text R@1"))
 
     def stages(m: dict) -> str:
-        names = {"vision": "vision warm-up", "train": "joint", "distill": "distillation"}
-        return " + ".join(f"{names.get(k, k)} {v / 60:.1f}" for k, v in m["stage_seconds"].items())
+        times = m["stage_seconds"]
+        names = {"vision": "vision warm-up", "train": "joint" if "vision" in times else "training",
+                 "distill": "distillation"}
+        return " + ".join(f"{names.get(k, k)} {v / 60:.1f}" for k, v in times.items())
 
     lines = ["## The bundled EfficientVLM demo models", "",
              f"Made by `python scripts/train_efficientvlm_demo.py --install`: {report['chain_seconds'] / 60:.1f} min "
@@ -134,7 +136,8 @@ def efficientvlm_demo_table() -> str:
              "| model | steps | parameters without vocabulary tables (M) | training (min) | "
              + " | ".join(t for _, t in tasks) + " |", "|---|---:|---:|---|" + "---:|" * len(tasks)]
     for label, m in rows:
-        steps = m["settings"]["steps"] + (m["settings"].get("vision_steps", 0) if m is teacher else 0)
+        warmup = m["settings"].get("vision_steps", 0) if "vision" in m["stage_seconds"] else 0
+        steps = f"{warmup} + {m['settings']['steps']}" if warmup else str(m["settings"]["steps"])
         params = counts[m["preset"]].params_without_vocabulary / 1e6
         lines.append(f"| {label} | {steps} | {params:.2f} | {stages(m)} | "
                      + " | ".join(f"{100 * m[k]:.1f} %" for k, _ in tasks) + " |")

@@ -1,5 +1,5 @@
-"""Session fixtures for tests/parity: each model of parity_models.PARITY_MODELS (the bundled demo model, an untrained
-EfficientVLM saved to a weights file), its reference run on the parity images (computed once, compared with every
+"""Session fixtures for tests/parity: each model of parity_models.PARITY_MODELS (the bundled demo models of both
+families, an untrained EfficientVLM saved to a weights file), its reference run on the parity images (computed once, compared with every
 build), and its builds, each converted once per session on first use. `demo`, `reference_run` and `demo_build`
 are the demo model's, for the tests that break one of its builds on purpose."""
 

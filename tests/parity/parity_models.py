@@ -1,6 +1,5 @@
 """The models whose builds tests/parity holds to their reference, and which builds of each run by default or behind
-`-m slow`. Every test parametrised with `build_params()` runs on each of them; add a model here (when the EfficientVLM
-demo student's weights ship: `ParityModel("efficientvlm-demo-student", True, DEFAULT, SLOW)`) and the suite checks it.
+`-m slow`. Every test parametrised with `build_params()` runs on each of them; add a model here and the suite checks it.
 
 Test modules import this by name (as tests/converters imports build_helpers)."""
 
@@ -28,6 +27,7 @@ class ParityModel:
 
 PARITY_MODELS = {m.name: m for m in (
     ParityModel("minivlm-demo", True, DEFAULT, SLOW),
+    ParityModel("efficientvlm-demo-student", True, DEFAULT, SLOW),
     # Untrained: its near-uniform logits flip under any lossy precision, so only fp32 builds can hold the task bars.
     ParityModel("efficientvlm-tiny", False, (("executorch", "fp32", None),), (("tflite", "fp32", None),)),
 )}

@@ -1,6 +1,6 @@
 """Parity of phone builds with python_ref (docs/ARCHITECTURE.md §8): the models of parity_models.PARITY_MODELS (the
-bundled demo model, and an untrained EfficientVLM until the EfficientVLM demo student's weights ship), and the
-demo model's builds broken on purpose.
+bundled MiniVLM demo model, the bundled EfficientVLM demo student, and an untrained EfficientVLM saved to a
+weights file), and the MiniVLM demo model's builds broken on purpose.
 
 Every build is compared with one reference run on the parity images (4 scikit-image photos and 24 demo scenes
 that no build trained or calibrated on): per graph on the reference's own inputs, per host step, per task.
