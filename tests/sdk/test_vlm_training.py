@@ -305,8 +305,7 @@ def test_two_process_ddp_run(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import torch.distributed as dist
-        from minivlm.training import vlm
-from minivlm.training.vlm import train_vlm
+        from minivlm.training.vlm import train_vlm
         from minivlm.training.vlm_settings import VLMTrainSettings
         path = train_vlm(VLMTrainSettings(preset={TINY!r}, vision_steps=2, steps=2, batch=2), {str(tmp_path / 'run')!r}, progress=False)
         open({str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.done", "w").write(str(path))
