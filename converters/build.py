@@ -160,6 +160,11 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
             raise
         if workers is not None:
             workers.close()
+        # A target that shares weights between graphs combines the per-graph files into its final layout here.
+        pack = getattr(target, "pack", None)
+        if pack is not None:
+            progress.stage("packing the graphs into one copy of the weights")
+            graphs = pack(graphs, options, tmp)
         (tmp / RANGE_FILE).write_text(json.dumps(ranges.table(), indent=0) + "\n", encoding="utf-8")
         extra = target.manifest_extra(options, family.graph_names)
         manifest = build_manifest(pipeline, model_name, source, options, graphs, extra)

@@ -2,9 +2,7 @@
 
 Delegates: `xnnpack` (XnnpackPartitioner; CPU on every phone), `coreml` (CoreMLPartitioner; exports on
 Linux, runs only on Apple platforms) and `portable` (no partitioner: ExecuTorch's portable kernels).
-int8 follows the PT2E flow of executorch's XNNPACK docs (`XNNPACKQuantizer`,
-`torchao.quantization.pt2e.quantize_pt2e.prepare_pt2e/convert_pt2e`), per-channel symmetric weights;
-activations per graph as `INT8_ACTIVATIONS` says. The backend is imported inside functions only.
+int8 is `executorch_quant.py`. The backend is imported inside functions only.
 """
 
 from __future__ import annotations
@@ -13,37 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import nn
 
 from minivlm.python_ref.errors import ConversionError
 
+from .executorch_quant import FP32_PARTS, INT8_ACTIVATIONS, fp32_parts, quantized_module
 from .specs import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
-
-# Linear layers quantize dynamically per token (int8 weights per channel, activation ranges computed at run
-# time: dynamic int8 MiniLM was measured at 0.038 max error). The RoI head too: calibrated static int8
-# gave its attribute logits 29 dB PSNR and a worst-call cosine of 0.95 on the parity images, dynamic 44 dB and
-# 0.993 (and converts in 28 s instead of 70). Static (calibrated on the int8 calibration photos and scenes)
-# remains available per graph. tee_stage1 stays fp32 for now: quantized, it lowers and loads but XNNPACK fails
-# at its first run ("Propagating input shapes failed ... xnn_status_invalid_parameter"); see FP32_PARTS.
-# Keyed by graph name, over every family's graphs (MiniVLM's six, then EfficientVLM's vision and text_feature:
-# transformers like the fusion graphs; match, vqa and caption_step are names both families use).
-INT8_ACTIVATIONS = {"tee_stage1": "fp32", "tee_stage2": "dynamic", "caption_prefix": "dynamic",
-                    "caption_step": "dynamic", "vqa": "dynamic", "match": "dynamic",
-                    "vision": "dynamic", "text_feature": "dynamic"}
-
-# What int8 leaves in fp32 on purpose, and why (recorded in the manifest). Embeddings, LayerNorm, softmax and
-# attention matmuls are not in XNNPACKQuantizer's dynamic patterns (only conv/linear are) and run fp32 in
-# every transformer graph.
-FP32_PARTS = {
-    "tee_stage1": "whole graph: its static int8 program fails in XNNPACK at execute (shape propagation, "
-                  "xnn_status_invalid_parameter) with executorch 1.5.1; cause not yet isolated",
-    "tee_stage2 RoIAlign": "its separable bilinear-sampling matmuls (dynamic int8 covers linear layers only)",
-    "transformer graphs": "embeddings, LayerNorm, softmax, attention matmuls (dynamic int8 covers linear layers only)",
-}
-# The graphs each of FP32_PARTS concerns, so that a manifest lists only the parts its build has.
-_FP32_PART_GRAPHS = {"tee_stage1": {"tee_stage1"}, "tee_stage2 RoIAlign": {"tee_stage2"},
-                     "transformer graphs": set(INT8_ACTIVATIONS) - {"tee_stage1", "tee_stage2"}}
 
 # Imported only inside functions; a build checks they exist and its worker processes import them up front.
 BACKEND_MODULES = ("executorch.exir", "executorch.backends.xnnpack.partition.xnnpack_partitioner")
@@ -64,7 +37,7 @@ def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
     if options.precision == "int8":
         extra["quantization"] = {"scheme": "PT2E XNNPACKQuantizer, symmetric, per-channel int8 weights",
                                  "activations": {g: INT8_ACTIVATIONS[g] for g in graphs},
-                                 "fp32": {part: why for part, why in FP32_PARTS.items() if _FP32_PART_GRAPHS[part] & set(graphs)}}
+                                 "fp32": fp32_parts(graphs)}
     if options.delegate == "coreml":
         extra["coreml_compute_precision"] = "float32"
     return extra
@@ -84,113 +57,6 @@ def _partitioners(options: BuildOptions) -> list:
         specs = CoreMLBackend.generate_compile_specs(compute_precision=ct.precision.FLOAT32)
         return [CoreMLPartitioner(compile_specs=specs)]
     return []
-
-
-# Ops whose weights XNNPACK's int8 kernels take; every other op is annotated by the quantizer's own patterns
-# (add, mul, cat, pooling) only when its inputs are activations, see `_is_activation_op`.
-_WEIGHTED_OPS = ("conv1d", "conv2d", "linear")
-
-
-def _is_activation_op(node) -> bool:
-    """False for an op that computes on, or reads, a 0-dim tensor: only the BiFPN's fusion-weight
-    normalisation `relu(w) / (w.sum() + eps)` is left, which depends on weights alone and stays fp32."""
-    values = [node.meta.get("val")] + [a.meta.get("val") for a in node.all_input_nodes]
-    return all(getattr(v, "ndim", 1) > 0 for v in values)
-
-
-def _scalars_as_vectors(model) -> None:
-    """View each 0-dim operand of a floating-point add/mul on a larger tensor as shape (1,) (same broadcast,
-    same values): the BiFPN's `w[k] * feature`.
-
-    Quantized, a 0-dim operand gets q/dq on a 0-dim tensor that XNNPACK's `ChannelsLastTaggedReshapePass`
-    cannot index (it reads `val[0]`). Left fp32, the mul still reaches XNNPACK with its feature operand
-    quantized (that feature is a conv output) and the scalar fp32, a mixed multiply that lowers but that
-    XNNPACK refuses when the program loads ("Failed to create XNNMultiply node ... invalid_parameter").
-    """
-    graph = model.graph
-    for node in list(graph.nodes):
-        val = node.meta.get("val")
-        if node.op != "call_function" or node.target not in (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor) \
-                or val is None or not val.dtype.is_floating_point or val.ndim == 0:
-            continue
-        for arg in node.args:
-            if isinstance(arg, torch.fx.Node) and getattr(arg.meta.get("val"), "ndim", None) == 0:
-                with graph.inserting_before(node):
-                    vector = graph.call_function(torch.ops.aten.view.default, (arg, [1]))
-                vector.meta["val"] = arg.meta["val"].view(1)
-                node.replace_input_with(arg, vector)
-    model.recompile()
-
-
-def _untie_weights(model) -> None:
-    """Give every conv/linear its own `get_attr` node for a shared weight or bias.
-
-    XNNPACK's conv/linear annotators skip an op whose weight node is already annotated, so of the RPN head's
-    1x1 convs, shared by every pyramid level, only the first would be quantized; the others would then read
-    the shared (quantized) weight with an fp32 input, which XNNPACK rejects ("Weight and Input should both be
-    quantized"). Separate nodes for the same attribute let each op be annotated; the tensor is not copied.
-    """
-    graph = model.graph
-    for node in list(graph.nodes):
-        if node.op != "get_attr":
-            continue
-        users = [u for u in node.users if u.op == "call_function" and getattr(u.target, "_opname", None) in _WEIGHTED_OPS]
-        for user in users[1:]:
-            with graph.inserting_before(user):
-                twin = graph.get_attr(node.target)
-            twin.meta.update(node.meta)
-            user.replace_input_with(node, twin)
-    graph.lint()
-
-
-def _lift_float_scalars(model) -> None:
-    """Make the Python-number operand of a floating-point add/mul a 0-dim buffer, so the quantizer can
-    observe it (XNNPACKQuantizer's own `transform_for_annotation` does this for every add/mul, integer ones
-    too, so `arange(T) + first_position` became float position ids that `embedding` rejects)."""
-    graph = model.graph
-    for node in list(graph.nodes):
-        val = node.meta.get("val")
-        if node.op != "call_function" or node.target not in (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor) \
-                or val is None or not val.dtype.is_floating_point:
-            continue
-        args = list(node.args)
-        for i, arg in enumerate(args):
-            if isinstance(arg, (int, float)) and not isinstance(arg, bool):
-                name = f"_minivlm_scalar_{node.name}_{i}"
-                model.register_buffer(name, torch.tensor(float(arg), dtype=val.dtype))
-                with graph.inserting_before(node):
-                    args[i] = graph.get_attr(name)
-                args[i].meta["val"] = val.fake_mode.from_tensor(getattr(model, name), static_shapes=True)
-        node.args = tuple(args)
-    model.recompile()
-
-
-def _quantizer(dynamic: bool):
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-
-    class Quantizer(XNNPACKQuantizer):
-        """XNNPACKQuantizer with the graph fixes of `_untie_weights`, `_lift_float_scalars`, `_scalars_as_vectors`."""
-
-        def transform_for_annotation(self, model):
-            _untie_weights(model)
-            _lift_float_scalars(model)
-            _scalars_as_vectors(model)
-            return model
-
-    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    return Quantizer().set_global(config).set_filter_function(_is_activation_op)
-
-
-def _quantized(spec: GraphSpec) -> nn.Module:
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    dynamic = INT8_ACTIVATIONS[spec.name] == "dynamic"
-    captured = torch.export.export(spec.module, spec.example_inputs).module()
-    prepared = prepare_pt2e(captured, _quantizer(dynamic))
-    with torch.no_grad():
-        for inputs in spec.calibration if not dynamic else spec.calibration[:1]:
-            prepared(*inputs)
-    return convert_pt2e(prepared)
 
 
 def _delegation(edge) -> tuple[int | None, int | None, dict]:
@@ -218,7 +84,7 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
     try:
         if quantized:
             step("quantize")
-            module = _quantized(spec)
+            module = quantized_module(spec)
         program = torch.export.export(module, spec.example_inputs)
         if not quantized:
             # Fold what depends on weights alone (the BiFPN's normalised fusion weights: relu, sum, divide,
