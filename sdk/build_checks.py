@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from minivlm.converters.coreml_spec import function_io, function_names
 from minivlm.converters.manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION, batch_axis,
                                          manifest_digest, sha256_file)
 from minivlm.converters.targets import TARGETS
@@ -116,6 +117,8 @@ def check_manifest(manifest: Any, path: Path) -> dict:
         where = f"graphs.{name}"
         entry = need(graphs, name, "graphs", is_dict, "an object with the graph's file, inputs and outputs")
         need(entry, "file", where, _text, "the graph's file name in the build folder")
+        if target == "coreml":
+            need(entry, "function", where, _text, "the graph's function in the Core ML package (rebuild older builds)")
         for io in ("inputs", "outputs"):
             tensors = need(entry, io, where, lambda v: isinstance(v, list) and v, "a non-empty list of tensors")
             for k, tensor in enumerate(tensors):
@@ -311,17 +314,6 @@ def _tflite_io(name: str, entry: dict, file: str, runner) -> dict[str, list]:
     return have
 
 
-def coreml_io(spec) -> dict[str, list[TensorIO]]:
-    """A Core ML model spec's inputs and outputs (name, shape, dtype such as "float32"), in the spec's order."""
-    from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
-
-    def features(items) -> list[TensorIO]:
-        return [(f.name, tuple(f.type.multiArrayType.shape),
-                 ArrayFeatureType.ArrayDataType.Name(f.type.multiArrayType.dataType).lower()) for f in items]
-
-    return {"inputs": features(spec.description.input), "outputs": features(spec.description.output)}
-
-
 def load_error(path: Path, runtime: str, err: BaseException) -> ArtifactError:
     """The one-line ArtifactError for a graph file that `runtime` cannot load."""
     return ArtifactError(f"{path.name}: {runtime} cannot load it ({first_line(err)}); the file is corrupt or truncated")
@@ -339,14 +331,20 @@ def load_executorch(path: Path):
         raise load_error(path, "executorch", err) from None
 
 
-def load_coreml_spec(path: Path):
-    """The model spec of an `.mlpackage` (readable on Linux too); ArtifactError if coremltools cannot load it."""
+def coreml_function_io(path: Path, function: str) -> dict[str, list[TensorIO]]:
+    """The inputs and outputs of `function` in the multifunction `.mlpackage` at `path`, read from its spec (on
+    Linux too); ArtifactError if coremltools cannot read it or it has no such function."""
     import coremltools as ct
 
     try:
-        return ct.utils.load_spec(str(path))
+        spec = ct.utils.load_spec(str(path))
     except Exception as err:  # protobuf DecodeError, FileNotFoundError for a package without its model
         raise load_error(path, "coremltools", err) from None
+    have = function_io(spec, function)
+    if have is None:
+        raise ArtifactError(f"{path.name} has no function {function!r} (it has {function_names(spec)}); "
+                            f"{MANIFEST} names it; rebuild with minivlm-convert")
+    return have
 
 
 def load_tflite(path: Path, name: str, entry: dict):
@@ -383,17 +381,19 @@ def verify_build(path: str | Path) -> dict:
     manifest, _ = verified_manifest(folder)
     for name, entry in manifest["graphs"].items():
         file = inside(folder, entry["file"])
+        label = file.name
         if manifest["target"] == "executorch":
             _, have = load_executorch(file)
         elif manifest["target"] == "tflite":
             load_tflite(file, name, entry)  # loading it checks its signature
             continue
         else:
-            have = coreml_io(load_coreml_spec(file))
-        check_runtime_io(name, entry, file.name, have)
+            have = coreml_function_io(file, entry["function"])
+            label = f"{file.name} function {entry['function']}"  # one package holds every graph
+        check_runtime_io(name, entry, label, have)
     return manifest
 
 
-__all__ = ["DEFAULT_FAMILY", "TORCH_DTYPES", "TensorIO", "check_manifest", "check_model_io", "check_runtime_io", "coreml_io", "first_line",
-           "inside", "load_coreml_spec", "load_error", "load_executorch", "load_tflite", "manifest_family", "model_graph_io", "read_manifest",
+__all__ = ["DEFAULT_FAMILY", "TORCH_DTYPES", "TensorIO", "check_manifest", "check_model_io", "check_runtime_io", "coreml_function_io",
+           "first_line", "inside", "load_error", "load_executorch", "load_tflite", "manifest_family", "model_graph_io", "read_manifest",
            "verified_manifest", "verify_build", "verify_files"]

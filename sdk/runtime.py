@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minivlm.build_checks import (TORCH_DTYPES, check_runtime_io, coreml_io, first_line, inside, load_coreml_spec,
+from minivlm.build_checks import (TORCH_DTYPES, check_runtime_io, coreml_function_io, first_line, inside,
                                   load_error, load_executorch, load_tflite, manifest_family, verified_manifest)
 from minivlm.converters.manifest import needs_macos
 from minivlm.efficientvlm_pipeline import EfficientVLMReference
@@ -137,17 +137,19 @@ class TFLiteGraph(_Graph):
 
 
 class CoreMLGraph(_Graph):
-    """An `.mlpackage` run by Core ML through coremltools (macOS only; not exercised on Linux); its spec's
-    inputs and outputs are checked against the manifest first."""
+    """One function of the build's multifunction `.mlpackage`, run by Core ML through coremltools (macOS 15+ only;
+    not exercised on Linux); the function's inputs and outputs in the spec are checked against the manifest first."""
 
     def __init__(self, path: Path, name: str, entry: dict, compute_units: str) -> None:
         super().__init__(name, entry)
         import coremltools as ct
 
-        check_runtime_io(name, entry, path.name, coreml_io(load_coreml_spec(path)))
+        function = entry["function"]
+        check_runtime_io(name, entry, f"{path.name} function {function}", coreml_function_io(path, function))
         units = {"all": "ALL", "cpu_and_ne": "CPU_AND_NE", "cpu_and_gpu": "CPU_AND_GPU", "cpu_only": "CPU_ONLY"}
         try:
-            self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units[compute_units]))
+            self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units[compute_units]),
+                                            function_name=function)
         except Exception as err:
             raise load_error(path, "Core ML", err) from None
 

@@ -127,20 +127,19 @@ def _graph_rows(name: str, per_output: dict[str, ErrorStats], tol: Tolerance) ->
 
 
 def coreml_spec_checks(build: Path, manifest: dict) -> list[Check]:
-    """Each `.mlpackage`'s saved inputs and outputs (names, order, shapes, dtypes) against the manifest (a build
-    that disagrees is already refused by `verify_build`; the rows show in the report what was checked)."""
-    import coremltools as ct
-
-    from minivlm.build_checks import coreml_io
+    """Each graph's function in the build's `.mlpackage`: its saved inputs and outputs (names, order, shapes,
+    dtypes) against the manifest (a build that disagrees is already refused by `verify_build`; the rows show in
+    the report what was checked)."""
+    from minivlm.build_checks import coreml_function_io
 
     checks = []
     for name in manifest["graph_order"]:
         entry = manifest["graphs"][name]
-        saved = coreml_io(ct.utils.load_spec(str(build / entry["file"])))
+        saved = coreml_function_io(build / entry["file"], entry["function"])
         have = (saved["inputs"], saved["outputs"])
         want = tuple([(e["runtime_name"], tuple(e["shape"]), e["runtime_dtype"]) for e in entry[io]] for io in ("inputs", "outputs"))
         checks.append(structural("graph", name, "Core ML spec I/O", have == want, "= manifest",
-                                  f"spec {have[0]} -> {have[1]}; manifest {want[0]} -> {want[1]}"))
+                                  f"function {entry['function']}: spec {have[0]} -> {have[1]}; manifest {want[0]} -> {want[1]}"))
     return checks
 
 

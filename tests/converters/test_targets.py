@@ -1,6 +1,7 @@
 """Each target converts the tiny model into a build whose manifest describes what the files really hold."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -78,13 +79,22 @@ def test_coreml_build_from_the_cli_converts_checks_its_spec_and_needs_macos_to_r
     result = CliRunner().invoke(convert_app, ["--target", "coreml", "--model", "minivlm-tiny", "--random-init",
                                               "--compute-units", "cpu_and_ne", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "tee_stage1.mlpackage" in result.output and "total" in result.output
+    assert "model.mlpackage" in result.output and "total" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["precision"], manifest["compute_units"], manifest["compute_precision"]) == ("fp16", "cpu_and_ne", "float16")
+    assert manifest["minimum_deployment_target"] == "iOS18"  # the first with multifunction ML programs
     step = manifest["graphs"]["caption_step"]
     assert [o["runtime_name"] for o in step["outputs"]] == ["mask_logits", "new_keys", "new_values"]
     assert next(i for i in step["inputs"] if i["name"] == "token_ids")["runtime_dtype"] == "int32"
-    assert any(f.startswith("caption_step.mlpackage/") for f in manifest["files"])
+    # One package, one function per graph; the per-graph packages it was made of are gone.
+    assert {name: (g["file"], g["function"]) for name, g in manifest["graphs"].items()} == \
+        {name: ("model.mlpackage", name) for name in GRAPH_NAMES}
+    assert {f.split("/")[0] for f in manifest["files"]} == {"model.mlpackage", "vocab.txt", "vocabularies.json",
+                                                            "fp16_range.json", "golden"}
+    assert sorted(p.name for p in out.glob("*.mlpackage")) == ["model.mlpackage"]
+    # Every graph's row shows the package it needs; the total counts it once.
+    package = re.search(r"^tee_stage1 +model\.mlpackage +([\d.]+ [kM]B)", result.output, re.M).group(1)
+    assert re.search(r"^total +([\d.]+ [kM]B)", result.output, re.M).group(1) == package
     with pytest.raises(ArtifactError, match="needs macOS"):
         minivlm.load_artifact(out)
 

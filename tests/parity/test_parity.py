@@ -12,8 +12,9 @@ default:
   tasks) and the broken-on-purpose builds (a perturbed weight, swapped outputs) are checked on it;
 - TFLite int8 (dynamic range): the cheapest quantized build, so the PSNR and task-agreement bars of a
   quantized precision are exercised too, and its runner maps outputs by name (a swap shows in the numbers);
-- Core ML fp16, as far as Linux allows: conversion, each `.mlpackage` spec against the manifest, and the
-  fp16 range of every tensor. Running it is marked `macos`.
+- Core ML fp16, as far as Linux allows: conversion, each graph's function in the `.mlpackage` against the
+  manifest, the fp16 range of every tensor, one copy of every weight (test_coreml_package.py). Running it is
+  marked `macos`.
 Behind `-m slow`: the other builds (ExecuTorch int8 and portable, TFLite fp32 and fp16, Core ML fp32 and
 int8), a sweep over every scikit-image colour photo and 200 scenes, and the paper preset (random init).
 Tolerances never depend on the weights: the bundled model may be retrained, and only build-vs-reference
@@ -242,7 +243,7 @@ def test_coreml_spec_that_disagrees_with_the_manifest_is_refused(demo_build, ref
     manifest["graphs"]["vqa"]["outputs"][0]["runtime_name"] = "logits"
     _write_sealed(folder, manifest)
     with pytest.raises(ArtifactError, match=r"graph vqa output answer_logits has runtime name logits in manifest\.json; "
-                                            r"vqa\.mlpackage itself has answer_logits"):
+                                            r"model\.mlpackage function vqa itself has answer_logits"):
         check_parity(folder, reference_run, platform="linux")
 
 

@@ -12,6 +12,9 @@ public enum Backends {
         switch target {
         case "coreml":
             #if canImport(CoreML)
+            guard #available(iOS 18.0, macOS 15.0, *) else {
+                throw MiniVLMError(.config, "a Core ML build is one multifunction model, which needs iOS 18 or macOS 15; use an ExecuTorch build on this system")
+            }
             return { folder, name, spec in try CoreMLRunner(folder: folder, name: name, spec: spec) }
             #else
             throw MiniVLMError(.config, "Core ML is not available on this platform")

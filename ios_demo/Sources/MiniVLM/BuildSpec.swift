@@ -51,11 +51,14 @@ public struct TensorSpec: Decodable, Sendable {
 
 public struct GraphSpec: Decodable, Sendable {
     public let file: String
+    /// The graph's function in a Core ML build's multifunction package; nil for other targets.
+    public let function: String?
     public let inputs: [TensorSpec]
     public let outputs: [TensorSpec]
 
-    public init(file: String, inputs: [TensorSpec], outputs: [TensorSpec]) {
+    public init(file: String, function: String? = nil, inputs: [TensorSpec], outputs: [TensorSpec]) {
         self.file = file
+        self.function = function
         self.inputs = inputs
         self.outputs = outputs
     }
@@ -100,6 +103,9 @@ public struct BuildSpec: Sendable {
             let vocab = try JSONDecoder().decode(Vocabularies.self, from: Data(contentsOf: vocabFile))
             for name in graphNames where manifest.graphs[name] == nil {
                 throw MiniVLMError(.badFile, "the manifest has no graph '\(name)'")
+            }
+            for name in graphNames where manifest.target == "coreml" && manifest.graphs[name]?.function == nil {
+                throw MiniVLMError(.badFile, "the manifest's graph '\(name)' names no Core ML function; rebuild it with minivlm-convert")
             }
             target = manifest.target
             delegate = manifest.delegate
