@@ -56,7 +56,7 @@ def steps(options: BuildOptions) -> tuple[str, ...]:
 
 def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
     extra = {"minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET, "model_type": "mlprogram (multifunction)",
-             "runtime": "Core ML (macOS/iOS only; load_artifact on Linux raises 'needs macOS')",
+             "runtime": "Core ML, iOS 18 / macOS 15 or later (load_artifact on Linux raises 'needs macOS')",
              "compute_precision": "float32" if options.precision == "fp32" else "float16"}
     if options.precision == "int8":
         extra["quantization"] = {"scheme": "coremltools.optimize.coreml.linear_quantize_weights",
@@ -129,7 +129,7 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
     ops = _count_ops(saved)
     return GraphBuild(spec.name, path.name, runtime_io(spec.inputs, dtypes=in_dtypes),
                       runtime_io(spec.outputs, dtypes=out_dtypes), ops, 0,
-                      details={"ops_note": "MIL ops in one ML program; unit placement is decided on device"})
+                      details={"ops_note": "MIL ops of the graph's function; unit placement is decided on device"})
 
 
 def _io(graph: GraphBuild) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
