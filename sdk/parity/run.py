@@ -15,7 +15,7 @@ reason in every report. Before comparing, the reference must reproduce the golde
 made from other weights is a ParityError, not a list of failures.
 
 Core ML (and ExecuTorch's Core ML delegate) runs only on macOS. Elsewhere the report checks what can be
-checked — the files against their sha256, each `.mlpackage` spec's inputs and outputs against the manifest,
+checked — the files against their sha256, each graph's function in the `.mlpackage` spec against the manifest,
 and the fp16 range of every tensor on these images — and lists the execution checks as waiting for macOS.
 """
 
