@@ -100,7 +100,6 @@ def run_bench(model: str = "minivlm-demo", builds: Sequence[str] = (), *, random
     json_out = _check_output(json_path, ".json", "--json")
     plot_out = _check_output(plot_path, ".png", "--plot")
     machine_start = machine_info()
-    progress(f"loading {model}")
     reference = load_reference(model, random_init)
     for folder in builds:
         check_build(folder, reference.config)  # every bad folder is refused before anything is measured
