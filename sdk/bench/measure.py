@@ -42,11 +42,41 @@ def summary(times_ms: list[float]) -> dict:
             "max_ms": ordered[-1], "runs": len(ordered), "times_ms": times_ms}
 
 
+def reset_peak_rss() -> bool:
+    """Start the peak-RSS count again from the current RSS (Linux: writing 5 to /proc/self/clear_refs resets
+    VmHWM), so that the peak measured is that of loading and running, not of importing torch. False where the
+    kernel offers no reset (then `peak_rss_mb` is the process's peak since it started)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024 / 1e6  # kB
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (10^6 bytes); `ru_maxrss` is in KiB on Linux, bytes on
-    macOS."""
+    """This process's peak resident set size in MB (10^6 bytes): VmHWM on Linux (reset by `reset_peak_rss`),
+    else `ru_maxrss` (KiB on Linux, bytes on macOS)."""
+    hwm = _status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak * (1 if sys.platform == "darwin" else 1024) / 1e6
+
+
+def rss_mb() -> float | None:
+    """The current resident set size in MB (Linux), or None."""
+    return _status_mb("VmRSS")
 
 
 def graph_flops(graph: Callable, inputs: tuple) -> int:
@@ -77,4 +107,4 @@ def build_bytes(folder: Path, manifest: dict) -> dict[str, int]:
     return {name: tree_bytes(folder / name) for name in build_files(manifest)}
 
 
-__all__ = ["WARMUP_RUNS", "build_bytes", "build_files", "graph_flops", "peak_rss_mb", "summary", "timed", "tree_bytes"]
+__all__ = ["WARMUP_RUNS", "build_bytes", "build_files", "graph_flops", "peak_rss_mb", "reset_peak_rss", "rss_mb", "summary", "timed", "tree_bytes"]

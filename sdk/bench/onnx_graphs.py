@@ -35,10 +35,18 @@ def export_graphs(graphs: Mapping[str, torch.nn.Module], inputs: Mapping[str, tu
     files = {}
     for name, module in graphs.items():
         path = folder / f"{name}.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings say nothing about us
-            torch.onnx.export(module, tuple(inputs[name]), str(path), dynamo=False,
-                              input_names=list(module.input_names), output_names=list(module.output_names))
+        # The exporter runs the module in eval mode and then sets the whole tree to the mode of the top module
+        # alone; a graph wrapper made after `model.eval()` is in training mode, so its model's BatchNorm layers
+        # would come back training. Every submodule gets its own mode back.
+        modes = [(m, m.training) for m in module.modules()]
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings say nothing about us
+                torch.onnx.export(module, tuple(inputs[name]), str(path), dynamo=False,
+                                  input_names=list(module.input_names), output_names=list(module.output_names))
+        finally:
+            for m, training in modes:
+                m.training = training
         files[name] = path
     return files
 
