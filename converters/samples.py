@@ -77,7 +77,9 @@ def _sample_photo(name: str) -> SampleImage:
     return SampleImage(*photo(name, missing), PHOTO_QUESTION, PHOTO_TEXT)
 
 
-def _sample_scene(index: int) -> SampleImage:
+def sample_scene(index: int) -> SampleImage:
+    """Demo scene `index` of SCENE_STREAM with the question and text the tasks ask about it (its last question,
+    and the caption of its leftmost object)."""
     picture, scene = demo_scene(index)
     question = scene.qa[-1][0] if scene.qa else COUNT_QUESTION
     text = caption_for(scene.boxes[:1], scene.labels[:1])  # the leftmost object: short enough for every preset
@@ -86,12 +88,12 @@ def _sample_scene(index: int) -> SampleImage:
 
 def golden_images() -> list[SampleImage]:
     """The images every build stores goldens for: 2 photos, then 2 demo scenes."""
-    return [*(_sample_photo(p) for p in PHOTOS), *(_sample_scene(i) for i in GOLDEN_SCENES)]
+    return [*(_sample_photo(p) for p in PHOTOS), *(sample_scene(i) for i in GOLDEN_SCENES)]
 
 
 def calibration_images() -> list[SampleImage]:
     """Images int8 calibration runs on: the golden images and a dozen more scenes."""
-    return [*golden_images(), *(_sample_scene(i) for i in CALIBRATION_SCENES)]
+    return [*golden_images(), *(sample_scene(i) for i in CALIBRATION_SCENES)]
 
 
 @dataclass
@@ -121,4 +123,4 @@ def trace(pipeline, sample: SampleImage) -> Trace:
     return out
 
 
-__all__ = ["Picture", "SampleImage", "Trace", "calibration_images", "demo_scene", "golden_images", "photo", "trace"]
+__all__ = ["Picture", "SampleImage", "Trace", "calibration_images", "demo_scene", "golden_images", "photo", "sample_scene", "trace"]

@@ -347,13 +347,13 @@ def coreml_function_io(path: Path, function: str) -> dict[str, list[TensorIO]]:
     return have
 
 
-def load_tflite(path: Path, name: str, entry: dict):
-    """The ai_edge_litert Interpreter of a `.tflite` and its signature runner, the signature's tensors (names,
-    shapes, dtypes) checked against the manifest's `entry` for graph `name`."""
+def load_tflite(path: Path, name: str, entry: dict, num_threads: int | None = None):
+    """The ai_edge_litert Interpreter of a `.tflite` (`num_threads`: None = its default) and its signature runner,
+    the signature's tensors (names, shapes, dtypes) checked against the manifest's `entry` for graph `name`."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        interpreter = Interpreter(model_path=str(path))
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         runner = interpreter.get_signature_runner()
     except Exception as err:  # ValueError for a bad flatbuffer, RuntimeError from the C++ side
         raise load_error(path, "ai_edge_litert", err) from None

@@ -176,6 +176,32 @@ def parity(
 
 @app.command()
 @_one_line_errors
+def bench(
+    builds: Annotated[Optional[list[str]], typer.Argument(help="Build folders written by minivlm-convert, of the same model (a Core ML build off macOS is listed as not runnable).", show_default=False)] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="A preset (with --random-init for one without weights) or a .safetensors file from `minivlm train`.")] = "minivlm-demo",
+    random_init: Annotated[bool, typer.Option("--random-init", help="An untrained preset (e.g. minivlm-paper), seeded with 0 as the tests' builds are.")] = False,
+    threads: Annotated[str, typer.Option(help="Thread counts to measure at, comma-separated; each runtime runs at each.")] = "1",
+    runs: Annotated[int, typer.Option(help="Timed runs per graph (after 3 warm-up runs); 20 or more for a median worth quoting.")] = 20,
+    task_runs: Annotated[Optional[int], typer.Option(help="Timed runs per end-to-end task (after 1 warm-up run; default: --runs).")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the whole report (every run's time, machine, versions) to this .json file.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Draw a bar chart (time / ONNX Runtime per graph and task) to this .png file.")] = None,
+) -> None:
+    """Time a model's graphs (on real recorded inputs) and its tasks end to end in PyTorch eager, ONNX Runtime
+    fp32 and each build given, each runtime and thread count in its own process: median, p10/p90, ratios to ONNX
+    Runtime and eager, FLOPs and GFLOP/s, load time, peak RSS and size (docs/BENCHMARKS.md)."""
+    from minivlm.bench import run_bench
+    from minivlm.bench.report import table
+
+    report = run_bench(model, builds or (), random_init=random_init, threads=threads, runs=runs, task_runs=task_runs,
+                       json_path=json_out, plot_path=plot, progress=lambda line: typer.echo(f"bench: {line}", err=True),
+                       command="minivlm bench " + " ".join(sys.argv[2:]))
+    typer.echo(table(report))
+    for path in filter(None, (json_out, plot)):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+@_one_line_errors
 def train(
     out: Annotated[str, typer.Option(help="Working folder: checkpoints, region cache and the final model.safetensors.")] = "runs/minivlm-demo",
     preset: Annotated[str, typer.Option("--preset", help="What to train: minivlm-demo, or an efficientvlm-demo-* preset.")] = "minivlm-demo",

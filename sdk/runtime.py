@@ -125,9 +125,9 @@ class TFLiteGraph(_Graph):
     """A `.tflite` run by the ai_edge_litert Interpreter (default XNNPACK CPU delegate), I/O by name; its
     signature's tensors (names, shapes, dtypes) are checked against the manifest first."""
 
-    def __init__(self, path: Path, name: str, entry: dict) -> None:
+    def __init__(self, path: Path, name: str, entry: dict, threads: int | None = None) -> None:
         super().__init__(name, entry)
-        self._interpreter, self._runner = load_tflite(path, name, entry)
+        self._interpreter, self._runner = load_tflite(path, name, entry, num_threads=threads)
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         feeds = {s["runtime_name"]: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=s["runtime_dtype"])
@@ -159,20 +159,21 @@ class CoreMLGraph(_Graph):
         return tuple(torch.from_numpy(np.asarray(outputs[s["runtime_name"]], dtype=s["dtype"])) for s in self.outputs)
 
 
-def _runner(folder: Path, manifest: dict, name: str) -> _Graph:
+def _runner(folder: Path, manifest: dict, name: str, threads: int | None) -> _Graph:
     entry = manifest["graphs"][name]
     path = inside(folder, entry["file"])
     target = manifest["target"]
     if target == "executorch":
         return ExecuTorchGraph(path, name, entry)
     if target == "tflite":
-        return TFLiteGraph(path, name, entry)
+        return TFLiteGraph(path, name, entry, threads)
     return CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
 
 
-def load_artifact(path: str | Path) -> ArtifactPipeline | EfficientVLMArtifact:
+def load_artifact(path: str | Path, *, threads: int | None = None) -> ArtifactPipeline | EfficientVLMArtifact:
     """A build folder from `minivlm-convert`, run by its real runtime, with the API of `minivlm.load` for its
-    model family.
+    model family. `threads` sets a TFLite interpreter's threads (default: the interpreter's own); ExecuTorch's
+    thread pool is process-wide (`minivlm.bench.worker.set_executorch_threads`).
 
     Raises ArtifactError (one line) for a folder that is not a build, a malformed or edited manifest, a
     missing or tampered file, a truncated or corrupt graph file, graph inputs or outputs that differ between
@@ -186,7 +187,7 @@ def load_artifact(path: str | Path) -> ArtifactPipeline | EfficientVLMArtifact:
                             f"only be converted and its spec checked")
     family = manifest_family(manifest)
     tokenizer, vocab = _tokenizer(folder, manifest), _vocabularies(folder, manifest, cfg, family)
-    run = {name: _runner(folder, manifest, name) for name in family.graph_names}  # each checks its runtime's I/O
+    run = {name: _runner(folder, manifest, name, threads) for name in family.graph_names}  # each checks its runtime's I/O
     return ARTIFACT_TYPES[family.name](family.assemble(cfg, tokenizer, vocab, run), folder, manifest)
 
 
