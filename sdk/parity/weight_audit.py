@@ -11,7 +11,7 @@ value agrees:
   converter derives (a BatchNorm folded into its convolution: the converter multiplies in its own order), or
   one times a scalar the reference derives (`_scaled_match`);
 - fp16: equal to the fp16 rounding of the reference (a derived constant: within one fp16 ulp);
-- int8: dequantized with the build's own scale, within half a step of its channel (plus the derived slack), and
+- int8: dequantized with the build's own scale, within half a step of its channel (+ `HALF_STEP_SLACK`), and
   the scale must be the one the reference implies (symmetric: max |w| of the channel / 127, `SCALE_RTOL`), with
   zero point 0; a bad scale fails even when the values still round back.
 Rules. A floating or integer constant of `SMALL` elements or more that matches nothing fails the audit
@@ -39,7 +39,9 @@ AUDITED_TARGETS = ("tflite", "executorch")
 SMALL = 64  # elements; below this an untraced constant is counted, not failed
 DERIVED_ULPS = 16  # float32 ulps a converter's own arithmetic may move a derived constant
 SCALED_ULPS = 64  # float32 ulps for a weight times a derived scalar (`_scaled_match`)
-SCALE_RTOL = 1e-5  # relative: a stored float32 scale against max|w|/127 computed here
+SCALE_RTOL = 1e-5
+# steps beyond the half step: the quantizer rounds w / scale computed in float32 (about 1e-5 step at |q| = 127)
+HALF_STEP_SLACK = 2.0 ** -10  # relative: a stored float32 scale against max|w|/127 computed here
 INT8_QMAX = 127
 
 
@@ -121,7 +123,7 @@ def audit(stored: list[StoredConstant], refs: dict[str, RefTensor], *, one_weigh
         result.checked += 1
         result.bytes += s.nbytes
         m = match(s, by_size.get(s.values.size, []))
-        if not m.matched and s.floating and not s.quantized:
+        if not m.matched and s.floating:
             m = _scaled_match(s, by_size.get(s.values.size, []), scalars) or m
         matches.append(m)
         if m.matched:
@@ -171,10 +173,11 @@ def match(s: StoredConstant, candidates: list[RefTensor]) -> Match:
 def _scaled_match(s: StoredConstant, candidates: list[RefTensor], scalars: np.ndarray) -> Match | None:
     """`s` = c * a reference tensor, c one of the reference's derived scalars (a converter folds the BiFPN's
     non-negative fusion weight into the convolution before it: max pooling and nearest upsampling commute with
-    it). Held to `SCALED_ULPS` float32 ulps: two products rounded in another order."""
+    it), judged as a derived constant with `SCALED_ULPS` (two products rounded in another order)."""
     if not scalars.size:
         return None
     got = s.values.reshape(-1).astype(np.float64)
+    near = 1e-2 if s.quantized else 1e-5  # how well least squares recovers c through int8 rounding
     for r in candidates:
         if r.values.dtype.kind != "f":
             continue
@@ -185,12 +188,11 @@ def _scaled_match(s: StoredConstant, candidates: list[RefTensor], scalars: np.nd
                 continue
             c = float(got @ want) / norm
             k = int(np.argmin(np.abs(scalars - c)))
-            if abs(scalars[k] - c) > 1e-5 * abs(c):
+            if abs(scalars[k] - c) > near * abs(c):
                 continue
-            scaled = want * scalars[k]
-            err = np.abs(got - scaled)
-            if np.all(err <= SCALED_ULPS * np.spacing(np.abs(scaled).astype(np.float32))):
-                return Match(s, [r.name], float(err.max(initial=0.0)))
+            ok, err, _, _ = _judge(s, (want * scalars[k]).astype(np.float32), True, SCALED_ULPS)
+            if ok:
+                return Match(s, [r.name], err)
     return None
 
 
@@ -224,18 +226,18 @@ def _layouts(ndim: int):
     return [tuple(range(ndim)), tuple(reversed(range(ndim)))]
 
 
-def _judge(s: StoredConstant, want: np.ndarray, derived: bool) -> tuple[bool, float, int, float]:
+def _judge(s: StoredConstant, want: np.ndarray, derived: bool, ulps: int = 0) -> tuple[bool, float, int, float]:
     if not s.floating:
         got = s.values.reshape(-1).astype(np.int64)
         bad = int(np.count_nonzero(got != want.astype(np.int64)))
         return bad == 0, float(np.max(np.abs(got - want), initial=0)), bad, 0.0
     want64 = want.astype(np.float64)
-    slack = DERIVED_ULPS * np.spacing(np.abs(want).astype(np.float32)).astype(np.float64) if derived else 0.0
+    slack = (ulps or DERIVED_ULPS) * np.spacing(np.abs(want).astype(np.float32)).astype(np.float64) if derived else 0.0
     scale_err = 0.0
     if s.quantized:
         shaped = want64.reshape(s.q.shape)
         step = np.broadcast_to(_per_channel(s.scale, s.axis, s.q.ndim), s.q.shape).reshape(-1)
-        tol = step / 2 * (1 + 1e-6) + slack
+        tol = step * (0.5 + HALF_STEP_SLACK) + slack
         if s.axis is not None and s.scale.size > 1:
             amax = np.max(np.abs(shaped), axis=tuple(a for a in range(s.q.ndim) if a != s.axis))
         else:
