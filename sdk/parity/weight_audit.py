@@ -309,15 +309,14 @@ def audit_check(result: AuditResult):
     build's per-graph layout implies."""
     from .checks import Check
 
-    value = (f"{result.matched}/{result.checked} constants = reference ({_size(result.matched_bytes)} of "
-             f"{_size(result.bytes)}); untraced {len(result.untraced)} ({_size(result.untraced_bytes)}); "
-             f"{len(result.duplicates)} duplicated; worst error {result.worst_error:.3g}")
+    value = (f"{result.matched}/{result.checked} matched ({_size(result.matched_bytes)}/{_size(result.bytes)}), "
+             f"{len(result.untraced)} untraced ({_size(result.untraced_bytes)}), {len(result.duplicates)} dup, "
+             f"worst {result.worst_error:.2g}")
     status = "FAIL" if not result.passed else ("WARN" if result.duplicates else "PASS")
-    where = result.reason() or (f"stored more than once (one file per graph): {result.duplicates[0]}"
+    where = result.reason() or (f"one file per graph: {result.duplicates[0].split(' (')[0]}, ..."
                                 if result.duplicates else "")
-    return Check("build", "weights", "audit", value, None, status, where,
-                 expected="each constant = its reference tensor, one copy")
+    return Check("build", "weights", "audit", value, None, status, where, expected="= reference, 1 copy")
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n} B"
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} B"
