@@ -93,8 +93,13 @@ def _derived(module: nn.Module, batch: int, names: dict[int, str]) -> tuple[set[
         out += _fold_batch_norm(node, env)
         args = list(node.all_input_nodes)
         if getattr(node.target, "_opname", "") in _SHAPE_ONLY_OPS and args and args[0].name not in env:
-            val = args[0].meta["val"]  # the value depends on the input's static shape only
-            env[args[0].name] = (torch.zeros(val.shape, dtype=val.dtype), set(), "zeros")
+            val = args[0].meta["val"]  # the output depends on the input's static shape only, not on its values
+            stand_in = {args[0].name: (torch.zeros(val.shape, dtype=val.dtype), set(), "shape")}
+            with torch.no_grad():
+                value = node.target(*_resolve(node.args, stand_in), **_resolve(node.kwargs, stand_in))
+            env[node.name] = (value, set(), f"{node.target._opname}()")
+            out.append((f"{node.target._opname}()", _numpy(value), set()))
+            continue
         if any(a.name not in env for a in args):
             continue
         try:
