@@ -151,7 +151,15 @@ def audit(stored: list[StoredConstant], refs: dict[str, RefTensor], *, one_weigh
 
 
 def match(s: StoredConstant, candidates: list[RefTensor]) -> Match:
-    """The reference tensors among `candidates` that `s` equals under the module doc's rules."""
+    """The reference tensors among `candidates` that `s` equals under the module doc's rules (the nearest one
+    when none does)."""
+    found = _match(s, [r for r in candidates if _may_match(s, r)])
+    if not found.matched and candidates:
+        found = _match(s, candidates)  # no match: compare with every candidate to name the nearest
+    return found
+
+
+def _match(s: StoredConstant, candidates: list[RefTensor]) -> Match:
     found, best = Match(s), None
     for r in sorted(candidates, key=lambda r: r.derived):
         if found.refs and r.derived and not _all_derived(found, candidates):
@@ -168,6 +176,24 @@ def match(s: StoredConstant, candidates: list[RefTensor]) -> Match:
     if not found.refs and best is not None:
         found.nearest, found.bad_values, found.max_error, found.scale_error = best
     return found
+
+
+def _may_match(s: StoredConstant, r: RefTensor) -> bool:
+    """A necessary condition, cheap and layout-free: the sums of the values agree within what the tolerances
+    allow (saves comparing every layout of every same-sized tensor)."""
+    if s.floating != (r.values.dtype.kind == "f"):
+        return False
+    if not s.floating:
+        return True
+    if r.values.dtype.kind == "f" and not hasattr(r, "_sums"):
+        r._sums = (float(np.sum(r.values, dtype=np.float64)), float(np.sum(np.abs(r.values), dtype=np.float64)))
+    total, magnitude = r._sums
+    allowed = magnitude * (1e-3 if s.dtype == "float16" else 1e-5)
+    if s.quantized:
+        allowed += s.values.size * float(np.max(s.scale)) * (0.5 + HALF_STEP_SLACK)
+    if not hasattr(s, "_sum"):
+        s._sum = float(np.sum(s.values, dtype=np.float64))
+    return abs(s._sum - total) <= allowed + 1e-30
 
 
 def _scaled_match(s: StoredConstant, candidates: list[RefTensor], scalars: np.ndarray) -> Match | None:
