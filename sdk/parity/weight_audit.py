@@ -17,7 +17,9 @@ value agrees:
 Rules. A floating or integer constant of `SMALL` elements or more that matches nothing fails the audit
 (a tampered weight, a weight merged with another); smaller ones (shape operands, scalars the converter
 folded from several constants) and tensors of all zeros or all ones (broadcast helpers) are counted as
-untraced, with their bytes, and pass (a weight zeroed in a build still fails: its reference tensor is missing). A reference parameter the
+untraced, with their bytes, and pass (a weight zeroed in a build still fails: its reference tensor is missing;
+only an all-zero or all-one reference tensor may be absent). Integer and boolean constants equal their
+reference's values exactly (a boolean mask may come from a float one). A reference parameter the
 graphs read that no stored constant (nor a derived one made from it) covers fails the audit if it has `SMALL`
 elements or more. More stored copies of a value than reference tensors with that value are duplicates: a
 failure when the build keeps one weights file (the manifest's `weights_file`, or every graph in one file),
@@ -144,9 +146,10 @@ def audit(stored: list[StoredConstant], refs: dict[str, RefTensor], *, one_weigh
         if len(ms) > len(names):
             result.duplicates.append(f"{sorted(names)[0]} x{len(ms)} ({', '.join(m.stored.where for m in ms)})")
     covered = set().union(*(refs[n].sources for m in matches for n in m.refs)) if matches else set()
-    # An all-zero reference tensor (an untrained bias) may be dropped by a converter: nothing to store.
+    # An all-zero or all-one reference tensor (an untrained bias or LayerNorm scale) may be dropped by a
+    # converter (an add of zero, a multiply by one): nothing needs storing.
     result.missing = sorted(r.name for r in refs.values() if not r.derived and r.graphs and r.name not in covered
-                            and r.values.size >= SMALL and np.any(r.values != 0))
+                            and r.values.size >= SMALL and not _is_fill_values(r.values))
     return result
 
 
@@ -181,10 +184,10 @@ def _match(s: StoredConstant, candidates: list[RefTensor]) -> Match:
 def _may_match(s: StoredConstant, r: RefTensor) -> bool:
     """A necessary condition, cheap and layout-free: the sums of the values agree within what the tolerances
     allow (saves comparing every layout of every same-sized tensor)."""
-    if s.floating != (r.values.dtype.kind == "f"):
-        return False
     if not s.floating:
         return True
+    if r.values.dtype.kind != "f":
+        return False
     if r.values.dtype.kind == "f" and not hasattr(r, "_sums"):
         r._sums = (float(np.sum(r.values, dtype=np.float64)), float(np.sum(np.abs(r.values), dtype=np.float64)))
     total, magnitude = r._sums
@@ -231,8 +234,8 @@ def _compare(s: StoredConstant, r: RefTensor) -> tuple[bool, float, int, float] 
     """(equal?, max error, values out of tolerance, relative scale error) over the best layout; None when the
     kinds differ (floating against integer)."""
     ref = r.values
-    if s.floating != (ref.dtype.kind == "f"):
-        return None
+    if s.floating and ref.dtype.kind != "f":
+        return None  # an integer or boolean constant may come from a float mask (tril(ones) > 0), not the reverse
     best = None
     for perm in _layouts(ref.ndim):
         want = np.transpose(ref, perm).reshape(-1)
@@ -254,8 +257,8 @@ def _layouts(ndim: int):
 
 def _judge(s: StoredConstant, want: np.ndarray, derived: bool, ulps: int = 0) -> tuple[bool, float, int, float]:
     if not s.floating:
-        got = s.values.reshape(-1).astype(np.int64)
-        bad = int(np.count_nonzero(got != want.astype(np.int64)))
+        got = s.values.reshape(-1).astype(np.float64)  # integers and booleans: exactly equal values
+        bad = int(np.count_nonzero(got != want.astype(np.float64)))
         return bad == 0, float(np.max(np.abs(got - want), initial=0)), bad, 0.0
     want64 = want.astype(np.float64)
     slack = (ulps or DERIVED_ULPS) * np.spacing(np.abs(want).astype(np.float32)).astype(np.float64) if derived else 0.0
@@ -293,8 +296,12 @@ def _per_channel(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
 
 def _is_fill(s: StoredConstant) -> bool:
     """A tensor of zeros or ones (TFLite lowers a broadcast as a multiply by ones): it carries no weight."""
-    flat = s.values.reshape(-1)
-    return bool(flat.size) and not s.quantized and float(flat[0]) in (0.0, 1.0) and bool(np.all(flat == flat[0]))
+    return not s.quantized and _is_fill_values(s.values)
+
+
+def _is_fill_values(values: np.ndarray) -> bool:
+    flat = values.reshape(-1)
+    return bool(flat.size) and float(flat[0]) in (0.0, 1.0) and bool(np.all(flat == flat[0]))
 
 
 def one_weights_file(manifest: dict) -> bool:
