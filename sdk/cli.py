@@ -159,7 +159,8 @@ def parity(
     all_photos: Annotated[bool, typer.Option("--all-photos", help="Every colour photo scikit-image ships, not only four.")] = False,
 ) -> None:
     """Run a build through its real runtime next to the reference, per graph, host step and task, against named
-    tolerances; print the table, write parity_report.json into the build, exit 1 if any check fails."""
+    tolerances, and audit every weight it stores against the reference; print the table, write parity_report.json
+    into the build, exit 1 if any check fails."""
     from tqdm import tqdm
 
     from minivlm import parity as lib

@@ -5,9 +5,12 @@ On real inputs only (scikit-image photos and demo scenes the model never trained
 2. per graph, the build's runner gets exactly the reference's recorded inputs, and each output is compared over
    all calls: max abs error (and as a share of the output's peak |ref|), mean abs error, PSNR (peak = max
    |ref|), SQNR and the worst call's cosine;
-3. per host step, python_ref's host code on the build's own graph outputs must keep the same integer decisions
+3. every constant the build stores is traced to the reference tensor it came from and compared (exactly in
+   fp32; int8 within half a step, with the scale the reference implies), counting copies (`weight_audit.py`),
+   so that a weight no parity input exercises cannot differ unseen;
+4. per host step, python_ref's host code on the build's own graph outputs must keep the same integer decisions
    (proposals, region labels and proposal indices, packed token ids) as on the reference's;
-4. per task, the build end to end: detections IoU-matched with the same label (never index by index), the
+5. per task, the build end to end: detections IoU-matched with the same label (never index by index), the
    same tags, caption tokens and answers, close detection scores and match probabilities (EfficientVLM: the
    same caption tokens, answers and match decisions, close match probabilities: `efficientvlm_tasks.py`).
 Each bound is a named constant of `minivlm.converters.tolerances`, per target × precision, printed with its
@@ -39,6 +42,7 @@ from .reference import ReferenceRun, run_image_of, run_reference
 from .report import ParityReport, write_report
 from .statistics import ErrorStats
 from .tasks import host_and_task_checks
+from .weight_audit import AUDITED_TARGETS, AuditResult, audit_build, audit_check
 
 # The host-step and task rows of a build, by model family: (reference run, build run) per image -> rows, per image JSON.
 TASK_CHECKS = {"minivlm": host_and_task_checks, "efficientvlm": efficientvlm_task_checks}
@@ -69,6 +73,13 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     check_goldens(folder, manifest, ref.reference, source)
     checks = [structural("build", "files", f"sha256 of {len(manifest['files'])} files", True, "= manifest", "")]
     not_checked: list[str] = []
+    audit: AuditResult | None = None
+    if manifest["target"] in AUDITED_TARGETS:
+        pipe = ref.reference.pipeline
+        audit = audit_build(folder, manifest, pipe.model, pipe.graphs.modules())
+        checks.append(audit_check(audit))
+    else:
+        not_checked.append(f"weight audit: {manifest['target']} builds have no constant reader yet (weight_audit.py)")
     range_report = None
     if manifest["target"] == "coreml":
         checks += coreml_spec_checks(folder, manifest)
@@ -89,7 +100,7 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
         checks += per_graph + task_checks
     not_checked.append(NOT_CHECKED[manifest_family(manifest).name])
     return ParityReport(folder, manifest, source, [s.name for s in ref.images], tol, checks, graphs, per_image,
-                        not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform)
+                        not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform, audit)
 
 
 def _tolerance(folder: Path, manifest: dict) -> Tolerance:

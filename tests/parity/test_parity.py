@@ -282,3 +282,13 @@ def test_paper_preset_builds_at_parity(tmp_path_factory):
           out=out, jobs=2)
     report = check_parity(out, run_reference(paper, parity_images(scenes=2, photos=("astronaut", "coffee"))))
     assert report.passed, report.table()
+
+
+def test_word_embeddings_no_parity_input_reaches_fail_only_the_weight_audit(et_copy, demo, reference_run,
+                                                                            tamper_word_embeddings):
+    edited = tamper_word_embeddings(et_copy, demo, "vqa.pte")
+    report = check_parity(et_copy, reference_run)
+    assert [(c.kind, c.name, c.metric) for c in report.failures] == [("build", "weights", "audit")], report.verdict()
+    audit = report.as_json()["weight_audit"]
+    assert not audit["passed"] and audit["unmatched"][0]["bad_values"] == edited
+    assert audit["reason"].startswith("vqa tensor") and "word_embeddings" in audit["reason"]
