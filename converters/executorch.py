@@ -17,7 +17,7 @@ import torch
 from minivlm.python_ref.errors import ConversionError
 
 from .executorch_quant import FP32_PARTS, INT8_ACTIVATIONS, fp32_parts, quantized_module
-from .executorch_weights import WEIGHTS_FILE, by_graph, graph_data_file, pack
+from .executorch_weights import WEIGHTS_FILE, by_graph, pack
 from .specs import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
 
@@ -99,7 +99,8 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
             # XNNPACK matches, leaving choose_qparams / q / dq ops that no runtime kernel implements.
             program = constant_prop_pass(program)
         # Exported again under the graph's name, so that no constant is named alike in two graphs (the folded
-        # ones included); the delegate's constants are tagged for the external file while unlifted.
+        # ones included); the delegate's constants are tagged for the external file on that unlifted graph (a
+        # tag on the nested graph module, under the wrapper, does not survive the export: measured).
         named = torch.export.export(by_graph(spec.name, program.module()), spec.example_inputs).module()
         delegate_external_constants_pass_unlifted(named, lambda node: spec.name)
         program = torch.export.export(named, spec.example_inputs)
@@ -113,7 +114,7 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
     # Every other constant (the embedding lookups, what a delegate left out) goes to the same external file.
     et = edge.to_executorch(ExecutorchBackendConfig(external_constants=lambda node: spec.name))
     path.write_bytes(et.buffer)
-    et.write_tensor_data_to_file(str(folder))  # <name>.ptd, named after the tag
+    et.write_tensor_data_to_file(str(folder))  # named after the tag: executorch_weights.graph_data_file(name)
     return GraphBuild(spec.name, path.name, runtime_io(spec.inputs), runtime_io(spec.outputs), delegated, other,
                       details=details)
 

@@ -79,5 +79,7 @@ def test_two_graphs_with_equal_weight_names_keep_their_own_weights(tmp_path: Pat
         want = module(ids)[0].detach()
         # one process, one CPU, fp32 kernels vs eager: last-bit differences only
         assert torch.allclose(got, want, atol=1e-5), f"graph {name} does not compute with its own weights"
+        # the delegate's constants too are in the weights file, not in the program
+        assert module.inner[1].weight.detach().numpy().tobytes() not in (tmp_path / f"{name}.pte").read_bytes()
     keys = set(read_data(tmp_path / WEIGHTS_FILE).named_data)
     assert {"a.inner.0.weight", "b.inner.0.weight"} <= keys  # the lookups, named by graph
