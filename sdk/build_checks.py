@@ -136,6 +136,7 @@ def check_manifest(manifest: Any, path: Path) -> dict:
     need(tokenizer, "vocab_file", "tokenizer", _text, "the vocabulary file's name in the build folder")
     need(manifest, "vocabularies_file", "", _text, "the vocabularies file's name in the build folder")
     need(manifest, "golden_dir", "", _text, "the goldens' folder in the build", optional=True)
+    need(manifest, "weights_file", "", _text, "the shared weights file's name in the build folder", optional=target != "executorch")
     return manifest
 
 
@@ -174,10 +175,6 @@ def inside(folder: Path, rel: str) -> Path:
     return folder / rel
 
 
-def _graph_files(manifest: dict) -> dict[str, str]:
-    return {name: entry["file"] for name, entry in manifest["graphs"].items()}
-
-
 def verify_files(folder: Path, manifest: dict) -> None:
     """ArtifactError naming the first file that is missing, not a regular file, or whose sha256 differs from the
     manifest's; and the first file the SDK reads (graphs, vocabularies, goldens' index) that it does not cover."""
@@ -191,7 +188,7 @@ def verify_files(folder: Path, manifest: dict) -> None:
         if sha256_file(path) != digest:
             raise ArtifactError(f"{folder}: {rel} fails its sha256 check (tampered with or corrupt); rebuild it")
     suffix = TARGETS[manifest["target"]].suffix
-    for name, rel in _graph_files(manifest).items():
+    for name, rel in ((name, entry["file"]) for name, entry in manifest["graphs"].items()):
         path = inside(folder, rel)
         if Path(rel).suffix != suffix:
             raise ArtifactError(f"{folder}: graph {name} file {rel} is not a {suffix} ({manifest['target']} build)")
@@ -211,7 +208,8 @@ def verify_files(folder: Path, manifest: dict) -> None:
             raise ArtifactError(f"{folder}: {extra[0].relative_to(folder)} is not listed in {MANIFEST}")
     goldens = manifest.get("golden_dir", GOLDEN_DIR)
     inside(folder, goldens)
-    for rel in (manifest["tokenizer"]["vocab_file"], manifest["vocabularies_file"], f"{goldens.rstrip('/')}/index.json"):
+    for rel in filter(None, (manifest["tokenizer"]["vocab_file"], manifest["vocabularies_file"],
+                             f"{goldens.rstrip('/')}/index.json", manifest.get("weights_file"))):
         inside(folder, rel)
         if rel not in files:
             raise ArtifactError(f"{folder}: {rel} has no checksum in {MANIFEST}")
@@ -319,13 +317,13 @@ def load_error(path: Path, runtime: str, err: BaseException) -> ArtifactError:
     return ArtifactError(f"{path.name}: {runtime} cannot load it ({first_line(err)}); the file is corrupt or truncated")
 
 
-def load_executorch(path: Path):
-    """The program in a `.pte` and its method's inputs and outputs (read without loading the method, so this
-    works for a Core ML delegated program on Linux too)."""
+def load_executorch(path: Path, weights: Path):
+    """The program in a `.pte` with its build's `weights` file (`.ptd`), and its method's inputs and outputs (read
+    without loading the method, so this works for a Core ML delegated program on Linux too)."""
     from executorch.runtime import Runtime, Verification
 
     try:
-        program = Runtime.get().load_program(path, verification=Verification.InternalConsistency)
+        program = Runtime.get().load_program(path, verification=Verification.InternalConsistency, data_path=weights)
         return program, _executorch_io(program)
     except Exception as err:  # pybind raises RuntimeError (and ValueError on bad arguments); no "forward"
         raise load_error(path, "executorch", err) from None
@@ -383,7 +381,7 @@ def verify_build(path: str | Path) -> dict:
         file = inside(folder, entry["file"])
         label = file.name
         if manifest["target"] == "executorch":
-            _, have = load_executorch(file)
+            _, have = load_executorch(file, inside(folder, manifest["weights_file"]))
         elif manifest["target"] == "tflite":
             load_tflite(file, name, entry)  # loading it checks its signature
             continue

@@ -66,7 +66,12 @@ def format_report(report: BuildReport) -> str:
     for g in report.graphs:
         rows.append((g.name, g.path, _size(g.size_bytes), "-" if g.ops_delegated is None else str(g.ops_delegated),
                      "-" if g.ops_other is None else str(g.ops_other), f"{g.seconds:.1f} s"))
-    total = sum({g.path: g.size_bytes for g in report.graphs}.values())  # graphs may share one file
+    # A build's size: its distinct graph files (graphs may share one) and the weights file they share, if any.
+    total = sum({g.path: g.size_bytes for g in report.graphs}.values())
+    if weights := report.manifest.get("weights_file"):
+        size = (report.path / weights).stat().st_size
+        rows.append(("weights", weights, _size(size), "", "", ""))
+        total += size
     rows.append(("total", "", _size(total), "", "", f"{sum(g.seconds for g in report.graphs):.1f} s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

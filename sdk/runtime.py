@@ -103,12 +103,12 @@ class _Graph:
 
 
 class ExecuTorchGraph(_Graph):
-    """A `.pte` run by `executorch.runtime` (method "forward"); its method's inputs and outputs (shapes, dtypes,
-    order) are checked against the manifest first."""
+    """A `.pte` run by `executorch.runtime` (method "forward"), its constants read from the build's shared
+    `weights` file; its method's inputs and outputs (shapes, dtypes, order) are checked against the manifest first."""
 
-    def __init__(self, path: Path, name: str, entry: dict) -> None:
+    def __init__(self, path: Path, name: str, entry: dict, weights: Path) -> None:
         super().__init__(name, entry)
-        self._program, have = load_executorch(path)
+        self._program, have = load_executorch(path, weights)
         check_runtime_io(name, entry, path.name, have)
         try:
             self._method = self._program.load_method("forward")
@@ -164,7 +164,7 @@ def _runner(folder: Path, manifest: dict, name: str, threads: int | None) -> _Gr
     path = inside(folder, entry["file"])
     target = manifest["target"]
     if target == "executorch":
-        return ExecuTorchGraph(path, name, entry)
+        return ExecuTorchGraph(path, name, entry, inside(folder, manifest["weights_file"]))
     if target == "tflite":
         return TFLiteGraph(path, name, entry, threads)
     return CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")

@@ -34,6 +34,7 @@ from typer.testing import CliRunner
 import minivlm
 from minivlm.cli import app
 from minivlm.converters.build import load_target
+from minivlm.converters.executorch_weights import graph_data_file, merge, read_data, write_data
 from minivlm.converters.manifest import MANIFEST, MANIFEST_DIGEST, file_hashes, manifest_digest
 from minivlm.converters.specs import GraphSpec, TensorSpec
 from minivlm.converters.fp16_range import RANGE_FILE
@@ -145,6 +146,10 @@ def _rebuild_graph(folder, name, module, example_inputs):
                      example_inputs, (example_inputs,))
     options = resolve_options(manifest["target"], manifest["precision"], manifest["delegate"])
     load_target(options).convert_graph(spec, options, folder, lambda step: None)
+    # Its constants join the build's shared weights file (the old graph's stay there, unused).
+    weights, graph_data = folder / manifest["weights_file"], folder / graph_data_file(name)
+    write_data(merge({"build": read_data(weights), name: read_data(graph_data)}), weights)
+    graph_data.unlink()
     manifest["files"] = file_hashes(folder)
     _write_sealed(folder, manifest)
 

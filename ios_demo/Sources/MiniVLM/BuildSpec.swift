@@ -71,6 +71,8 @@ public struct BuildSpec: Sendable {
     public let graphs: [String: GraphSpec]
     public let answers: [String]
     public let attributes: [String]
+    /// An ExecuTorch build's one weights file (.ptd), shared by every graph.
+    public let weightsFile: String?
 
     private struct ManifestFields: Decodable {
         let target: String
@@ -78,6 +80,7 @@ public struct BuildSpec: Sendable {
         let precision: String
         let graphs: [String: GraphSpec]
         let vocabularies_file: String?
+        let weights_file: String?
     }
 
     private struct Vocabularies: Decodable {
@@ -86,13 +89,14 @@ public struct BuildSpec: Sendable {
     }
 
     public init(target: String, delegate: String?, precision: String, graphs: [String: GraphSpec], answers: [String],
-                attributes: [String]) {
+                attributes: [String], weightsFile: String? = nil) {
         self.target = target
         self.delegate = delegate
         self.precision = precision
         self.graphs = graphs
         self.answers = answers
         self.attributes = attributes
+        self.weightsFile = weightsFile
     }
 
     /// Reads manifest.json and its vocabularies file from `folder`.
@@ -113,6 +117,7 @@ public struct BuildSpec: Sendable {
             graphs = manifest.graphs
             answers = vocab.answers
             attributes = vocab.attributes
+            weightsFile = manifest.weights_file
         } catch let error as MiniVLMError {
             throw error
         } catch let error as DecodingError {
