@@ -66,7 +66,7 @@ def format_report(report: BuildReport) -> str:
     for g in report.graphs:
         rows.append((g.name, g.path, _size(g.size_bytes), "-" if g.ops_delegated is None else str(g.ops_delegated),
                      "-" if g.ops_other is None else str(g.ops_other), f"{g.seconds:.1f} s"))
-    total = sum(g.size_bytes for g in report.graphs)
+    total = sum({g.path: g.size_bytes for g in report.graphs}.values())  # a file several graphs share counts once
     rows.append(("total", "", _size(total), "", "", f"{sum(g.seconds for g in report.graphs):.1f} s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

@@ -27,7 +27,7 @@ object AndroidMiniVlm {
     /** The graph runtime of a manifest `target`. */
     fun backendFor(target: String): GraphBackend = when (target) {
         "executorch" -> GraphBackend { dir, spec -> ExecuTorchRunner(File(dir, spec.file), spec) }
-        "tflite" -> GraphBackend { dir, spec -> LiteRtRunner(File(dir, spec.file), spec) }
+        "tflite" -> LiteRtRunner.backend() // the build's one model.tflite, one interpreter for all its graphs
         else -> throw MiniVlmException(ErrorKind.CONFIG, "a '$target' build does not run on Android; convert with --target executorch or tflite")
     }
 
