@@ -16,8 +16,7 @@ Merging therefore:
 - keeps metadata entries that agree, `min_runtime_version` the highest of them.
 Buffers that ai-edge-quantizer stores after the flatbuffer (`offset`/`size`) are read from there and stored inline.
 What a merge cannot carry over correctly is refused (ConversionError): data in external files, large custom options,
-debug metadata (its indices would have to be rewritten),
-and differing metadata of one name.
+debug metadata (its indices would have to be rewritten) and differing metadata of one name.
 """
 
 from __future__ import annotations
