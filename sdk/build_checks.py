@@ -119,6 +119,7 @@ def check_manifest(manifest: Any, path: Path) -> dict:
         need(entry, "file", where, _text, "the graph's file name in the build folder")
         if target == "coreml":
             need(entry, "function", where, _text, "the graph's function in the Core ML package (rebuild older builds)")
+        need(entry, "signature", where, _text, "its signature's key in the .tflite (an older build: rebuild it)", optional=target != "tflite")
         for io in ("inputs", "outputs"):
             tensors = need(entry, io, where, lambda v: isinstance(v, list) and v, "a non-empty list of tensors")
             for k, tensor in enumerate(tensors):
@@ -300,16 +301,6 @@ def _executorch_io(program) -> dict[str, list]:
             "outputs": [(None, tuple(o.sizes()), dtype(o)) for o in map(meta.output_tensor_meta, range(meta.num_outputs()))]}
 
 
-def _tflite_io(name: str, entry: dict, file: str, runner) -> dict[str, list]:
-    """The signature's tensors in the manifest's order (the runner maps them by name); ArtifactError for a name
-    the manifest lists and the signature lacks, or the other way round."""
-    have = {}
-    for io, details in (("inputs", runner.get_input_details()), ("outputs", runner.get_output_details())):
-        listed = [t["runtime_name"] for t in entry[io]]
-        if sorted(listed) != sorted(details):
-            raise ArtifactError(f"graph {name}: {file}'s signature {io} are {sorted(details)}; {MANIFEST} lists {listed}")
-        have[io] = [(n, tuple(int(d) for d in details[n]["shape"]), np.dtype(details[n]["dtype"]).name) for n in listed]
-    return have
 
 
 def load_error(path: Path, runtime: str, err: BaseException) -> ArtifactError:
@@ -345,17 +336,27 @@ def coreml_function_io(path: Path, function: str) -> dict[str, list[TensorIO]]:
     return have
 
 
-def load_tflite(path: Path, name: str, entry: dict, num_threads: int | None = None):
-    """The ai_edge_litert Interpreter of a `.tflite` (`num_threads`: None = its default) and its signature runner,
-    the signature's tensors (names, shapes, dtypes) checked against the manifest's `entry` for graph `name`."""
+def load_tflite(path: Path, name: str, entry: dict, interpreter=None, num_threads: int | None = None):
+    """The ai_edge_litert Interpreter of a `.tflite` (`interpreter` if given: one serves all graphs of the file;
+    else a new one with `num_threads`, None = its default) and the runner of the entry's `signature`, its tensors
+    (names, shapes, dtypes; mapped by name) checked against the manifest's `entry`: ArtifactError for a name the
+    manifest lists and the signature lacks, or the other way round."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        runner = interpreter.get_signature_runner()
+        interpreter = interpreter or Interpreter(model_path=str(path), num_threads=num_threads)
+        keys = list(interpreter.get_signature_list())
     except Exception as err:  # ValueError for a bad flatbuffer, RuntimeError from the C++ side
         raise load_error(path, "ai_edge_litert", err) from None
-    check_runtime_io(name, entry, path.name, _tflite_io(name, entry, path.name, runner))
+    if entry["signature"] not in keys:
+        raise ArtifactError(f"graph {name}: {path.name} has no signature {entry['signature']!r} (it has {keys})")
+    runner, have = interpreter.get_signature_runner(entry["signature"]), {}
+    for io, details in (("inputs", runner.get_input_details()), ("outputs", runner.get_output_details())):
+        listed = [t["runtime_name"] for t in entry[io]]
+        if sorted(listed) != sorted(details):
+            raise ArtifactError(f"graph {name}: {path.name}'s signature {io} are {sorted(details)}; {MANIFEST} lists {listed}")
+        have[io] = [(n, tuple(int(d) for d in details[n]["shape"]), np.dtype(details[n]["dtype"]).name) for n in listed]
+    check_runtime_io(name, entry, path.name, have)
     return interpreter, runner
 
 
@@ -370,20 +371,21 @@ def verified_manifest(folder: Path) -> tuple[dict, object]:
 
 
 def verify_build(path: str | Path) -> dict:
-    """Check a build folder without running it and return its manifest: the manifest's structure and own
-    sha256, every file's sha256, the config, and each graph's inputs and outputs against both the model and
-    what the graph's runtime reports of the file (ExecuTorch's method metadata, the TFLite signature, the
-    Core ML spec; each readable on Linux). Seconds, even for a build whose graphs take minutes to compare:
-    `minivlm parity` runs it before any reference work. ArtifactError (one line) for the first problem."""
+    """Check a build folder without running it and return its manifest: the manifest's structure and own sha256, every
+    file's sha256, the config, and each graph's inputs and outputs against both the model and what the graph's runtime
+    reports of the file (ExecuTorch's method metadata, the TFLite signature, the Core ML spec; each readable on Linux).
+    Seconds, even for a build whose graphs take minutes to compare: `minivlm parity` runs it before any reference
+    work. ArtifactError (one line) for the first problem."""
     folder = Path(path)
     manifest, _ = verified_manifest(folder)
+    interpreters: dict[Path, Any] = {}  # TFLite: one per file, shared by its graphs' signatures
     for name, entry in manifest["graphs"].items():
         file = inside(folder, entry["file"])
         label = file.name
         if manifest["target"] == "executorch":
             _, have = load_executorch(file, inside(folder, manifest["weights_file"]))
-        elif manifest["target"] == "tflite":
-            load_tflite(file, name, entry)  # loading it checks its signature
+        elif manifest["target"] == "tflite":  # loading it checks its signature
+            interpreters[file], _ = load_tflite(file, name, entry, interpreters.get(file))
             continue
         else:
             have = coreml_function_io(file, entry["function"])

@@ -122,12 +122,13 @@ class ExecuTorchGraph(_Graph):
 
 
 class TFLiteGraph(_Graph):
-    """A `.tflite` run by the ai_edge_litert Interpreter (default XNNPACK CPU delegate), I/O by name; its
-    signature's tensors (names, shapes, dtypes) are checked against the manifest first."""
+    """One signature (the entry's `signature`) of a `.tflite` run by the ai_edge_litert Interpreter (default XNNPACK
+    CPU delegate), I/O by name; its tensors (names, shapes, dtypes) are checked against the manifest first. Pass the
+    `interpreter` of another graph of the same file to share it: the build's weights then load once."""
 
-    def __init__(self, path: Path, name: str, entry: dict, threads: int | None = None) -> None:
+    def __init__(self, path: Path, name: str, entry: dict, interpreter=None, threads: int | None = None) -> None:
         super().__init__(name, entry)
-        self._interpreter, self._runner = load_tflite(path, name, entry, num_threads=threads)
+        self.interpreter, self._runner = load_tflite(path, name, entry, interpreter, num_threads=threads)
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         feeds = {s["runtime_name"]: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=s["runtime_dtype"])
@@ -159,15 +160,20 @@ class CoreMLGraph(_Graph):
         return tuple(torch.from_numpy(np.asarray(outputs[s["runtime_name"]], dtype=s["dtype"])) for s in self.outputs)
 
 
-def _runner(folder: Path, manifest: dict, name: str, threads: int | None) -> _Graph:
-    entry = manifest["graphs"][name]
-    path = inside(folder, entry["file"])
-    target = manifest["target"]
-    if target == "executorch":
-        return ExecuTorchGraph(path, name, entry, inside(folder, manifest["weights_file"]))
-    if target == "tflite":
-        return TFLiteGraph(path, name, entry, threads)
-    return CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
+def _runners(folder: Path, manifest: dict, names: tuple[str, ...], threads: int | None) -> dict[str, _Graph]:
+    run: dict[str, _Graph] = {}
+    interpreters: dict[Path, object] = {}  # TFLite: the graphs of one file share its interpreter
+    for name in names:
+        entry = manifest["graphs"][name]
+        path = inside(folder, entry["file"])
+        if manifest["target"] == "executorch":
+            run[name] = ExecuTorchGraph(path, name, entry, inside(folder, manifest["weights_file"]))
+        elif manifest["target"] == "tflite":
+            graph = run[name] = TFLiteGraph(path, name, entry, interpreters.get(path), threads)
+            interpreters[path] = graph.interpreter
+        else:
+            run[name] = CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
+    return run
 
 
 def load_artifact(path: str | Path, *, threads: int | None = None) -> ArtifactPipeline | EfficientVLMArtifact:
@@ -187,7 +193,7 @@ def load_artifact(path: str | Path, *, threads: int | None = None) -> ArtifactPi
                             f"only be converted and its spec checked")
     family = manifest_family(manifest)
     tokenizer, vocab = _tokenizer(folder, manifest), _vocabularies(folder, manifest, cfg, family)
-    run = {name: _runner(folder, manifest, name, threads) for name in family.graph_names}  # each checks its runtime's I/O
+    run = _runners(folder, manifest, family.graph_names, threads)  # each checks its runtime's I/O
     return ARTIFACT_TYPES[family.name](family.assemble(cfg, tokenizer, vocab, run), folder, manifest)
 
 

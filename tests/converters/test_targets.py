@@ -64,6 +64,9 @@ def test_tflite_build_maps_io_by_name_and_checks_delegates(tiny_tflite_build, ti
     ids = next(i for i in vqa["inputs"] if i["name"] == "input_ids")
     assert (ids["dtype"], ids["runtime_dtype"]) == ("int64", "int32")  # litert-torch downcasts int64 I/O
     assert [o["runtime_name"] for o in vqa["outputs"]] == ["answer_logits"]
+    # One model.tflite, a signature per graph; the per-graph files the workers wrote are gone.
+    assert sorted(p.name for p in report.path.glob("*.tflite")) == ["model.tflite"]
+    assert {(g["file"], g["signature"]) for g in m["graphs"].values()} == {("model.tflite", n) for n in GRAPH_NAMES}
     for name in GRAPH_NAMES:
         report_ = m["graphs"][name]["compatibility"]
         assert set(report_) == {"xnnpack", "gpu", "nnapi"}

@@ -35,7 +35,8 @@ data class BuildSpec(
             val graphs = manifest["graphs"]
             val specs = GRAPH_NAMES.associateWith { name ->
                 val g = graphs[name]
-                GraphSpec(name, g["file"].string, g["inputs"].list.map(::tensorSpec), g["outputs"].list.map(::tensorSpec))
+                GraphSpec(name, g["file"].string, g["inputs"].list.map(::tensorSpec), g["outputs"].list.map(::tensorSpec),
+                    g.opt("signature")?.string)
             }
             return BuildSpec(
                 target = manifest["target"].string,

@@ -27,7 +27,7 @@ object AndroidMiniVlm {
     /** The graph runtime of a build's manifest `target` (an ExecuTorch build's graphs share its weights file). */
     fun backendFor(build: BuildSpec): GraphBackend = when (build.target) {
         "executorch" -> GraphBackend { dir, spec -> ExecuTorchRunner(File(dir, spec.file), build.weightsFile?.let { File(dir, it) }, spec) }
-        "tflite" -> GraphBackend { dir, spec -> LiteRtRunner(File(dir, spec.file), spec) }
+        "tflite" -> LiteRtRunner.backend() // the build's one model.tflite, one interpreter for all its graphs
         else -> throw MiniVlmException(ErrorKind.CONFIG, "a '${build.target}' build does not run on Android; convert with --target executorch or tflite")
     }
 
