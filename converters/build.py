@@ -23,6 +23,7 @@ import torch
 
 from minivlm.python_ref.errors import ConversionError
 from minivlm.python_ref.families import family_of
+from minivlm.python_ref.weights import state_sha256
 
 from .atomic import signals_deferred
 from .build_folder import atomic_directory, fatal_signals_unwind
@@ -49,14 +50,18 @@ def tool_versions() -> dict[str, str | None]:
 
 
 def build_manifest(pipeline, model_name: str, source: str, options: BuildOptions, graphs: list[GraphBuild],
-                   extra: dict) -> dict:
-    """The manifest of a build of `pipeline` (docs/ARCHITECTURE.md §6); its host steps as the family describes them."""
+                   extra: dict, random_init: dict | None = None) -> dict:
+    """The manifest of a build of `pipeline` (docs/ARCHITECTURE.md §6); its host steps as the family describes them.
+    `random_init` ({"seed", "state_sha256"}) says how to re-create weights that no file holds."""
     cfg = pipeline.cfg
     family = family_of(cfg)
+    model = {"name": model_name, "preset": cfg.name, "source": source, "config": dataclasses.asdict(cfg)}
+    if random_init is not None:
+        model["random_init"] = random_init
     return {
         "schema_version": SCHEMA_VERSION,
         "family": family.name,
-        "model": {"name": model_name, "preset": cfg.name, "source": source, "config": dataclasses.asdict(cfg)},
+        "model": model,
         "target": options.target,
         "delegate": options.delegate,
         "precision": options.precision,
@@ -108,9 +113,10 @@ def load_target(options: BuildOptions):
 
 
 def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out: str | Path,
-          force: bool = False, progress: Progress | None = None, jobs: int = 1) -> BuildReport:
+          force: bool = False, progress: Progress | None = None, jobs: int = 1, seed: int | None = None) -> BuildReport:
     """Convert the graphs of `pipeline` (of any family) for `options` into the self-contained folder `out` (see
-    module doc).
+    module doc). `seed` is the seed of a random init (None: the weights come from `source`): the manifest
+    records it with the sha256 of the model's state (`state_sha256`), so that parity can re-create the weights.
 
     `jobs` > 1 converts that many graphs at once in worker processes (conversion is single-threaded Python,
     so on a 2-core machine two workers nearly halve the time); 1 converts in this process.
@@ -119,6 +125,7 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
         raise ConversionError("a build needs the eager reference model (Pipeline.from_model), not runtime graphs")
     progress = progress or Progress()
     family = family_of(pipeline.cfg)
+    random_init = None if seed is None else {"seed": seed, "state_sha256": state_sha256(pipeline.model)}
     started = time.perf_counter()
     with fatal_signals_unwind(), atomic_directory(Path(out), force=force) as tmp:  # checks `out` before slow work
         target = load_target(options)
@@ -167,7 +174,7 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
             graphs = pack(graphs, options, tmp)
         (tmp / RANGE_FILE).write_text(json.dumps(ranges.table(), indent=0) + "\n", encoding="utf-8")
         extra = target.manifest_extra(options, family.graph_names)
-        manifest = build_manifest(pipeline, model_name, source, options, graphs, extra)
+        manifest = build_manifest(pipeline, model_name, source, options, graphs, extra, random_init)
         manifest["fp16_range"] = ranges.summary()
         manifest["files"] = file_hashes(tmp)
         manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
