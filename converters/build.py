@@ -27,7 +27,7 @@ from minivlm.python_ref.weights import state_sha256
 
 from .atomic import signals_deferred
 from .build_folder import atomic_directory, fatal_signals_unwind
-from .fp16_range import RANGE_FILE, check_specs
+from .fp16_range import RANGE_FILE, RangeRecorder
 from .goldens import write_goldens
 from .manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION, TOOLS, VOCAB_FILE, VOCABULARIES_FILE,
                        file_hashes, manifest_digest)
@@ -135,15 +135,17 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
                 workers = Workers(min(jobs, len(family.graph_names)), target)
             # The workers take every core: the parent traces and writes goldens on one thread.
             with _torch_threads(1 if workers is not None else None):
-                progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
-                traces = [trace(pipeline, s) for s in golden_images()]
+                # Every graph call is measured for the fp16 range check as the trace makes it.
+                recorder = RangeRecorder()
+                progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images, with the "
+                               f"fp16 range of every tensor")
+                traces = [trace(pipeline, s, recorder) for s in golden_images()]
                 calibration = traces
                 if any(target.calibrates(name, options) for name in family.graph_names):
                     progress.stage("tracing calibration images for int8")
-                    calibration = traces + [trace(pipeline, s) for s in calibration_images()[len(traces):]]
+                    calibration = traces + [trace(pipeline, s, recorder) for s in calibration_images()[len(traces):]]
                 specs = graph_specs(pipeline, traces, calibration)
-                progress.stage(f"fp16 range of every tensor on {len(calibration)} calibration images")
-                ranges = check_specs(specs, len(calibration))
+                ranges = recorder.report(len(calibration))
                 # Keep every traced input only where int8 calibrates on them (less to pickle to worker processes).
                 specs = [s if target.calibrates(s.name, options) else dataclasses.replace(s, calibration=s.calibration[:1])
                          for s in specs]
