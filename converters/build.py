@@ -137,8 +137,7 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
             with _torch_threads(1 if workers is not None else None):
                 # Every graph call is measured for the fp16 range check as the trace makes it.
                 recorder = RangeRecorder()
-                progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images, with the "
-                               f"fp16 range of every tensor")
+                progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
                 traces = [trace(pipeline, s, recorder) for s in golden_images()]
                 calibration = traces
                 if any(target.calibrates(name, options) for name in family.graph_names):
