@@ -20,6 +20,7 @@ from minivlm.python_ref.errors import ConversionError
 from minivlm.python_ref.families import family_of
 from minivlm.python_ref.scenes import COUNT_QUESTION, Scene, caption_for, generate_scene
 
+from .fp16_range import RangeRecorder
 from .recorder import Call, recorded
 
 # Two photos that are nothing like the demo scenes (a portrait, and a non-square still life that exercises
@@ -110,12 +111,13 @@ class Trace:
 
 
 @torch.no_grad()
-def trace(pipeline, sample: SampleImage) -> Trace:
+def trace(pipeline, sample: SampleImage, ranges: RangeRecorder | None = None) -> Trace:
     """Run the tasks of `pipeline`'s family on one image, recording every graph call and host step (the family's
-    `record` recomputes each host step from what the graphs saw and checks it against what the pipeline did)."""
+    `record` recomputes each host step from what the graphs saw and checks it against what the pipeline did),
+    and with `ranges` the fp16 range of every tensor of every call as it is made (no second run of the graphs)."""
     out = Trace(sample)
     family = family_of(pipeline.cfg)
-    traced = recorded(pipeline, out.calls)
+    traced = recorded(pipeline, out.calls, None if ranges is None else ranges.run)
     out.steps = family.record(traced, out.calls, sample.image, sample.question, sample.text)
     missing = [name for name in family.graph_names if not out.calls[name]]
     if missing:

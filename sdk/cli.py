@@ -316,6 +316,7 @@ def convert(
     out: Annotated[Optional[str], typer.Option(help="Build folder (default out/<model>-<target>-<precision>, plus -<delegate> or -<compute units> when not the default).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing build folder that minivlm-convert wrote (only once the new build is complete).")] = False,
     random_init: Annotated[bool, typer.Option("--random-init", help="Build an untrained preset (e.g. minivlm-tiny) instead of bundled weights.")] = False,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="With --random-init: the seed its weights are drawn with (default 0). The manifest records it with the weights' sha256, so that `minivlm parity` re-creates them.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Graphs converted at once, in worker processes (1 = in this process).")] = min(os.cpu_count() or 1, 6),
     verbose: Annotated[bool, typer.Option("--verbose", help="Also show the backends' own log messages and warnings (hidden by default; their errors always show).")] = False,
 ) -> None:
@@ -331,7 +332,7 @@ def convert(
         with signals_interrupt(), logging_redirect_tqdm(), backend_chatter_hidden(verbose):
             report = run(model, target.value, precision=precision and precision.value, delegate=delegate and delegate.value,
                          compute_units=compute_units and compute_units.value, out=out, force=force,
-                         random_init=random_init, progress=bars, jobs=jobs)
+                         random_init=random_init, seed=seed, progress=bars, jobs=jobs)
     except Interrupted as stop:
         for s in TERMINATING:  # exiting now: a further Ctrl-C must not interrupt the last line
             signal.signal(s, signal.SIG_IGN)

@@ -112,13 +112,16 @@ def _tolerance(folder: Path, manifest: dict) -> Tolerance:
 
 
 def reference_for(manifest: dict, model: str | None = None) -> ReferencePipeline:
-    """The reference a build is compared with: `model` if given, else the bundled weights of the build's model
-    name, else the weights file the build records as its source (a model of any family)."""
+    """The reference a build is compared with: `model` if given, else the random weights the build records
+    (re-created from its preset and seed, `recreated`), else the bundled weights of the build's model name, else
+    the weights file the build records as its source (a model of any family)."""
     from minivlm.loading import bundled_weights, load
     from minivlm.python_ref.families import PRESET_FAMILIES
 
     if model is not None:
         return load(model)
+    if "random_init" in manifest["model"]:
+        return recreated(manifest)
     name, source = manifest["model"]["name"], manifest["model"].get("source", "")
     if name in PRESET_FAMILIES and bundled_weights(name) is not None:
         return load(name)
@@ -126,6 +129,32 @@ def reference_for(manifest: dict, model: str | None = None) -> ReferencePipeline
         return load(source)
     raise ParityError(f"the build's model {name!r} (source {source!r}) has no weights here to compare with; "
                       f"pass --model with the .safetensors it was built from")
+
+
+def recreated(manifest: dict) -> ReferencePipeline:
+    """The untrained model a `--random-init` build came from: its preset re-created from the recorded seed, and
+    proven to be those weights by the recorded sha256 of its state (torch's initialisers may draw differently in
+    another torch version: a ParityError then says so)."""
+    import torch
+
+    from minivlm.loading import load
+    from minivlm.python_ref.weights import state_sha256
+
+    origin, preset = manifest["model"]["random_init"], manifest["model"]["preset"]
+    seed = origin.get("seed") if isinstance(origin, dict) else None
+    want = origin.get("state_sha256") if isinstance(origin, dict) else None
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 or not isinstance(want, str):
+        raise ArtifactError(f"the build's model.random_init is {origin!r}; expected {{\"seed\": a non-negative integer, "
+                            f"\"state_sha256\": a hex digest}} (rebuild with minivlm-convert)")
+    reference = load(preset, random_init=True, seed=seed)
+    got = state_sha256(reference.pipeline.model)
+    if got != want:
+        built_with = (manifest.get("tools") or {}).get("torch")
+        raise ParityError(f"{preset} re-created from seed {seed} with torch {torch.__version__} has weights of sha256 "
+                          f"{got[:12]}…, not the {want[:12]}… the build recorded (built with torch {built_with}): run "
+                          f"parity under torch {built_with}, or rebuild here with `minivlm-convert --model {preset} "
+                          f"--random-init --seed {seed}`")
+    return reference
 
 
 def run_parity(build: str | Path, *, model: str | None = None, scenes: int = DEFAULT_SCENES,
