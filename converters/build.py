@@ -68,6 +68,7 @@ def build_manifest(pipeline, model_name: str, source: str, options: BuildOptions
         "compute_units": options.compute_units,
         **extra,
         "graph_order": list(family.graph_names),
+        "batched_graphs": {name: {"graph": graph, "batch": batch} for name, (graph, batch) in family.batched.items()},
         "graphs": {g.name: g.as_json() for g in graphs},
         **family.describe(pipeline, VOCAB_FILE, VOCABULARIES_FILE),
         "tolerances": tolerances_for(options.target, options.precision),
@@ -140,7 +141,7 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
                 progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
                 traces = [trace(pipeline, s, recorder) for s in golden_images()]
                 calibration = traces
-                if any(target.calibrates(name, options) for name in family.graph_names):
+                if any(target.calibrates(name, options) for name in family.build_graphs):
                     progress.stage("tracing calibration images for int8")
                     calibration = traces + [trace(pipeline, s, recorder) for s in calibration_images()[len(traces):]]
                 specs = graph_specs(pipeline, traces, calibration)
@@ -174,7 +175,7 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
             progress.stage("packing the graphs into one copy of the weights")
             graphs = pack(graphs, options, tmp)
         (tmp / RANGE_FILE).write_text(json.dumps(ranges.table(), indent=0) + "\n", encoding="utf-8")
-        extra = target.manifest_extra(options, family.graph_names)
+        extra = target.manifest_extra(options, family.build_graphs)
         manifest = build_manifest(pipeline, model_name, source, options, graphs, extra, random_init)
         manifest["fp16_range"] = ranges.summary()
         manifest["files"] = file_hashes(tmp)

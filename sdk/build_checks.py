@@ -108,12 +108,15 @@ def check_manifest(manifest: Any, path: Path) -> dict:
             raise ArtifactError(f"{path}: files[{rel!r}] is {_show(digest)}; expected a sha256 hex digest")
     family = need(manifest, "family", "", _one_of(FAMILIES), f"one of this SDK's model families: {', '.join(FAMILIES)}",
                   optional=True)
-    graph_names = FAMILIES[family or DEFAULT_FAMILY].graph_names
+    declared = FAMILIES[family or DEFAULT_FAMILY]
+    graph_names = declared.graph_names
     graphs = need(manifest, "graphs", "", is_dict, f"an object with the graphs {', '.join(graph_names)}")
-    missing, unknown = [g for g in graph_names if g not in graphs], [g for g in graphs if g not in graph_names]
+    # A build made before batched graphs existed has none: its runner then calls the graph once per example.
+    missing, unknown = [g for g in graph_names if g not in graphs], [g for g in graphs if g not in declared.build_graphs]
     if missing or unknown:
-        raise ArtifactError(f"{path}: graphs has {list(graphs)}; expected exactly {list(graph_names)}")
-    for name in graph_names:
+        optional = f" (and optionally {list(declared.batched)})" if declared.batched else ""
+        raise ArtifactError(f"{path}: graphs has {list(graphs)}; expected exactly {list(graph_names)}{optional}")
+    for name in graphs:
         where = f"graphs.{name}"
         entry = need(graphs, name, "graphs", is_dict, "an object with the graph's file, inputs and outputs")
         need(entry, "file", where, _text, "the graph's file name in the build folder")
@@ -241,8 +244,8 @@ TensorIO = tuple[str, tuple[int, ...], str]  # (name, shape, dtype)
 
 @functools.lru_cache(maxsize=4)
 def model_graph_io(cfg) -> dict[str, tuple[tuple[TensorIO, ...], tuple[TensorIO, ...]]]:
-    """Each graph's inputs and outputs (name, shape, dtype, in order) at batch 1, as python_ref's model of `cfg`
-    (of any family) defines them: each graph runs on its example inputs on the meta device (shapes only, no
+    """Each graph's inputs and outputs (name, shape, dtype, in order) at batch 1 (a `Family.batched` graph: at its
+    batch), as python_ref's model of `cfg` (of any family) defines them: each graph runs on its example inputs on the meta device (shapes only, no
     weights, about a second)."""
     def io(names: tuple[str, ...], tensors) -> tuple[TensorIO, ...]:
         return tuple((n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(names, tensors, strict=True))
@@ -250,9 +253,10 @@ def model_graph_io(cfg) -> dict[str, tuple[tuple[TensorIO, ...], tuple[TensorIO,
     family = family_of(cfg)
     with torch.device("meta"), torch.no_grad():
         graphs = family.graphs(family.model(cfg).eval())
-        inputs = {name: graph.example_inputs(1) for name, graph in graphs.items()}
-        return {name: (io(graph.input_names, inputs[name]), io(graph.output_names, graph(*inputs[name])))
-                for name, graph in graphs.items()}
+        batches = {name: (name, 1) for name in graphs} | dict(family.batched)
+        inputs = {name: graphs[graph].example_inputs(batch) for name, (graph, batch) in batches.items()}
+        return {name: (io(graphs[graph].input_names, inputs[name]), io(graphs[graph].output_names, graphs[graph](*inputs[name])))
+                for name, (graph, _) in batches.items()}
 
 
 def _shape(shape) -> str:
@@ -264,6 +268,8 @@ def check_model_io(manifest: dict, cfg) -> None:
     order, shapes, dtypes, batch axes) differ from those of the model its config describes."""
     preset = manifest["model"]["preset"]
     for name, want in model_graph_io(cfg).items():
+        if name not in manifest["graphs"]:  # an optional batched graph (check_manifest requires the others)
+            continue
         entry = manifest["graphs"][name]
         for io, expected in zip(("inputs", "outputs"), want):
             listed = [t["name"] for t in entry[io]]

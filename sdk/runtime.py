@@ -75,11 +75,13 @@ def _tokenizer(folder: Path, manifest: dict) -> Tokenizer:
 
 class _Graph:
     """One graph of a build as a callable on torch tensors. Inputs must have the manifest's shapes, except
-    along the batch axis: a batch of B (beam search) runs B single-example calls, concatenated."""
+    along the batch axis: a batch of B (beam search) runs in calls of the build's batched graph for it (`batched`,
+    the last call padded by repeating a row), or, in a build without one, as B single-example calls."""
 
     def __init__(self, name: str, entry: dict) -> None:
         self.name = name
         self.inputs, self.outputs = entry["inputs"], entry["outputs"]
+        self.batched: _Graph | None = None
 
     def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(tensors) != len(self.inputs):
@@ -95,7 +97,21 @@ class _Graph:
             batch = shape[axis]
         if batch == self.inputs[0]["shape"][self.inputs[0]["batch_axis"]]:
             return self._run(tensors)
+        if self.batched is not None:
+            return self._in_batches(tensors, batch)
         parts = [self._run(tuple(t.narrow(s["batch_axis"], i, 1) for s, t in zip(self.inputs, tensors))) for i in range(batch)]
+        return tuple(torch.cat([p[k] for p in parts], dim=spec["batch_axis"]) for k, spec in enumerate(self.outputs))
+
+    def _in_batches(self, tensors: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
+        """Rows 0..batch-1 through the batched graph, `size` at a time; a short last chunk repeats its last row."""
+        graph = self.batched
+        size = graph.inputs[0]["shape"][graph.inputs[0]["batch_axis"]]
+        parts = []
+        for start in range(0, batch, size):
+            rows = min(size, batch - start)
+            index = torch.arange(start, start + size).clamp(max=start + rows - 1)
+            out = graph._run(tuple(t.index_select(s["batch_axis"], index) for s, t in zip(self.inputs, tensors)))
+            parts.append([o.narrow(s["batch_axis"], 0, rows) for s, o in zip(self.outputs, out)])
         return tuple(torch.cat([p[k] for p in parts], dim=spec["batch_axis"]) for k, spec in enumerate(self.outputs))
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -193,7 +209,11 @@ def load_artifact(path: str | Path, *, threads: int | None = None) -> ArtifactPi
                             f"only be converted and its spec checked")
     family = manifest_family(manifest)
     tokenizer, vocab = _tokenizer(folder, manifest), _vocabularies(folder, manifest, cfg, family)
-    run = _runners(folder, manifest, family.graph_names, threads)  # each checks its runtime's I/O
+    present = [name for name in family.build_graphs if name in manifest["graphs"]]  # batched graphs are optional
+    run = _runners(folder, manifest, tuple(present), threads)  # each checks its runtime's I/O
+    for name, (graph, _) in family.batched.items():
+        if name in run:
+            run[graph].batched = run.pop(name)
     return ARTIFACT_TYPES[family.name](family.assemble(cfg, tokenizer, vocab, run), folder, manifest)
 
 

@@ -94,7 +94,10 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
                            f"`minivlm parity {folder}` or `pytest -m macos tests/parity` on a Mac")
     else:
         artifact = load_artifact(folder)
-        per_graph, graphs = graph_checks(artifact.pipeline.graphs.modules(), ref, manifest, tol)
+        runners = dict(artifact.pipeline.graphs.modules())
+        batched = {name: spec for name, spec in manifest_family(manifest).batched.items() if name in manifest["graphs"]}
+        runners |= {name: runners[graph].batched for name, (graph, _) in batched.items()}
+        per_graph, graphs = graph_checks(runners, ref, manifest, tol, batched)
         pairs = [(r, run_image_of(artifact.pipeline, s)) for r, s in zip(ref.runs, progress(ref.images))]
         task_checks, per_image = TASK_CHECKS[manifest_family(manifest).name](pairs, tol)
         checks += per_graph + task_checks
