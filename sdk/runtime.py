@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minivlm.build_checks import (TORCH_DTYPES, check_runtime_io, coreml_function_io, first_line, inside,
+from minivlm.build_checks import (TORCH_DTYPES, coreml_function_io, first_line, inside,
                                   load_error, load_executorch, load_tflite, manifest_family, verified_manifest)
 from minivlm.converters.manifest import needs_macos
 from minivlm.efficientvlm_pipeline import EfficientVLMReference
 from minivlm.errors import ArtifactError, ConfigError, InputError
+from minivlm.graph_io import check_runtime_io
 from minivlm.loading import ReferencePipeline
 from minivlm.python_ref.family import Family
 from minivlm.python_ref.pipeline import Pipeline

@@ -62,27 +62,6 @@ def test_build_matches_the_reference_on_real_images(artifact, tiny_reference, sa
     assert abs(artifact.match(image, sample.text) - tiny_reference.match(image, sample.text)) <= 1e-4
 
 
-def test_beam_search_steps_every_beam_in_one_call_of_the_batched_graph(artifact, build):
-    manifest = json.loads((build.path / "manifest.json").read_text())
-    assert manifest["batched_graphs"] == {"caption_step_beam": {"graph": "caption_step", "batch": 5}}
-    step = artifact.pipeline.graphs.caption.step
-    calls = {"single": 0, "batched": 0}
-    single, batched = step._run, step.batched._run
-
-    def counted(kind, run):
-        def wrapped(tensors):
-            calls[kind] += 1
-            return run(tensors)
-        return wrapped
-
-    step._run, step.batched._run = counted("single", single), counted("batched", batched)
-    try:
-        artifact.caption(golden_images()[0].image, num_beams=5)
-    finally:
-        step._run, step.batched._run = single, batched
-    assert calls["single"] == 0 and calls["batched"] >= 1
-
-
 def test_each_graph_is_within_the_fp32_tolerance(artifact, tiny_reference):
     sample = golden_images()[0]
     ref = tiny_reference.pipeline
