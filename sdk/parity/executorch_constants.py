@@ -6,8 +6,8 @@ named data inside the `.pte`), an external `weights.ptd` (`executorch.extension.
 executorch's `flatc` against `backends/xnnpack/serialization/schema.fbs`).
 
 One stored copy per storage slot: a program constant buffer of one `.pte`, a delegate's inline constant of one
-payload, or a named-data key of the file holding it (so a key that several programs read from one
-`weights.ptd` is one copy).
+payload, or a named-data buffer of the file holding it (so every key naming one buffer of `weights.ptd`, read by
+any number of programs, is one copy).
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ def executorch_constants(folder: Path, manifest: dict) -> list[StoredConstant]:
     """Every constant of the build's `.pte` files and of its `weights_file` (if any)."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
-    external: dict[str, bytes] = {}
+    external: dict[str, tuple[str, bytes]] = {}
     weights_file = manifest.get("weights_file")
     if weights_file:
-        external = _flat_tensor(folder / weights_file)
+        external = {key: (f"{weights_file} named data buffer {index}", data)
+                    for key, (index, data) in _flat_tensor(folder / weights_file).items()}
     copies: dict[str, StoredConstant] = {}
     for graph, entry in manifest["graphs"].items():
         file = entry["file"]
@@ -50,10 +51,12 @@ def executorch_constants(folder: Path, manifest: dict) -> list[StoredConstant]:
         except Exception as err:  # executorch's reader raises what the flatbuffer decoder hit
             raise ArtifactError(f"{folder / file} is not an ExecuTorch program: {type(err).__name__}: {err}") from None
         program = pte.program
-        named: dict[str, tuple[str, bytes]] = {k: (weights_file, v) for k, v in external.items()}
+        # key -> (its storage slot, bytes): keys that name one stored buffer are one copy
+        named: dict[str, tuple[str, bytes]] = dict(external)
         if pte.named_data is not None:
             for key, data_entry in pte.named_data.pte_data.items():
-                named[key] = (file, bytes(pte.named_data.buffers[data_entry.buffer_index]))
+                named[key] = (f"{file} named data buffer {data_entry.buffer_index}",
+                              bytes(pte.named_data.buffers[data_entry.buffer_index]))
         for plan in program.execution_plan:
             for i, value in enumerate(plan.values):
                 tensor = value.val
@@ -78,11 +81,10 @@ def executorch_constants(folder: Path, manifest: dict) -> list[StoredConstant]:
 def _named(named: dict[str, tuple[str, bytes]], key: str, path: Path) -> tuple[str, bytes]:
     if key not in named:
         raise ArtifactError(f"{path} reads named data {key!r}, which neither it nor the build's weights file holds")
-    file, data = named[key]
-    return f"{file} named data {key}", data
+    return named[key]
 
 
-def _flat_tensor(path: Path) -> dict[str, bytes]:
+def _flat_tensor(path: Path) -> dict[str, tuple[int, bytes]]:
     from executorch.exir._serialize._cord import Cord
     from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
 
@@ -90,7 +92,7 @@ def _flat_tensor(path: Path) -> dict[str, bytes]:
         payload = FlatTensorSerializer().deserialize(Cord(path.read_bytes()))
     except Exception as err:
         raise ArtifactError(f"{path} is not an ExecuTorch flat_tensor (.ptd) file: {type(err).__name__}: {err}") from None
-    return {key: bytes(payload.buffers[e.buffer_index]) for key, e in payload.named_data.items()}
+    return {key: (e.buffer_index, bytes(payload.buffers[e.buffer_index])) for key, e in payload.named_data.items()}
 
 
 def _add(copies: dict[str, StoredConstant], where: str, graph: str, name: str, dtype_name, shape, data: bytes,

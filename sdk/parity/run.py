@@ -76,10 +76,7 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     audit: AuditResult | None = None
     if manifest["target"] in AUDITED_TARGETS:
         pipe = ref.reference.pipeline
-        modules = pipe.graphs.modules()  # a batched graph is its graph's module, exported at its batch
-        modules |= {name: modules[graph] for name, (graph, _) in manifest_family(manifest).batched.items()
-                    if name in manifest["graphs"]}
-        audit = audit_build(folder, manifest, pipe.model, modules)
+        audit = audit_build(folder, manifest, pipe.model, pipe.graphs.modules())
         checks.append(audit_check(audit))
     else:
         not_checked.append(f"weight audit: {manifest['target']} builds have no constant reader yet (weight_audit.py)")

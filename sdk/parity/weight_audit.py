@@ -327,8 +327,13 @@ def read_constants(folder: Path, manifest: dict) -> list[StoredConstant]:
 def audit_build(folder: Path, manifest: dict, model, graphs: dict) -> AuditResult:
     """The weight audit of the build in `folder` against the eager `model` and its export `graphs` (name ->
     module, the family's `graphs(model)`)."""
+    from minivlm.build_checks import manifest_family
+
     from .reference_constants import reference_tensors
 
+    # A batched graph is its graph's module, exported at its batch (its derived constants may differ in shape).
+    graphs = dict(graphs) | {name: graphs[graph] for name, (graph, _) in manifest_family(manifest).batched.items()
+                             if name in manifest["graphs"]}
     batch = {}
     for name, entry in manifest["graphs"].items():
         first = entry["inputs"][0]

@@ -31,8 +31,12 @@ def test_trace_records_the_declared_host_steps_and_every_graph(traced):
 def test_graph_specs_take_the_declared_call_with_static_shapes(traced):
     family, pipeline, traces = traced
     specs = graph_specs(pipeline, traces, traces)
-    assert [s.name for s in specs] == list(family.graph_names)
-    for spec in specs:
+    assert [s.name for s in specs] == list(family.build_graphs)
+    by_name = {s.name: s for s in specs}
+    for name, (graph, batch) in family.batched.items():  # the graph's module, its example stacked `batch` calls deep
+        assert by_name[name].module is by_name[graph].module
+        assert [t.shape[t.batch_axis] for t in by_name[name].inputs] == [batch] * len(by_name[name].inputs)
+    for spec in (by_name[name] for name in family.graph_names):
         calls = traces[0].calls[spec.name]
         index = family.export_call.get(spec.name, 0)
         assert all(torch.equal(a, b) for a, b in zip(spec.example_inputs, calls[index][0]))

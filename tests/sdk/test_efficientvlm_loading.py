@@ -42,7 +42,7 @@ def test_a_weights_file_loads_into_the_efficientvlm_api(tiny_efficientvlm_file, 
     assert loaded.config.name == "efficientvlm-tiny" and len(loaded.vocab.answers) == loaded.config.num_answers
     torch.manual_seed(0)  # the seed the file was made with: the same weights again
     fresh = minivlm.load("efficientvlm-tiny", random_init=True)
-    assert isinstance(fresh, EfficientVLMReference) and fresh.source == "random init"
+    assert isinstance(fresh, EfficientVLMReference) and fresh.source == "random init (seed 0)"
     assert fresh.vocab.answers[0] == "answer_0"
     assert loaded.caption(image) == fresh.caption(image)
     assert loaded.answer(image, "how many shapes are there?") == fresh.answer(image, "how many shapes are there?")

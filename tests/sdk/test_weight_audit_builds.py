@@ -12,6 +12,8 @@ from minivlm.build_checks import verify_build
 from minivlm.converters.manifest import MANIFEST
 from minivlm.parity.weight_audit import audit_build, audit_check
 
+pytestmark = pytest.mark.build  # the session's tiny builds (requested by name, so conftest cannot see them)
+
 
 def _audit(folder, reference):
     manifest = json.loads((folder / MANIFEST).read_text())
@@ -28,19 +30,21 @@ def test_a_correct_build_passes_the_audit(request, tiny_reference, fixture):
     assert audit_check(result).status in ("PASS", "WARN")
 
 
-@pytest.mark.parametrize("fixture, suffix", [("tiny_tflite_build", ".tflite"), ("tiny_executorch_build", ".pte")])
+@pytest.mark.parametrize("fixture, suffix", [("tiny_tflite_build", ".tflite"), ("tiny_executorch_build", ".ptd")])
 def test_edited_word_embeddings_with_a_rehashed_manifest_fail_the_audit(request, tmp_path, tiny_reference, fixture, suffix,
                                                                          tamper_word_embeddings):
     build = request.getfixturevalue(fixture)
     folder = tmp_path / "build"
     shutil.copytree(build.path, folder)
     manifest = json.loads((folder / MANIFEST).read_text())
-    edited = tamper_word_embeddings(folder, tiny_reference, manifest["graphs"]["vqa"]["file"])
+    # ExecuTorch keeps every graph's weights in its one weights file; TFLite in its one model file
+    edited = tamper_word_embeddings(folder, tiny_reference, manifest.get("weights_file") or manifest["graphs"]["vqa"]["file"])
     verify_build(folder)  # every checksum holds: the files alone cannot tell
     result = _audit(folder, tiny_reference)
     assert not result.passed
     reason = result.reason()
-    assert "\n" not in reason and reason.startswith("vqa tensor") and f"vqa{suffix}" in reason, reason
+    # one line, naming the graphs that read the tensor (the shared word embeddings: every fusion graph) and its file
+    assert "\n" not in reason and "vqa" in reason.split(" tensor ")[0].split("/") and f"{suffix} " in reason, reason
     assert f"nearest fusion.encoder.embeddings.word_embeddings.weight: {edited} of" in reason, reason
     row = audit_check(result)
     assert row.status == "FAIL" and row.where == reason
