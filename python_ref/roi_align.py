@@ -88,9 +88,12 @@ def level_masks(boxes: torch.Tensor, levels: tuple[int, ...], canonical_scale: f
     is >= 0 exactly when area >= threshold): no log/floor of the area in the graph, and degenerate (zero or
     negative area) boxes land on the lowest level instead of producing -inf or NaN.
     """
-    area = (boxes[..., 2:3] - boxes[..., 0:1]) * (boxes[..., 3:4] - boxes[..., 1:2])  # (B, R, 1)
+    # Sides and thresholds scaled by 2^-8 (exact: a power of two) so that the area of a whole-image box stays far
+    # below the fp16 maximum (65504) in an fp16 build.
+    side = 2.0**-8
+    area = ((boxes[..., 2:3] - boxes[..., 0:1]) * side) * ((boxes[..., 3:4] - boxes[..., 1:2]) * side)  # (B, R, 1)
     # at_least[i] = 1 if the box's level >= levels[i + 1]; the lowest level is always reached, none above the top.
-    at_least = [step(area - (canonical_scale * 2.0 ** (k - canonical_level - LEVEL_MAPPER_EPS)) ** 2)
+    at_least = [step(area - (canonical_scale * side * 2.0 ** (k - canonical_level - LEVEL_MAPPER_EPS)) ** 2)
                 for k in levels[1:]]
     if not at_least:
         return (area * 0.0 + 1.0,)
