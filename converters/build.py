@@ -23,10 +23,11 @@ import torch
 
 from minivlm.python_ref.errors import ConversionError
 from minivlm.python_ref.families import family_of
+from minivlm.python_ref.weights import state_sha256
 
 from .atomic import signals_deferred
 from .build_folder import atomic_directory, fatal_signals_unwind
-from .fp16_range import RANGE_FILE, check_specs
+from .fp16_range import RANGE_FILE, RangeRecorder
 from .goldens import write_goldens
 from .manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION, TOOLS, VOCAB_FILE, VOCABULARIES_FILE,
                        file_hashes, manifest_digest)
@@ -49,20 +50,25 @@ def tool_versions() -> dict[str, str | None]:
 
 
 def build_manifest(pipeline, model_name: str, source: str, options: BuildOptions, graphs: list[GraphBuild],
-                   extra: dict) -> dict:
-    """The manifest of a build of `pipeline` (docs/ARCHITECTURE.md §6); its host steps as the family describes them."""
+                   extra: dict, random_init: dict | None = None) -> dict:
+    """The manifest of a build of `pipeline` (docs/ARCHITECTURE.md §6); its host steps as the family describes them.
+    `random_init` ({"seed", "state_sha256"}) says how to re-create weights that no file holds."""
     cfg = pipeline.cfg
     family = family_of(cfg)
+    model = {"name": model_name, "preset": cfg.name, "source": source, "config": dataclasses.asdict(cfg)}
+    if random_init is not None:
+        model["random_init"] = random_init
     return {
         "schema_version": SCHEMA_VERSION,
         "family": family.name,
-        "model": {"name": model_name, "preset": cfg.name, "source": source, "config": dataclasses.asdict(cfg)},
+        "model": model,
         "target": options.target,
         "delegate": options.delegate,
         "precision": options.precision,
         "compute_units": options.compute_units,
         **extra,
         "graph_order": list(family.graph_names),
+        "batched_graphs": {name: {"graph": graph, "batch": batch} for name, (graph, batch) in family.batched.items()},
         "graphs": {g.name: g.as_json() for g in graphs},
         **family.describe(pipeline, VOCAB_FILE, VOCABULARIES_FILE),
         "tolerances": tolerances_for(options.target, options.precision),
@@ -108,9 +114,10 @@ def load_target(options: BuildOptions):
 
 
 def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out: str | Path,
-          force: bool = False, progress: Progress | None = None, jobs: int = 1) -> BuildReport:
+          force: bool = False, progress: Progress | None = None, jobs: int = 1, seed: int | None = None) -> BuildReport:
     """Convert the graphs of `pipeline` (of any family) for `options` into the self-contained folder `out` (see
-    module doc).
+    module doc). `seed` is the seed of a random init (None: the weights come from `source`): the manifest
+    records it with the sha256 of the model's state (`state_sha256`), so that parity can re-create the weights.
 
     `jobs` > 1 converts that many graphs at once in worker processes (conversion is single-threaded Python,
     so on a 2-core machine two workers nearly halve the time); 1 converts in this process.
@@ -119,6 +126,7 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
         raise ConversionError("a build needs the eager reference model (Pipeline.from_model), not runtime graphs")
     progress = progress or Progress()
     family = family_of(pipeline.cfg)
+    random_init = None if seed is None else {"seed": seed, "state_sha256": state_sha256(pipeline.model)}
     started = time.perf_counter()
     with fatal_signals_unwind(), atomic_directory(Path(out), force=force) as tmp:  # checks `out` before slow work
         target = load_target(options)
@@ -128,15 +136,16 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
                 workers = Workers(min(jobs, len(family.graph_names)), target)
             # The workers take every core: the parent traces and writes goldens on one thread.
             with _torch_threads(1 if workers is not None else None):
+                # Every graph call is measured for the fp16 range check as the trace makes it.
+                recorder = RangeRecorder()
                 progress.stage(f"tracing the reference pipeline on {len(golden_images())} real images")
-                traces = [trace(pipeline, s) for s in golden_images()]
+                traces = [trace(pipeline, s, recorder) for s in golden_images()]
                 calibration = traces
-                if any(target.calibrates(name, options) for name in family.graph_names):
+                if any(target.calibrates(name, options) for name in family.build_graphs):
                     progress.stage("tracing calibration images for int8")
-                    calibration = traces + [trace(pipeline, s) for s in calibration_images()[len(traces):]]
+                    calibration = traces + [trace(pipeline, s, recorder) for s in calibration_images()[len(traces):]]
                 specs = graph_specs(pipeline, traces, calibration)
-                progress.stage(f"fp16 range of every tensor on {len(calibration)} calibration images")
-                ranges = check_specs(specs, len(calibration))
+                ranges = recorder.report(len(calibration))
                 # Keep every traced input only where int8 calibrates on them (less to pickle to worker processes).
                 specs = [s if target.calibrates(s.name, options) else dataclasses.replace(s, calibration=s.calibration[:1])
                          for s in specs]
@@ -166,8 +175,8 @@ def build(pipeline, *, model_name: str, source: str, options: BuildOptions, out:
             progress.stage("packing the graphs into one copy of the weights")
             graphs = pack(graphs, options, tmp)
         (tmp / RANGE_FILE).write_text(json.dumps(ranges.table(), indent=0) + "\n", encoding="utf-8")
-        extra = target.manifest_extra(options, family.graph_names)
-        manifest = build_manifest(pipeline, model_name, source, options, graphs, extra)
+        extra = target.manifest_extra(options, family.build_graphs)
+        manifest = build_manifest(pipeline, model_name, source, options, graphs, extra, random_init)
         manifest["fp16_range"] = ranges.summary()
         manifest["files"] = file_hashes(tmp)
         manifest[MANIFEST_DIGEST] = manifest_digest(manifest)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from minivlm.python_ref.errors import ConversionError
-from minivlm.python_ref.generate import Caption, CaptionGraphs, beam_search, greedy
+from minivlm.python_ref.generate import DEFAULT_BEAMS, Caption, CaptionGraphs, beam_search, greedy
 from minivlm.python_ref.packing import FusionInputs
 from minivlm.python_ref.pipeline import Pipeline
 from minivlm.python_ref.tokenizer import Tokenizer
@@ -30,7 +30,7 @@ from .samples import Trace
 
 log = logging.getLogger(__name__)
 
-GOLDEN_BEAMS = 5  # beam width of the stored beam-search decode (python_ref beam_search's default)
+GOLDEN_BEAMS = DEFAULT_BEAMS  # beam width of the stored beam-search decode (python_ref beam_search's default)
 CAPTION_TOP_K = 2 * GOLDEN_BEAMS  # beam search takes the top 2*beams of (beam, word): these K per row suffice
 REPLAY_SCORE_TOL = 2e-3  # see check_replay
 # Beam search's first call runs every beam on the same history ([CLS]) in one batch. Rows of identical inputs

@@ -1,26 +1,42 @@
-"""Core ML target: `coremltools.convert(torch.export program)` -> `.mlpackage` (ML program).
+"""Core ML target: `coremltools.convert(torch.export program)` per graph, packed into one multifunction ML program.
+
+Each graph converts to its own `<graph>.mlpackage` (in worker processes, if any); `pack` then combines them into
+one `model.mlpackage` (`coreml_spec.PACKAGE`) with one function per graph, named after the graph, and removes
+them. coremltools' `save_multifunction` stores a constant that several functions hold once (its
+`const_deduplication` pass), so the word embeddings that `caption_prefix`, `caption_step`, `vqa` and `match` all
+use are stored once. Multifunction ML programs need iOS 18 / macOS 15 (`MINIMUM_DEPLOYMENT_TARGET`); an app for
+older systems runs the ExecuTorch build instead.
 
 Precisions: `fp16` (compute and activations in float16, the default of Core ML ML programs), `fp32`, and
 `int8` = fp16 compute with int8 per-channel symmetric weights (`coremltools.optimize.coreml.
-linear_quantize_weights`). `--compute-units` is recorded in the manifest and in the model's own default;
-which unit runs what is decided on device. Core ML cannot execute on Linux: here the build is checked by
-reading the saved spec back and comparing its inputs and outputs with the manifest. The backend is
-imported inside functions only.
+linear_quantize_weights`). `--compute-units` is recorded in the manifest, and the loaders (`minivlm.runtime`,
+the iOS package's `CoreMLRunner`) load with it; which unit runs what is decided on device. Core ML cannot execute
+on Linux: here the build is checked by reading the saved spec back and comparing each function's inputs and
+outputs with the manifest. The backend is imported inside functions only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import os
+import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from minivlm.python_ref.errors import ConversionError
 
+from .coreml_spec import PACKAGE, function_io, function_names
 from .specs import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
+from .workers import graph_size
 
-MINIMUM_DEPLOYMENT_TARGET = "iOS17"  # ML program with int8 constexpr weights and fp16 I/O needs iOS 16+
+# Multifunction ML programs (one package, one copy of every weight for all graphs) exist from iOS 18 / macOS 15;
+# iOS 18 was released in September 2024.
+MINIMUM_DEPLOYMENT_TARGET = "iOS18"
 # coremltools maps `bitwise_and` (bool) but not the `__and__` that `a & b` exports as (python_ref's RoIAlign
 # masks): rewrite it to the identical ATen op before conversion.
 _REWRITES = {"__and__.Tensor": "bitwise_and.Tensor"}
@@ -39,8 +55,8 @@ def steps(options: BuildOptions) -> tuple[str, ...]:
 
 
 def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
-    extra = {"minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET, "model_type": "mlprogram",
-             "runtime": "Core ML (macOS/iOS only; load_artifact on Linux raises 'needs macOS')",
+    extra = {"minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET, "model_type": "mlprogram (multifunction)",
+             "runtime": "Core ML, iOS 18 / macOS 15 or later (load_artifact on Linux raises 'needs macOS')",
              "compute_precision": "float32" if options.precision == "fp32" else "float16"}
     if options.precision == "int8":
         extra["quantization"] = {"scheme": "coremltools.optimize.coreml.linear_quantize_weights",
@@ -77,7 +93,8 @@ def _check_io(spec, graph: GraphSpec) -> tuple[list[str], list[str]]:
 
 
 def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Callable[[str], None]) -> GraphBuild:
-    """Convert one graph to `<name>.mlpackage` in `folder` and check its saved I/O."""
+    """Convert one graph to `<name>.mlpackage` in `folder` (an intermediate file `pack` combines) and check its
+    saved I/O."""
     import coremltools as ct
 
     step("export")
@@ -112,7 +129,59 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
     ops = _count_ops(saved)
     return GraphBuild(spec.name, path.name, runtime_io(spec.inputs, dtypes=in_dtypes),
                       runtime_io(spec.outputs, dtypes=out_dtypes), ops, 0,
-                      details={"ops_note": "MIL ops in one ML program; unit placement is decided on device"})
+                      details={"ops_note": "MIL ops of the graph's function; unit placement is decided on device"})
 
 
-__all__ = ["BACKEND_MODULES", "calibrates", "convert_graph", "manifest_extra", "steps"]
+def _io(graph: GraphBuild) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
+    return {io: [(t["runtime_name"], tuple(t["shape"]), t["runtime_dtype"]) for t in getattr(graph, io)]
+            for io in ("inputs", "outputs")}
+
+
+@contextlib.contextmanager
+def _pass_bars_as_configured() -> Iterator[None]:
+    """coremltools draws a tqdm bar per MIL pass pipeline. `TQDM_DISABLE`, which the CLI sets to keep them off its
+    own bars, is read once when tqdm is imported: in worker processes before that, in this process after it."""
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+
+    saved = pass_pipeline.tqdm
+    pass_pipeline.tqdm = functools.partial(saved, disable=os.environ.get("TQDM_DISABLE", "") not in ("", "0"))
+    try:
+        yield
+    finally:
+        pass_pipeline.tqdm = saved
+
+
+def pack(graphs: list[GraphBuild], options: BuildOptions, folder: Path) -> list[GraphBuild]:
+    """Combine the per-graph packages in `folder` into one multifunction `PACKAGE` (function = graph name, the
+    first graph the default function), check every function's saved inputs and outputs against its graph's
+    manifest entry, and remove the per-graph packages. Each graph's entry then names `PACKAGE` and its
+    `function`; its `size_bytes` is the whole package's, which every graph needs."""
+    import coremltools as ct
+    from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
+
+    descriptor = MultiFunctionDescriptor()
+    for graph in graphs:
+        descriptor.add_function(str(folder / graph.path), src_function_name="main", target_function_name=graph.name)
+    descriptor.default_function_name = graphs[0].name
+    out = folder / PACKAGE
+    try:
+        with _pass_bars_as_configured():
+            save_multifunction(descriptor, str(out))
+    except Exception as err:  # coremltools raises plain ValueError/AssertionError
+        raise ConversionError(f"coremltools could not combine the graphs into {PACKAGE}: {type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}") from err
+    saved = ct.utils.load_spec(str(out))
+    for graph in graphs:
+        have = function_io(saved, graph.name)
+        if have is None:
+            raise ConversionError(f"Core ML {PACKAGE} has no function {graph.name!r}; it has {function_names(saved)}")
+        if have != _io(graph):
+            raise ConversionError(f"Core ML {PACKAGE} function {graph.name} has {have}; the manifest says {_io(graph)}")
+    for graph in graphs:
+        shutil.rmtree(folder / graph.path)
+    size = graph_size(out)
+    return [dataclasses.replace(graph, path=PACKAGE, size_bytes=size, details={**graph.details, "function": graph.name})
+            for graph in graphs]
+
+
+__all__ = ["BACKEND_MODULES", "MINIMUM_DEPLOYMENT_TARGET", "calibrates", "convert_graph", "manifest_extra", "pack", "steps"]

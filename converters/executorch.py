@@ -1,4 +1,6 @@
-"""ExecuTorch target: `torch.export` -> `to_edge_transform_and_lower` with a partitioner -> `.pte`.
+"""ExecuTorch target: `torch.export` -> `to_edge_transform_and_lower` with a partitioner -> `.pte`, its
+constants (the delegate's and the rest) external; `pack` (`executorch_weights.py`) merges every graph's into one
+`weights.ptd` for the build.
 
 Delegates: `xnnpack` (XnnpackPartitioner; CPU on every phone), `coreml` (CoreMLPartitioner; exports on
 Linux, runs only on Apple platforms) and `portable` (no partitioner: ExecuTorch's portable kernels).
@@ -15,6 +17,7 @@ import torch
 from minivlm.python_ref.errors import ConversionError
 
 from .executorch_quant import FP32_PARTS, INT8_ACTIVATIONS, fp32_parts, quantized_module
+from .executorch_weights import WEIGHTS_FILE, by_graph, pack
 from .specs import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
 
@@ -33,7 +36,8 @@ def steps(options: BuildOptions) -> tuple[str, ...]:
 
 def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
     """The manifest's executorch entries for a build of `graphs`."""
-    extra = {"runtime": "executorch.runtime (Program.load_method('forward'))"}
+    extra = {"runtime": "executorch.runtime (Runtime.load_program(pte, data_path=weights_file).load_method('forward'))",
+             "weights_file": WEIGHTS_FILE}
     if options.precision == "int8":
         extra["quantization"] = {"scheme": "PT2E XNNPACKQuantizer, symmetric, per-channel int8 weights",
                                  "activations": {g: INT8_ACTIVATIONS[g] for g in graphs},
@@ -74,9 +78,11 @@ def _delegation(edge) -> tuple[int | None, int | None, dict]:
 
 
 def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Callable[[str], None]) -> GraphBuild:
-    """Export, (quantize,) lower and serialise one graph to `<name>.pte` in `folder`."""
-    from executorch.exir import to_edge_transform_and_lower
+    """Export, (quantize,) lower and serialise one graph to `<name>.pte` in `folder`, its constants to
+    `<name>.ptd` (named `<name>.<constant>`, see `executorch_weights.py`), for `pack` to merge."""
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+    from executorch.exir.passes.external_constants_pass import delegate_external_constants_pass_unlifted
 
     step("export")
     module = spec.module
@@ -92,6 +98,12 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
             # instead of ten. Not on a quantized graph: folding breaks up the dynamic-quantization patterns
             # XNNPACK matches, leaving choose_qparams / q / dq ops that no runtime kernel implements.
             program = constant_prop_pass(program)
+        # Exported again under the graph's name, so that no constant is named alike in two graphs (the folded
+        # ones included); the delegate's constants are tagged for the external file on that unlifted graph (a
+        # tag on the nested graph module, under the wrapper, does not survive the export: measured).
+        named = torch.export.export(by_graph(spec.name, program.module()), spec.example_inputs).module()
+        delegate_external_constants_pass_unlifted(named, lambda node: spec.name)
+        program = torch.export.export(named, spec.example_inputs)
         step("lower")
         edge = to_edge_transform_and_lower(program, partitioner=_partitioners(options))
     except Exception as err:  # a backend's own exception types; report it in one line
@@ -99,9 +111,12 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
     delegated, other, details = _delegation(edge)
     step("write")
     path = folder / f"{spec.name}.pte"
-    path.write_bytes(edge.to_executorch().buffer)
+    # Every other constant (the embedding lookups, what a delegate left out) goes to the same external file.
+    et = edge.to_executorch(ExecutorchBackendConfig(external_constants=lambda node: spec.name))
+    path.write_bytes(et.buffer)
+    et.write_tensor_data_to_file(str(folder))  # named after the tag: executorch_weights.graph_data_file(name)
     return GraphBuild(spec.name, path.name, runtime_io(spec.inputs), runtime_io(spec.outputs), delegated, other,
                       details=details)
 
 
-__all__ = ["BACKEND_MODULES", "FP32_PARTS", "INT8_ACTIVATIONS", "calibrates", "convert_graph", "manifest_extra", "steps"]
+__all__ = ["BACKEND_MODULES", "FP32_PARTS", "INT8_ACTIVATIONS", "calibrates", "convert_graph", "manifest_extra", "pack", "steps"]

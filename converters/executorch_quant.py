@@ -18,10 +18,11 @@ from .specs import GraphSpec
 # remains available per graph. tee_stage1 stays fp32 for now: quantized, it lowers and loads but XNNPACK fails
 # at its first run ("Propagating input shapes failed ... xnn_status_invalid_parameter"); see FP32_PARTS.
 # Keyed by graph name, over every family's graphs (MiniVLM's six, then EfficientVLM's vision and text_feature:
-# transformers like the fusion graphs; match, vqa and caption_step are names both families use).
+# transformers like the fusion graphs; match, vqa and caption_step are names both families use; and the
+# batched graphs, `Family.batched`).
 INT8_ACTIVATIONS = {"tee_stage1": "fp32", "tee_stage2": "dynamic", "caption_prefix": "dynamic",
                     "caption_step": "dynamic", "vqa": "dynamic", "match": "dynamic",
-                    "vision": "dynamic", "text_feature": "dynamic"}
+                    "vision": "dynamic", "text_feature": "dynamic", "caption_step_beam": "dynamic"}
 
 # What int8 leaves in fp32 on purpose, and why (recorded in the manifest). Embeddings, LayerNorm, softmax and
 # attention matmuls are not in XNNPACKQuantizer's dynamic patterns (only conv/linear are) and run fp32 in

@@ -1,9 +1,9 @@
 """fp16 range check, before conversion: how close every tensor of every graph comes to the float16 maximum.
 
 A graph that computes in fp16 (Core ML fp16/int8, GPU delegates) turns any value beyond 65504 into inf, and
-one inf poisons everything downstream; nothing in an fp32 parity run shows it. So the reference graphs run
-on the real calibration inputs a build already traced, and a torch dispatch mode records max |value| of
-every floating-point tensor they produce (each aten op's output, except ops that only move values, and each
+one inf poisons everything downstream; nothing in an fp32 parity run shows it. So while a build traces the
+reference graphs on its real calibration images (`samples.trace` with a `RangeRecorder`), a torch dispatch mode
+records max |value| of every floating-point tensor they produce (each aten op's output, except ops that only move values, and each
 graph input). Tensors are named `<module path>/<op>#<k>` (the k-th such op inside that module's call), so a
 warning points at a line of python_ref. A tensor beyond the fp16 range, or within FP16_RANGE_MARGIN of it, is a warning in the convert
 table and the manifest; the full per-tensor table goes into the build as `fp16_range.json`.
@@ -117,6 +117,13 @@ class _Recorder(TorchDispatchMode):
         self.path: list[str] = []
         self.counts: list[dict[str, int]] = []
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # By default torch wraps a mode's __torch_dispatch__ in torch._dynamo.disable, which imports torch._dynamo
+        # on the first op (15 s on a loaded 2-core machine) and adds a wrapper call to every op. Nothing is
+        # compiled under this mode, so there is nothing to disable (torch/utils/_python_dispatch.py).
+        return False
+
     def enter(self, name: str) -> None:
         self.path.append(name)
         self.counts.append(defaultdict(int))
@@ -177,6 +184,11 @@ class RangeRecorder:
         self.calls += 1
         return outputs
 
+    def run(self, graph: str, module: nn.Module, args: tuple[torch.Tensor, ...]):
+        """`module(*args)` recorded as `__call__` does, with the module's own `input_names`: a
+        `minivlm.converters.recorder.Runner`, so a traced or parity run measures every graph call as it makes it."""
+        return self(graph, module, module.input_names, args)
+
     def report(self, images: int) -> RangeReport:
         tensors = sorted((TensorRange(g, t, v) for (g, t), v in self.ranges.items()),
                          key=lambda t: (-t.max_abs, t.graph, t.tensor))
@@ -193,9 +205,5 @@ def measure(graphs: Iterable[tuple[str, nn.Module, Sequence[str], Sequence[tuple
     return recorder.report(images)
 
 
-def check_specs(specs, images: int) -> RangeReport:
-    """`measure` on build graph specs: each graph on every real input traced for it (GraphSpec.calibration)."""
-    return measure(((s.name, s.module, s.input_names, s.calibration) for s in specs), images)
 
-
-__all__ = ["MASK_LEVEL", "RANGE_FILE", "RangeRecorder", "RangeReport", "TensorRange", "check_specs", "measure"]
+__all__ = ["MASK_LEVEL", "RANGE_FILE", "RangeRecorder", "RangeReport", "TensorRange", "measure"]

@@ -20,6 +20,7 @@ from minivlm.python_ref.errors import ConversionError
 from minivlm.python_ref.families import family_of
 from minivlm.python_ref.scenes import COUNT_QUESTION, Scene, caption_for, generate_scene
 
+from .fp16_range import RangeRecorder
 from .recorder import Call, recorded
 
 # Two photos that are nothing like the demo scenes (a portrait, and a non-square still life that exercises
@@ -77,7 +78,9 @@ def _sample_photo(name: str) -> SampleImage:
     return SampleImage(*photo(name, missing), PHOTO_QUESTION, PHOTO_TEXT)
 
 
-def _sample_scene(index: int) -> SampleImage:
+def sample_scene(index: int) -> SampleImage:
+    """Demo scene `index` of SCENE_STREAM with the question and text the tasks ask about it (its last question,
+    and the caption of its leftmost object)."""
     picture, scene = demo_scene(index)
     question = scene.qa[-1][0] if scene.qa else COUNT_QUESTION
     text = caption_for(scene.boxes[:1], scene.labels[:1])  # the leftmost object: short enough for every preset
@@ -86,12 +89,12 @@ def _sample_scene(index: int) -> SampleImage:
 
 def golden_images() -> list[SampleImage]:
     """The images every build stores goldens for: 2 photos, then 2 demo scenes."""
-    return [*(_sample_photo(p) for p in PHOTOS), *(_sample_scene(i) for i in GOLDEN_SCENES)]
+    return [*(_sample_photo(p) for p in PHOTOS), *(sample_scene(i) for i in GOLDEN_SCENES)]
 
 
 def calibration_images() -> list[SampleImage]:
     """Images int8 calibration runs on: the golden images and a dozen more scenes."""
-    return [*golden_images(), *(_sample_scene(i) for i in CALIBRATION_SCENES)]
+    return [*golden_images(), *(sample_scene(i) for i in CALIBRATION_SCENES)]
 
 
 @dataclass
@@ -108,12 +111,13 @@ class Trace:
 
 
 @torch.no_grad()
-def trace(pipeline, sample: SampleImage) -> Trace:
+def trace(pipeline, sample: SampleImage, ranges: RangeRecorder | None = None) -> Trace:
     """Run the tasks of `pipeline`'s family on one image, recording every graph call and host step (the family's
-    `record` recomputes each host step from what the graphs saw and checks it against what the pipeline did)."""
+    `record` recomputes each host step from what the graphs saw and checks it against what the pipeline did),
+    and with `ranges` the fp16 range of every tensor of every call as it is made (no second run of the graphs)."""
     out = Trace(sample)
     family = family_of(pipeline.cfg)
-    traced = recorded(pipeline, out.calls)
+    traced = recorded(pipeline, out.calls, None if ranges is None else ranges.run)
     out.steps = family.record(traced, out.calls, sample.image, sample.question, sample.text)
     missing = [name for name in family.graph_names if not out.calls[name]]
     if missing:
@@ -121,4 +125,4 @@ def trace(pipeline, sample: SampleImage) -> Trace:
     return out
 
 
-__all__ = ["Picture", "SampleImage", "Trace", "calibration_images", "demo_scene", "golden_images", "photo", "trace"]
+__all__ = ["Picture", "SampleImage", "Trace", "calibration_images", "demo_scene", "golden_images", "photo", "sample_scene", "trace"]

@@ -77,7 +77,31 @@ def graph_specs(pipeline, traces: list[Trace], calibration: list[Trace]) -> list
             tuple(_tensor_spec(n, t) for n, t in zip(out_names, example_out, strict=True)),
             example_in, tuple(seen),
         ))
+    by_name = {s.name: s for s in specs}
+    for name, (graph, batch) in family.batched.items():
+        specs.append(batched_spec(name, by_name[graph], batch, family.export_call.get(graph, 0)))
     return specs
+
+
+def stack_calls(calls: list[tuple[torch.Tensor, ...]], names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """Single-example calls of one graph as one batched call: each input concatenated along its batch axis."""
+    return tuple(torch.cat([call[i] for call in calls], dim=batch_axis(n)) for i, n in enumerate(names))
+
+
+def batched_spec(name: str, base: GraphSpec, batch: int, first: int) -> GraphSpec:
+    """`base`'s module exported at `batch`: its example input is `batch` distinct real calls stacked (from the
+    exported call on, wrapping around), every calibration input likewise in groups of `batch`."""
+    seen = list(base.calibration)
+    groups = [[seen[(start + k) % len(seen)] for k in range(batch)] for start in range(first, first + len(seen), batch)]
+    stacked = [stack_calls(g, base.input_names) for g in groups]
+
+    def widened(s: TensorSpec) -> TensorSpec:
+        shape = list(s.shape)
+        shape[s.batch_axis] *= batch
+        return TensorSpec(s.name, tuple(shape), s.dtype)
+
+    return GraphSpec(name, base.module, tuple(widened(s) for s in base.inputs), tuple(widened(s) for s in base.outputs),
+                     stacked[0], tuple(stacked))
 
 
 @dataclass
@@ -113,4 +137,4 @@ def runtime_io(specs: tuple[TensorSpec, ...], names: list[str] | None = None,
     return [{**s.as_json(), "runtime_name": n, "runtime_dtype": d} for s, n, d in zip(specs, names, dtypes, strict=True)]
 
 
-__all__ = ["GraphBuild", "GraphSpec", "TensorSpec", "graph_specs", "runtime_io"]
+__all__ = ["GraphBuild", "GraphSpec", "TensorSpec", "batched_spec", "graph_specs", "runtime_io", "stack_calls"]

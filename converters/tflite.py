@@ -1,18 +1,29 @@
-"""TFLite target through litert-torch: `litert_torch.convert(module, sample_kwargs)` -> `.tflite`.
+"""TFLite target through litert-torch: `litert_torch.convert(module, sample_kwargs)` per graph, then one
+`model.tflite` with a signature per graph (key = the graph's name) and one copy of every weight.
+
+Each graph converts alone (in worker processes, in parallel) to `<graph>.tflite` and is inspected there: its
+signature's names, shapes and dtypes, its ops, the GPU/NNAPI prediction and the XNNPACK delegation measured on
+the runtime. `pack` then merges those files (`tflite_merge.py`), checks that every signature of the merged model
+has the I/O its graph had alone, and removes them. The interpreter applies a delegate to every subgraph of a
+model (tensorflow/lite/core/interpreter.cc `ModifyGraphWithDelegateImpl`), and a signature's subgraph is its
+graph's unchanged but for buffer and operator-code indices, so the per-graph inspection describes the merged file.
 
 Precisions, with litert-torch's own quantization recipes (litert_torch/generative/quantize/quant_recipes.py,
 applied by ai-edge-quantizer after conversion): `fp32`; `fp16` = float16 weights, float32 compute
 (`full_fp16_recipe`); `int8` = dynamic-range quantization, int8 per-channel weights with activations
-quantized on the fly (`full_dynamic_recipe`). `--delegate xnnpack|gpu|nnapi` is recorded: the file is the
-same for all three. XNNPACK delegation is counted on the real runtime; GPU and NNAPI are predicted from
-their documented op lists (`tflite_delegates.py`). int64 inputs become int32 (litert-torch's default,
-`enable_x64=False`). Inputs and outputs are named after the graph's own names; the runtime still maps
-them by the names recorded in the manifest, never by position. The backend is imported inside functions.
+quantized on the fly (`full_dynamic_recipe`). Each graph is quantized alone; identical quantized weights (the
+word embeddings of every fusion graph) still merge, since they are equal bytes. `--delegate xnnpack|gpu|nnapi`
+is recorded: the file is the same for all three. XNNPACK delegation is counted on the real runtime; GPU and
+NNAPI are predicted from their documented op lists (`tflite_delegates.py`). int64 inputs become int32
+(litert-torch's default, `enable_x64=False`). Inputs and outputs are named after the graph's own names; the
+runtime still maps them by the names recorded in the manifest, never by position. The backend is imported
+inside functions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Callable
@@ -26,6 +37,7 @@ from .specs import GraphBuild, GraphSpec, runtime_io
 from .targets import BuildOptions
 from .tflite_delegates import compatibility
 
+MODEL_FILE = "model.tflite"
 
 
 class _NamedOutputs(nn.Module):
@@ -54,7 +66,7 @@ def steps(options: BuildOptions) -> tuple[str, ...]:
 
 
 def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
-    extra = {"runtime": "ai_edge_litert.interpreter.Interpreter, signature 'serving_default'",
+    extra = {"runtime": "ai_edge_litert.interpreter.Interpreter, one per build, the signature named after the graph",
              "compatibility_sources": "GPU: documented op list; NNAPI: NNAPI delegate Validate(); XNNPACK: measured"}
     if options.precision == "fp16":
         extra["quantization"] = {"scheme": "litert_torch quant_recipes.full_fp16_recipe (float16 weights, float32 compute)"}
@@ -101,24 +113,55 @@ def _xnnpack_delegated(path: Path) -> tuple[int, int, dict[str, int]]:
     return len(taken), len(original) - len(taken), left
 
 
+def _signature_tensors(interpreter, key: str | None = None) -> tuple[dict, dict]:
+    """A signature's inputs and outputs: runtime name -> (shape, numpy dtype name)."""
+    runner = interpreter.get_signature_runner(key)
+    as_io = lambda details: {n: (tuple(int(x) for x in d["shape"]), d["dtype"].__name__) for n, d in details.items()}  # noqa: E731
+    return as_io(runner.get_input_details()), as_io(runner.get_output_details())
+
+
 def _signature_io(path: Path, spec: GraphSpec) -> tuple[list[dict], list[dict], list[dict]]:
     """Manifest I/O with the signature's names and dtypes, checked against the graph; and the model's ops."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    runner = it.get_signature_runner()
-    ins, outs = runner.get_input_details(), runner.get_output_details()
+    ins, outs = _signature_tensors(it)
     if set(ins) != set(spec.input_names) or set(outs) != set(spec.output_names):
         raise ConversionError(f"TFLite {spec.name} signature has inputs {sorted(ins)} and outputs {sorted(outs)}; "
                               f"expected {list(spec.input_names)} and {list(spec.output_names)}")
     for s in (*spec.inputs, *spec.outputs):
-        got = tuple(int(d) for d in (ins.get(s.name) or outs[s.name])["shape"])
+        got = (ins.get(s.name) or outs[s.name])[0]
         if got != s.shape:
             raise ConversionError(f"TFLite {spec.name} tensor {s.name} has shape {got}, the graph {s.shape}")
-    dtype = lambda d: d["dtype"].__name__  # noqa: E731  numpy scalar type -> "float32"
-    return (runtime_io(spec.inputs, dtypes=[dtype(ins[s.name]) for s in spec.inputs]),
-            runtime_io(spec.outputs, dtypes=[dtype(outs[s.name]) for s in spec.outputs]),
+    return (runtime_io(spec.inputs, dtypes=[ins[s.name][1] for s in spec.inputs]),
+            runtime_io(spec.outputs, dtypes=[outs[s.name][1] for s in spec.outputs]),
             it._get_ops_details())
+
+
+def pack(graphs: list[GraphBuild], options: BuildOptions, folder: Path) -> list[GraphBuild]:
+    """Merge the graphs' `.tflite` files into MODEL_FILE, one signature per graph (the first graph's subgraph is
+    the primary one), check each signature's I/O against what the graph's own file had, and remove those files."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from .tflite_merge import merge
+
+    merged = merge({g.name: (folder / g.path).read_bytes() for g in graphs})
+    path = folder / MODEL_FILE
+    path.write_bytes(merged)
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    keys = list(it.get_signature_list())
+    if keys != [g.name for g in graphs]:
+        raise ConversionError(f"the merged {MODEL_FILE} has signatures {keys}; expected {[g.name for g in graphs]}")
+    for g in graphs:
+        want = tuple({t["runtime_name"]: (tuple(t["shape"]), t["runtime_dtype"]) for t in io} for io in (g.inputs, g.outputs))
+        got = _signature_tensors(it, g.name)
+        if got != want:
+            raise ConversionError(f"the merged {MODEL_FILE} signature {g.name} has I/O {got}; the graph alone had {want}")
+    for g in graphs:
+        (folder / g.path).unlink()
+    # size_bytes: the file the graph runs from (shared); graph_bytes: what the graph's file alone weighed.
+    return [dataclasses.replace(g, path=MODEL_FILE, size_bytes=len(merged),
+                                details={"signature": g.name, "graph_bytes": g.size_bytes, **g.details}) for g in graphs]
 
 
 class _DropDowncastNotice(logging.Filter):
@@ -140,7 +183,8 @@ def _without_downcast_notice():
 
 
 def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Callable[[str], None]) -> GraphBuild:
-    """Convert one graph to `<name>.tflite` in `folder`, then read it back: names, shapes, ops, delegation."""
+    """Convert one graph to `<name>.tflite` in `folder` (merged by `pack`), then read it back: names, shapes, ops,
+    delegation."""
     import litert_torch
 
     step("convert")
@@ -172,4 +216,4 @@ def _op_counts(ops: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-__all__ = ["BACKEND_MODULES", "calibrates", "convert_graph", "manifest_extra", "steps"]
+__all__ = ["BACKEND_MODULES", "MODEL_FILE", "calibrates", "convert_graph", "manifest_extra", "pack", "steps"]

@@ -9,6 +9,8 @@ import PackageDescription
 
 let package = Package(
     name: "MiniVLM",
+    // ExecuTorch builds run from iOS 17 / macOS 14; a Core ML build (one multifunction model) needs iOS 18 /
+    // macOS 15, which CoreMLRunner declares and Backends checks at run time.
     platforms: [.iOS(.v17), .macOS(.v14)],
     products: [
         .library(name: "MiniVLM", targets: ["MiniVLM"]),

@@ -50,6 +50,9 @@ class Family:
     export_call      graph -> which of its traced calls a build exports it with (default: the first)
     golden_calls     graph -> how many of its calls per image the goldens store (default: one)
     slowest          graphs whose conversion takes longest, started first when graphs convert in parallel
+    batched          extra graphs a build adds: name -> (the graph it runs, its batch); the same module and weights
+                     exported at a batch of B, which a build runs instead of B single-example calls (MiniVLM's
+                     `caption_step_beam`: one call per beam-search step)
     """
 
     name: str
@@ -67,6 +70,12 @@ class Family:
     export_call: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     golden_calls: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     slowest: tuple[str, ...] = ()
+    batched: Mapping[str, tuple[str, int]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def build_graphs(self) -> tuple[str, ...]:
+        """Every graph a build holds: `graph_names`, then the `batched` ones."""
+        return (*self.graph_names, *self.batched)
 
     def config(self, preset: str) -> Any:
         """The config of one of this family's presets; ConfigError naming them otherwise."""

@@ -36,6 +36,8 @@ from .fusion_graphs import CaptionPrefixGraph, CaptionStepGraph
 from .packing import FusionInputs
 from .tokenizer import Tokenizer
 
+DEFAULT_BEAMS = 5  # OSCAR's captioning beam width; builds batch their beam step graph to it
+
 
 StepHook = Callable[[torch.Tensor, torch.Tensor], None]
 """`on_step(history, logits)`, called once per decoding step: `history` (N, t) holds each row's tokens at
@@ -225,7 +227,7 @@ def beam_search(
     fusion: Fusion | CaptionGraphs,
     tokenizer: Tokenizer,
     inputs: FusionInputs,
-    num_beams: int = 5,
+    num_beams: int = DEFAULT_BEAMS,
     *,
     length_penalty: float = 1.0,
     max_caption_tokens: int | None = None,
@@ -267,4 +269,4 @@ def beam_search(
     return hyps.items[0]
 
 
-__all__ = ["Caption", "CachedDecoder", "CaptionGraphs", "StepHook", "UncachedDecoder", "beam_search", "greedy"]
+__all__ = ["DEFAULT_BEAMS", "Caption", "CachedDecoder", "CaptionGraphs", "StepHook", "UncachedDecoder", "beam_search", "greedy"]

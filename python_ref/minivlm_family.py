@@ -15,7 +15,7 @@ import torch
 from .config import PRESETS, MiniVLMConfig
 from .family import Family, same_as_traced
 from .fusion import MASK_VALUE
-from .generate import greedy
+from .generate import DEFAULT_BEAMS, greedy
 from .packing import FUSION_INPUT_NAMES
 from .pipeline import GRAPH_NAMES, Graphs, MiniVLM, Pipeline, Vocabularies
 from .postprocess import select_proposals, select_regions
@@ -127,6 +127,8 @@ MINIVLM = Family(
     export_call=MappingProxyType({"caption_step": 1}),
     golden_calls=MappingProxyType({"caption_step": GOLDEN_STEP_CALLS}),
     slowest=("tee_stage1", "caption_step"),
+    # Beam search steps every beam at once: a build runs them in one call of this graph, not one call per beam.
+    batched=MappingProxyType({"caption_step_beam": ("caption_step", DEFAULT_BEAMS)}),
 )
 
 __all__ = ["GOLDEN_STEP_CALLS", "HOST_STEPS", "MINIVLM", "describe", "record_host_steps"]

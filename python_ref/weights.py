@@ -6,6 +6,7 @@ renamed by the key maps of `key_maps.py` and `upstream_weights.py`.)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -132,4 +133,16 @@ def load_weights(module: nn.Module, path: str | Path) -> dict[str, str]:
     return metadata
 
 
-__all__ = ["SHOW_KEYS", "listed_keys", "load_weights", "read_metadata", "read_safetensors"]
+def state_sha256(module: nn.Module) -> str:
+    """sha256 of `module`'s state dict: every entry by sorted key, with its dtype, shape and raw bytes (a tied
+    weight counts once per key). Two modules have the same digest exactly when their states are equal bit for
+    bit, which is how a build from random weights proves that re-created weights are the ones it came from."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{str(t.dtype).removeprefix('torch.')}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+__all__ = ["SHOW_KEYS", "listed_keys", "load_weights", "read_metadata", "read_safetensors", "state_sha256"]

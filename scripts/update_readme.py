@@ -6,7 +6,7 @@
 
 Each table sits between `<!-- NAME -->` and `<!-- /NAME -->` markers; nothing else in README.md changes.
 tests/test_readme.py holds the README to the tables that are quick to count (EFFICIENTVLM-TABLE always,
-MODEL-TABLE in the slow tier).
+MODEL-TABLE in the slow tier) and to the reports they are made from (EFFICIENTVLM-DEMO-TABLE, BENCH-TABLE).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "convert_matrix.json"
 # scripts/train_efficientvlm_demo.py --install writes it: the chain's scores and times, and the weights' sha256.
 EFFICIENTVLM_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "efficientvlm_demo.json"
+# `minivlm bench ... --json` writes them (docs/BENCHMARKS.md): the demo model's, and the paper preset's if run.
+BENCH_REPORTS = tuple(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"bench_{name}.json"
+                      for name in ("demo", "paper"))
 # The budget derived from the MiniVLM authors' configs (arXiv 2012.06946), for comparison with what we count.
 PAPER_BUDGET = {"backbone (EfficientNet)": "≈ 3.6", "BiFPN": "≈ 0.2", "box head fc6+fc7": "≈ 2.1",
                 "predictors (cls, box)": "≈ 8.2", "attribute head": "≈ 1.0", "tee/total": "≈ 15",
@@ -183,6 +186,21 @@ def build_table() -> str:
     ])
 
 
+def bench_table() -> str:
+    """Speed, memory and size per runtime from the `minivlm bench` reports in benchmarks/results (1 thread)."""
+    from minivlm.bench.report import markdown
+
+    parts = ["## Speed, memory and size on this CPU (`minivlm bench`)", "",
+             "Made by `minivlm bench` (docs/BENCHMARKS.md says what is measured and how): each graph on the real "
+             "inputs the reference recorded on one demo scene, each task end to end through the same host code, "
+             "every runtime in its own process. Times are from the machine and load named, so compare the "
+             "columns of one table, not tables of different runs."]
+    for path in BENCH_REPORTS:
+        if path.exists():
+            parts += ["", markdown(json.loads(path.read_text()))]
+    return "\n".join(parts)
+
+
 def replace_section(text: str, name: str, body: str) -> str:
     block = f"<!-- {name} -->\n{body}\n<!-- /{name} -->"
     pattern = re.compile(rf"<!-- {name} -->.*?(<!-- /{name} -->|$)", re.S)
@@ -192,7 +210,7 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 
 # Every table by its marker, in README order; the build table only when convert_matrix.py has run.
-TABLES = ("MODEL-TABLE", "EFFICIENTVLM-TABLE", "EFFICIENTVLM-DEMO-TABLE", "DEMO-TABLE", "BUILD-TABLE")
+TABLES = ("MODEL-TABLE", "EFFICIENTVLM-TABLE", "EFFICIENTVLM-DEMO-TABLE", "DEMO-TABLE", "BUILD-TABLE", "BENCH-TABLE")
 
 
 def main() -> None:
@@ -202,10 +220,10 @@ def main() -> None:
     args = parser.parse_args()
     makers = {"MODEL-TABLE": model_table, "EFFICIENTVLM-TABLE": efficientvlm_table,
               "EFFICIENTVLM-DEMO-TABLE": efficientvlm_demo_table,
-              "DEMO-TABLE": lambda: demo_table(args.n), "BUILD-TABLE": build_table}
+              "DEMO-TABLE": lambda: demo_table(args.n), "BUILD-TABLE": build_table, "BENCH-TABLE": bench_table}
     text = README.read_text()
     for name in args.only or TABLES:
-        source = {"BUILD-TABLE": MATRIX, "EFFICIENTVLM-DEMO-TABLE": EFFICIENTVLM_REPORT}.get(name)
+        source = {"BUILD-TABLE": MATRIX, "EFFICIENTVLM-DEMO-TABLE": EFFICIENTVLM_REPORT, "BENCH-TABLE": BENCH_REPORTS[0]}.get(name)
         if source is None or source.exists():
             text = replace_section(text, name, makers[name]())
     README.write_text(text)

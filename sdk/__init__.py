@@ -5,11 +5,11 @@ from minivlm.errors import ArtifactError, ConfigError, ConversionError, InputErr
 __version__ = "0.1.0"
 
 
-def load(model: str = "minivlm-demo", *, random_init: bool = False):
+def load(model: str = "minivlm-demo", *, random_init: bool = False, seed: int | None = None):
     """The eager reference pipeline (see `minivlm.loading.load`)."""
     from minivlm.loading import load as _load
 
-    return _load(model, random_init=random_init)
+    return _load(model, random_init=random_init, seed=seed)
 
 
 def load_artifact(path):

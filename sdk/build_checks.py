@@ -12,7 +12,6 @@ without one is a MiniVLM build). `minivlm.runtime.load_artifact` runs the same c
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import re
 from pathlib import Path
@@ -21,11 +20,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from minivlm.converters.manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION, batch_axis,
+from minivlm.converters.coreml_spec import function_io, function_names
+from minivlm.converters.manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION,
                                          manifest_digest, sha256_file)
 from minivlm.converters.targets import TARGETS
 from minivlm.errors import ArtifactError
-from minivlm.python_ref.families import FAMILIES, PRESET_FAMILIES, family_named, family_of
+from minivlm.graph_io import TensorIO, check_model_io, check_runtime_io
+from minivlm.python_ref.families import FAMILIES, PRESET_FAMILIES, family_named
 from minivlm.python_ref.family import Family
 
 TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "float16": torch.float16}
@@ -107,15 +108,21 @@ def check_manifest(manifest: Any, path: Path) -> dict:
             raise ArtifactError(f"{path}: files[{rel!r}] is {_show(digest)}; expected a sha256 hex digest")
     family = need(manifest, "family", "", _one_of(FAMILIES), f"one of this SDK's model families: {', '.join(FAMILIES)}",
                   optional=True)
-    graph_names = FAMILIES[family or DEFAULT_FAMILY].graph_names
+    declared = FAMILIES[family or DEFAULT_FAMILY]
+    graph_names = declared.graph_names
     graphs = need(manifest, "graphs", "", is_dict, f"an object with the graphs {', '.join(graph_names)}")
-    missing, unknown = [g for g in graph_names if g not in graphs], [g for g in graphs if g not in graph_names]
+    # A build made before batched graphs existed has none: its runner then calls the graph once per example.
+    missing, unknown = [g for g in graph_names if g not in graphs], [g for g in graphs if g not in declared.build_graphs]
     if missing or unknown:
-        raise ArtifactError(f"{path}: graphs has {list(graphs)}; expected exactly {list(graph_names)}")
-    for name in graph_names:
+        optional = f" (and optionally {list(declared.batched)})" if declared.batched else ""
+        raise ArtifactError(f"{path}: graphs has {list(graphs)}; expected exactly {list(graph_names)}{optional}")
+    for name in graphs:
         where = f"graphs.{name}"
         entry = need(graphs, name, "graphs", is_dict, "an object with the graph's file, inputs and outputs")
         need(entry, "file", where, _text, "the graph's file name in the build folder")
+        if target == "coreml":
+            need(entry, "function", where, _text, "the graph's function in the Core ML package (rebuild older builds)")
+        need(entry, "signature", where, _text, "its signature's key in the .tflite (an older build: rebuild it)", optional=target != "tflite")
         for io in ("inputs", "outputs"):
             tensors = need(entry, io, where, lambda v: isinstance(v, list) and v, "a non-empty list of tensors")
             for k, tensor in enumerate(tensors):
@@ -133,6 +140,7 @@ def check_manifest(manifest: Any, path: Path) -> dict:
     need(tokenizer, "vocab_file", "tokenizer", _text, "the vocabulary file's name in the build folder")
     need(manifest, "vocabularies_file", "", _text, "the vocabularies file's name in the build folder")
     need(manifest, "golden_dir", "", _text, "the goldens' folder in the build", optional=True)
+    need(manifest, "weights_file", "", _text, "the shared weights file's name in the build folder", optional=target != "executorch")
     return manifest
 
 
@@ -171,10 +179,6 @@ def inside(folder: Path, rel: str) -> Path:
     return folder / rel
 
 
-def _graph_files(manifest: dict) -> dict[str, str]:
-    return {name: entry["file"] for name, entry in manifest["graphs"].items()}
-
-
 def verify_files(folder: Path, manifest: dict) -> None:
     """ArtifactError naming the first file that is missing, not a regular file, or whose sha256 differs from the
     manifest's; and the first file the SDK reads (graphs, vocabularies, goldens' index) that it does not cover."""
@@ -188,7 +192,7 @@ def verify_files(folder: Path, manifest: dict) -> None:
         if sha256_file(path) != digest:
             raise ArtifactError(f"{folder}: {rel} fails its sha256 check (tampered with or corrupt); rebuild it")
     suffix = TARGETS[manifest["target"]].suffix
-    for name, rel in _graph_files(manifest).items():
+    for name, rel in ((name, entry["file"]) for name, entry in manifest["graphs"].items()):
         path = inside(folder, rel)
         if Path(rel).suffix != suffix:
             raise ArtifactError(f"{folder}: graph {name} file {rel} is not a {suffix} ({manifest['target']} build)")
@@ -208,7 +212,8 @@ def verify_files(folder: Path, manifest: dict) -> None:
             raise ArtifactError(f"{folder}: {extra[0].relative_to(folder)} is not listed in {MANIFEST}")
     goldens = manifest.get("golden_dir", GOLDEN_DIR)
     inside(folder, goldens)
-    for rel in (manifest["tokenizer"]["vocab_file"], manifest["vocabularies_file"], f"{goldens.rstrip('/')}/index.json"):
+    for rel in filter(None, (manifest["tokenizer"]["vocab_file"], manifest["vocabularies_file"],
+                             f"{goldens.rstrip('/')}/index.json", manifest.get("weights_file"))):
         inside(folder, rel)
         if rel not in files:
             raise ArtifactError(f"{folder}: {rel} has no checksum in {MANIFEST}")
@@ -232,66 +237,6 @@ def _config(manifest: dict):
     return cfg
 
 
-# --- graph I/O: the manifest against the model and against each graph's runtime ----------------------------------
-
-TensorIO = tuple[str, tuple[int, ...], str]  # (name, shape, dtype)
-
-
-@functools.lru_cache(maxsize=4)
-def model_graph_io(cfg) -> dict[str, tuple[tuple[TensorIO, ...], tuple[TensorIO, ...]]]:
-    """Each graph's inputs and outputs (name, shape, dtype, in order) at batch 1, as python_ref's model of `cfg`
-    (of any family) defines them: each graph runs on its example inputs on the meta device (shapes only, no
-    weights, about a second)."""
-    def io(names: tuple[str, ...], tensors) -> tuple[TensorIO, ...]:
-        return tuple((n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(names, tensors, strict=True))
-
-    family = family_of(cfg)
-    with torch.device("meta"), torch.no_grad():
-        graphs = family.graphs(family.model(cfg).eval())
-        inputs = {name: graph.example_inputs(1) for name, graph in graphs.items()}
-        return {name: (io(graph.input_names, inputs[name]), io(graph.output_names, graph(*inputs[name])))
-                for name, graph in graphs.items()}
-
-
-def _shape(shape) -> str:
-    return str(tuple(shape))
-
-
-def check_model_io(manifest: dict, cfg) -> None:
-    """ArtifactError naming the graph, the tensor and both values where the manifest's inputs or outputs (names,
-    order, shapes, dtypes, batch axes) differ from those of the model its config describes."""
-    preset = manifest["model"]["preset"]
-    for name, want in model_graph_io(cfg).items():
-        entry = manifest["graphs"][name]
-        for io, expected in zip(("inputs", "outputs"), want):
-            listed = [t["name"] for t in entry[io]]
-            if listed != [n for n, _, _ in expected]:
-                raise ArtifactError(f"graph {name} {io} are {listed} in {MANIFEST}; the {preset} model's are "
-                                    f"{[n for n, _, _ in expected]}")
-            for t, (tensor, shape, dtype) in zip(entry[io], expected):
-                axis = batch_axis(tensor)
-                for what, got, model in (("shape", _shape(t["shape"]), _shape(shape)), ("dtype", t["dtype"], dtype),
-                                         ("batch axis", t["batch_axis"], axis)):
-                    if got != model:
-                        raise ArtifactError(f"graph {name} {io[:-1]} {tensor} has {what} {got} in {MANIFEST}; "
-                                            f"the {preset} model's is {model}")
-
-
-def check_runtime_io(name: str, entry: dict, file: str, have: dict[str, list[tuple[str | None, tuple, str]]]) -> None:
-    """ArtifactError naming the graph, the tensor and both values where what the runtime reports of the graph file
-    (`have[io]`: runtime name, or None where the runtime names none, shape, dtype, in the manifest's order)
-    differs from the manifest."""
-    for io in ("inputs", "outputs"):
-        if len(have[io]) != len(entry[io]):
-            raise ArtifactError(f"graph {name}: {file} has {len(have[io])} {io}, {MANIFEST} lists {len(entry[io])}")
-        for t, (runtime_name, shape, dtype) in zip(entry[io], have[io]):
-            for what, listed, got in (("runtime name", t["runtime_name"], runtime_name),
-                                      ("shape", _shape(t["shape"]), _shape(shape)), ("runtime dtype", t["runtime_dtype"], dtype)):
-                if got is not None and got != listed:
-                    raise ArtifactError(f"graph {name} {io[:-1]} {t['name']} has {what} {listed} in {MANIFEST}; "
-                                        f"{file} itself has {got}")
-
-
 def _executorch_io(program) -> dict[str, list]:
     meta = program.metadata("forward")
     dtype = lambda info: _EXECUTORCH_DTYPES.get(info.dtype(), f"ScalarType {info.dtype()}")  # noqa: E731
@@ -299,27 +244,6 @@ def _executorch_io(program) -> dict[str, list]:
             "outputs": [(None, tuple(o.sizes()), dtype(o)) for o in map(meta.output_tensor_meta, range(meta.num_outputs()))]}
 
 
-def _tflite_io(name: str, entry: dict, file: str, runner) -> dict[str, list]:
-    """The signature's tensors in the manifest's order (the runner maps them by name); ArtifactError for a name
-    the manifest lists and the signature lacks, or the other way round."""
-    have = {}
-    for io, details in (("inputs", runner.get_input_details()), ("outputs", runner.get_output_details())):
-        listed = [t["runtime_name"] for t in entry[io]]
-        if sorted(listed) != sorted(details):
-            raise ArtifactError(f"graph {name}: {file}'s signature {io} are {sorted(details)}; {MANIFEST} lists {listed}")
-        have[io] = [(n, tuple(int(d) for d in details[n]["shape"]), np.dtype(details[n]["dtype"]).name) for n in listed]
-    return have
-
-
-def coreml_io(spec) -> dict[str, list[TensorIO]]:
-    """A Core ML model spec's inputs and outputs (name, shape, dtype such as "float32"), in the spec's order."""
-    from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
-
-    def features(items) -> list[TensorIO]:
-        return [(f.name, tuple(f.type.multiArrayType.shape),
-                 ArrayFeatureType.ArrayDataType.Name(f.type.multiArrayType.dataType).lower()) for f in items]
-
-    return {"inputs": features(spec.description.input), "outputs": features(spec.description.output)}
 
 
 def load_error(path: Path, runtime: str, err: BaseException) -> ArtifactError:
@@ -327,39 +251,55 @@ def load_error(path: Path, runtime: str, err: BaseException) -> ArtifactError:
     return ArtifactError(f"{path.name}: {runtime} cannot load it ({first_line(err)}); the file is corrupt or truncated")
 
 
-def load_executorch(path: Path):
-    """The program in a `.pte` and its method's inputs and outputs (read without loading the method, so this
-    works for a Core ML delegated program on Linux too)."""
+def load_executorch(path: Path, weights: Path):
+    """The program in a `.pte` with its build's `weights` file (`.ptd`), and its method's inputs and outputs (read
+    without loading the method, so this works for a Core ML delegated program on Linux too)."""
     from executorch.runtime import Runtime, Verification
 
     try:
-        program = Runtime.get().load_program(path, verification=Verification.InternalConsistency)
+        program = Runtime.get().load_program(path, verification=Verification.InternalConsistency, data_path=weights)
         return program, _executorch_io(program)
     except Exception as err:  # pybind raises RuntimeError (and ValueError on bad arguments); no "forward"
         raise load_error(path, "executorch", err) from None
 
 
-def load_coreml_spec(path: Path):
-    """The model spec of an `.mlpackage` (readable on Linux too); ArtifactError if coremltools cannot load it."""
+def coreml_function_io(path: Path, function: str) -> dict[str, list[TensorIO]]:
+    """The inputs and outputs of `function` in the multifunction `.mlpackage` at `path`, read from its spec (on
+    Linux too); ArtifactError if coremltools cannot read it or it has no such function."""
     import coremltools as ct
 
     try:
-        return ct.utils.load_spec(str(path))
+        spec = ct.utils.load_spec(str(path))
     except Exception as err:  # protobuf DecodeError, FileNotFoundError for a package without its model
         raise load_error(path, "coremltools", err) from None
+    have = function_io(spec, function)
+    if have is None:
+        raise ArtifactError(f"{path.name} has no function {function!r} (it has {function_names(spec)}); "
+                            f"{MANIFEST} names it; rebuild with minivlm-convert")
+    return have
 
 
-def load_tflite(path: Path, name: str, entry: dict):
-    """The ai_edge_litert Interpreter of a `.tflite` and its signature runner, the signature's tensors (names,
-    shapes, dtypes) checked against the manifest's `entry` for graph `name`."""
+def load_tflite(path: Path, name: str, entry: dict, interpreter=None, num_threads: int | None = None):
+    """The ai_edge_litert Interpreter of a `.tflite` (`interpreter` if given: one serves all graphs of the file;
+    else a new one with `num_threads`, None = its default) and the runner of the entry's `signature`, its tensors
+    (names, shapes, dtypes; mapped by name) checked against the manifest's `entry`: ArtifactError for a name the
+    manifest lists and the signature lacks, or the other way round."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        interpreter = Interpreter(model_path=str(path))
-        runner = interpreter.get_signature_runner()
+        interpreter = interpreter or Interpreter(model_path=str(path), num_threads=num_threads)
+        keys = list(interpreter.get_signature_list())
     except Exception as err:  # ValueError for a bad flatbuffer, RuntimeError from the C++ side
         raise load_error(path, "ai_edge_litert", err) from None
-    check_runtime_io(name, entry, path.name, _tflite_io(name, entry, path.name, runner))
+    if entry["signature"] not in keys:
+        raise ArtifactError(f"graph {name}: {path.name} has no signature {entry['signature']!r} (it has {keys})")
+    runner, have = interpreter.get_signature_runner(entry["signature"]), {}
+    for io, details in (("inputs", runner.get_input_details()), ("outputs", runner.get_output_details())):
+        listed = [t["runtime_name"] for t in entry[io]]
+        if sorted(listed) != sorted(details):
+            raise ArtifactError(f"graph {name}: {path.name}'s signature {io} are {sorted(details)}; {MANIFEST} lists {listed}")
+        have[io] = [(n, tuple(int(d) for d in details[n]["shape"]), np.dtype(details[n]["dtype"]).name) for n in listed]
+    check_runtime_io(name, entry, path.name, have)
     return interpreter, runner
 
 
@@ -374,26 +314,29 @@ def verified_manifest(folder: Path) -> tuple[dict, object]:
 
 
 def verify_build(path: str | Path) -> dict:
-    """Check a build folder without running it and return its manifest: the manifest's structure and own
-    sha256, every file's sha256, the config, and each graph's inputs and outputs against both the model and
-    what the graph's runtime reports of the file (ExecuTorch's method metadata, the TFLite signature, the
-    Core ML spec; each readable on Linux). Seconds, even for a build whose graphs take minutes to compare:
-    `minivlm parity` runs it before any reference work. ArtifactError (one line) for the first problem."""
+    """Check a build folder without running it and return its manifest: the manifest's structure and own sha256, every
+    file's sha256, the config, and each graph's inputs and outputs against both the model and what the graph's runtime
+    reports of the file (ExecuTorch's method metadata, the TFLite signature, the Core ML spec; each readable on Linux).
+    Seconds, even for a build whose graphs take minutes to compare: `minivlm parity` runs it before any reference
+    work. ArtifactError (one line) for the first problem."""
     folder = Path(path)
     manifest, _ = verified_manifest(folder)
+    interpreters: dict[Path, Any] = {}  # TFLite: one per file, shared by its graphs' signatures
     for name, entry in manifest["graphs"].items():
         file = inside(folder, entry["file"])
+        label = file.name
         if manifest["target"] == "executorch":
-            _, have = load_executorch(file)
-        elif manifest["target"] == "tflite":
-            load_tflite(file, name, entry)  # loading it checks its signature
+            _, have = load_executorch(file, inside(folder, manifest["weights_file"]))
+        elif manifest["target"] == "tflite":  # loading it checks its signature
+            interpreters[file], _ = load_tflite(file, name, entry, interpreters.get(file))
             continue
         else:
-            have = coreml_io(load_coreml_spec(file))
-        check_runtime_io(name, entry, file.name, have)
+            have = coreml_function_io(file, entry["function"])
+            label = f"{file.name} function {entry['function']}"  # one package holds every graph
+        check_runtime_io(name, entry, label, have)
     return manifest
 
 
-__all__ = ["DEFAULT_FAMILY", "TORCH_DTYPES", "TensorIO", "check_manifest", "check_model_io", "check_runtime_io", "coreml_io", "first_line",
-           "inside", "load_coreml_spec", "load_error", "load_executorch", "load_tflite", "manifest_family", "model_graph_io", "read_manifest",
+__all__ = ["DEFAULT_FAMILY", "TORCH_DTYPES", "check_manifest", "coreml_function_io",
+           "first_line", "inside", "load_error", "load_executorch", "load_tflite", "manifest_family", "read_manifest",
            "verified_manifest", "verify_build", "verify_files"]

@@ -159,7 +159,8 @@ def parity(
     all_photos: Annotated[bool, typer.Option("--all-photos", help="Every colour photo scikit-image ships, not only four.")] = False,
 ) -> None:
     """Run a build through its real runtime next to the reference, per graph, host step and task, against named
-    tolerances; print the table, write parity_report.json into the build, exit 1 if any check fails."""
+    tolerances, and audit every weight it stores against the reference; print the table, write parity_report.json
+    into the build, exit 1 if any check fails."""
     from tqdm import tqdm
 
     from minivlm import parity as lib
@@ -172,6 +173,32 @@ def parity(
     typer.echo(f"wrote {lib.write_report(report)}")  # after the table, which stays printed if the write fails
     if not report.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+@_one_line_errors
+def bench(
+    builds: Annotated[Optional[list[str]], typer.Argument(help="Build folders written by minivlm-convert, of the same model (a Core ML build off macOS is listed as not runnable).", show_default=False)] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="A preset (with --random-init for one without weights) or a .safetensors file from `minivlm train`.")] = "minivlm-demo",
+    random_init: Annotated[bool, typer.Option("--random-init", help="An untrained preset (e.g. minivlm-paper), seeded with 0 as the tests' builds are.")] = False,
+    threads: Annotated[str, typer.Option(help="Thread counts to measure at, comma-separated; each runtime runs at each.")] = "1",
+    runs: Annotated[int, typer.Option(help="Timed runs per graph (after 3 warm-up runs); 20 or more for a median worth quoting.")] = 20,
+    task_runs: Annotated[Optional[int], typer.Option(help="Timed runs per end-to-end task (after 1 warm-up run; default: --runs).")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the whole report (every run's time, machine, versions) to this .json file.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Draw a bar chart (time / ONNX Runtime per graph and task) to this .png file.")] = None,
+) -> None:
+    """Time a model's graphs (on real recorded inputs) and its tasks end to end in PyTorch eager, ONNX Runtime
+    fp32 and each build given, each runtime and thread count in its own process: median, p10/p90, ratios to ONNX
+    Runtime and eager, FLOPs and GFLOP/s, load time, peak RSS and size (docs/BENCHMARKS.md)."""
+    from minivlm.bench import run_bench
+    from minivlm.bench.report import table
+
+    report = run_bench(model, builds or (), random_init=random_init, threads=threads, runs=runs, task_runs=task_runs,
+                       json_path=json_out, plot_path=plot, progress=lambda line: typer.echo(f"bench: {line}", err=True),
+                       command="minivlm bench " + " ".join(sys.argv[2:]))
+    typer.echo(table(report))
+    for path in filter(None, (json_out, plot)):
+        typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -289,6 +316,7 @@ def convert(
     out: Annotated[Optional[str], typer.Option(help="Build folder (default out/<model>-<target>-<precision>, plus -<delegate> or -<compute units> when not the default).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing build folder that minivlm-convert wrote (only once the new build is complete).")] = False,
     random_init: Annotated[bool, typer.Option("--random-init", help="Build an untrained preset (e.g. minivlm-tiny) instead of bundled weights.")] = False,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="With --random-init: the seed its weights are drawn with (default 0). The manifest records it with the weights' sha256, so that `minivlm parity` re-creates them.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Graphs converted at once, in worker processes (1 = in this process).")] = min(os.cpu_count() or 1, 6),
     verbose: Annotated[bool, typer.Option("--verbose", help="Also show the backends' own log messages and warnings (hidden by default; their errors always show).")] = False,
 ) -> None:
@@ -304,7 +332,7 @@ def convert(
         with signals_interrupt(), logging_redirect_tqdm(), backend_chatter_hidden(verbose):
             report = run(model, target.value, precision=precision and precision.value, delegate=delegate and delegate.value,
                          compute_units=compute_units and compute_units.value, out=out, force=force,
-                         random_init=random_init, progress=bars, jobs=jobs)
+                         random_init=random_init, seed=seed, progress=bars, jobs=jobs)
     except Interrupted as stop:
         for s in TERMINATING:  # exiting now: a further Ctrl-C must not interrupt the last line
             signal.signal(s, signal.SIG_IGN)

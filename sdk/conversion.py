@@ -33,9 +33,12 @@ def default_out(name: str, options: BuildOptions) -> Path:
 
 def convert(model: str = DEFAULT_MODEL, target: str = "executorch", *, precision: str | None = None,
             delegate: str | None = None, compute_units: str | None = None, out: str | Path | None = None,
-            force: bool = False, random_init: bool = False, progress: Progress | None = None, jobs: int = 1) -> BuildReport:
+            force: bool = False, random_init: bool = False, seed: int | None = None, progress: Progress | None = None,
+            jobs: int = 1) -> BuildReport:
     """Build `model` (a preset with bundled weights, or a `.safetensors` from `minivlm train`; MiniVLM or
-    EfficientVLM) for `target`.
+    EfficientVLM) for `target`. `random_init` builds an untrained preset, its weights drawn with `seed` (default
+    `minivlm.loading.DEFAULT_SEED`); the manifest records the seed and the weights' sha256, from which
+    `minivlm parity` re-creates the reference.
 
     Options are checked before anything is loaded; unknown or impossible choices raise ConversionError
     naming what exists. The build folder (default `default_out`) is written atomically: see
@@ -45,11 +48,11 @@ def convert(model: str = DEFAULT_MODEL, target: str = "executorch", *, precision
     unfinished folder first (the signal then ends the process as it would have).
     """
     options = resolve_options(target, precision, delegate, compute_units)
-    reference = load(model, random_init=random_init)
+    reference = load(model, random_init=random_init, seed=seed)
     name = model_name(model)
     return build(reference.pipeline, model_name=name, source=reference.source, options=options,
                  out=Path(out) if out is not None else default_out(name, options), force=force, progress=progress,
-                 jobs=jobs)
+                 jobs=jobs, seed=reference.seed)
 
 
 def _size(n: int) -> str:
@@ -66,7 +69,12 @@ def format_report(report: BuildReport) -> str:
     for g in report.graphs:
         rows.append((g.name, g.path, _size(g.size_bytes), "-" if g.ops_delegated is None else str(g.ops_delegated),
                      "-" if g.ops_other is None else str(g.ops_other), f"{g.seconds:.1f} s"))
-    total = sum(g.size_bytes for g in report.graphs)
+    # A build's size: its distinct graph files (graphs may share one) and the weights file they share, if any.
+    total = sum({g.path: g.size_bytes for g in report.graphs}.values())
+    if weights := report.manifest.get("weights_file"):
+        size = (report.path / weights).stat().st_size
+        rows.append(("weights", weights, _size(size), "", "", ""))
+        total += size
     rows.append(("total", "", _size(total), "", "", f"{sum(g.seconds for g in report.graphs):.1f} s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "minivlm-demo"
+DEFAULT_SEED = 0  # the seed of a random init when none is given (`minivlm-convert --random-init --seed`)
 
 
 def bundled_weights(preset: str) -> Path | None:
@@ -110,14 +111,21 @@ def _vocabularies(family: Family, metadata: dict[str, str], path: Path):
         raise WeightsError(f"{path} has no readable 'vocabularies' metadata ({type(err).__name__})") from None
 
 
-def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferencePipeline | EfficientVLMReference:
+def load(model: str = DEFAULT_MODEL, *, random_init: bool = False,
+         seed: int | None = None) -> ReferencePipeline | EfficientVLMReference:
     """The reference pipeline of `model`: a preset name of any family (its bundled weights) or a `.safetensors`
     file written by `minivlm train` or `minivlm.checkpoints.save_weights` (its metadata names the preset).
     `random_init=True` builds an untrained preset (e.g. `minivlm-paper`, for which no weights exist) with
-    numbered placeholder vocabularies."""
+    numbered placeholder vocabularies, its weights drawn from torch's generator seeded with `seed` (default
+    DEFAULT_SEED; the caller's random state is left as it was): the same seed and torch version give the same
+    weights, which is how `minivlm parity` re-creates the reference of a random-init build."""
     model = os.fspath(model) if isinstance(model, os.PathLike) else model
     if not isinstance(model, str):
         raise ConfigError(f"model is {model!r}, expected a preset name or a .safetensors path")
+    if seed is not None and not random_init:
+        raise ConfigError(f"seed is {seed!r}, but a seed applies only to a random init (--random-init)")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
+        raise ConfigError(f"seed is {seed!r}, expected an integer in [0, 2**63)")
     path = Path(model)
     presets = known_presets()
     if model not in PRESET_FAMILIES and path.suffix == ".safetensors":
@@ -139,8 +147,12 @@ def load(model: str = DEFAULT_MODEL, *, random_init: bool = False) -> ReferenceP
     cfg = get_config(model)  # ConfigError for an unknown name, listing the presets
     if random_init:
         family = family_of(cfg)
-        pipeline = family.pipeline(family.model(cfg), family.tokenizer(cfg), family.vocabularies.placeholder(cfg))
-        return PUBLIC_TYPES[family.name](pipeline, "random init")
+        seed = DEFAULT_SEED if seed is None else seed
+        with torch.random.fork_rng(devices=[]):  # CPU generator only: the model is built on the CPU
+            torch.manual_seed(seed)
+            net = family.model(cfg)
+        pipeline = family.pipeline(net, family.tokenizer(cfg), family.vocabularies.placeholder(cfg))
+        return PUBLIC_TYPES[family.name](pipeline, f"random init (seed {seed})", seed=seed)
     weights = bundled_weights(model)
     if weights is None:
         raise ConfigError(

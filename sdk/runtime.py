@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minivlm.build_checks import (TORCH_DTYPES, check_runtime_io, coreml_io, first_line, inside, load_coreml_spec,
+from minivlm.build_checks import (TORCH_DTYPES, coreml_function_io, first_line, inside,
                                   load_error, load_executorch, load_tflite, manifest_family, verified_manifest)
 from minivlm.converters.manifest import needs_macos
 from minivlm.efficientvlm_pipeline import EfficientVLMReference
 from minivlm.errors import ArtifactError, ConfigError, InputError
+from minivlm.graph_io import check_runtime_io
 from minivlm.loading import ReferencePipeline
 from minivlm.python_ref.family import Family
 from minivlm.python_ref.pipeline import Pipeline
@@ -75,11 +76,13 @@ def _tokenizer(folder: Path, manifest: dict) -> Tokenizer:
 
 class _Graph:
     """One graph of a build as a callable on torch tensors. Inputs must have the manifest's shapes, except
-    along the batch axis: a batch of B (beam search) runs B single-example calls, concatenated."""
+    along the batch axis: a batch of B (beam search) runs in calls of the build's batched graph for it (`batched`,
+    the last call padded by repeating a row), or, in a build without one, as B single-example calls."""
 
     def __init__(self, name: str, entry: dict) -> None:
         self.name = name
         self.inputs, self.outputs = entry["inputs"], entry["outputs"]
+        self.batched: _Graph | None = None
 
     def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(tensors) != len(self.inputs):
@@ -95,7 +98,21 @@ class _Graph:
             batch = shape[axis]
         if batch == self.inputs[0]["shape"][self.inputs[0]["batch_axis"]]:
             return self._run(tensors)
+        if self.batched is not None:
+            return self._in_batches(tensors, batch)
         parts = [self._run(tuple(t.narrow(s["batch_axis"], i, 1) for s, t in zip(self.inputs, tensors))) for i in range(batch)]
+        return tuple(torch.cat([p[k] for p in parts], dim=spec["batch_axis"]) for k, spec in enumerate(self.outputs))
+
+    def _in_batches(self, tensors: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
+        """Rows 0..batch-1 through the batched graph, `size` at a time; a short last chunk repeats its last row."""
+        graph = self.batched
+        size = graph.inputs[0]["shape"][graph.inputs[0]["batch_axis"]]
+        parts = []
+        for start in range(0, batch, size):
+            rows = min(size, batch - start)
+            index = torch.arange(start, start + size).clamp(max=start + rows - 1)
+            out = graph._run(tuple(t.index_select(s["batch_axis"], index) for s, t in zip(self.inputs, tensors)))
+            parts.append([o.narrow(s["batch_axis"], 0, rows) for s, o in zip(self.outputs, out)])
         return tuple(torch.cat([p[k] for p in parts], dim=spec["batch_axis"]) for k, spec in enumerate(self.outputs))
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -103,12 +120,12 @@ class _Graph:
 
 
 class ExecuTorchGraph(_Graph):
-    """A `.pte` run by `executorch.runtime` (method "forward"); its method's inputs and outputs (shapes, dtypes,
-    order) are checked against the manifest first."""
+    """A `.pte` run by `executorch.runtime` (method "forward"), its constants read from the build's shared
+    `weights` file; its method's inputs and outputs (shapes, dtypes, order) are checked against the manifest first."""
 
-    def __init__(self, path: Path, name: str, entry: dict) -> None:
+    def __init__(self, path: Path, name: str, entry: dict, weights: Path) -> None:
         super().__init__(name, entry)
-        self._program, have = load_executorch(path)
+        self._program, have = load_executorch(path, weights)
         check_runtime_io(name, entry, path.name, have)
         try:
             self._method = self._program.load_method("forward")
@@ -122,12 +139,13 @@ class ExecuTorchGraph(_Graph):
 
 
 class TFLiteGraph(_Graph):
-    """A `.tflite` run by the ai_edge_litert Interpreter (default XNNPACK CPU delegate), I/O by name; its
-    signature's tensors (names, shapes, dtypes) are checked against the manifest first."""
+    """One signature (the entry's `signature`) of a `.tflite` run by the ai_edge_litert Interpreter (default XNNPACK
+    CPU delegate), I/O by name; its tensors (names, shapes, dtypes) are checked against the manifest first. Pass the
+    `interpreter` of another graph of the same file to share it: the build's weights then load once."""
 
-    def __init__(self, path: Path, name: str, entry: dict) -> None:
+    def __init__(self, path: Path, name: str, entry: dict, interpreter=None, threads: int | None = None) -> None:
         super().__init__(name, entry)
-        self._interpreter, self._runner = load_tflite(path, name, entry)
+        self.interpreter, self._runner = load_tflite(path, name, entry, interpreter, num_threads=threads)
 
     def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         feeds = {s["runtime_name"]: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=s["runtime_dtype"])
@@ -137,17 +155,19 @@ class TFLiteGraph(_Graph):
 
 
 class CoreMLGraph(_Graph):
-    """An `.mlpackage` run by Core ML through coremltools (macOS only; not exercised on Linux); its spec's
-    inputs and outputs are checked against the manifest first."""
+    """One function of the build's multifunction `.mlpackage`, run by Core ML through coremltools (macOS 15+ only;
+    not exercised on Linux); the function's inputs and outputs in the spec are checked against the manifest first."""
 
     def __init__(self, path: Path, name: str, entry: dict, compute_units: str) -> None:
         super().__init__(name, entry)
         import coremltools as ct
 
-        check_runtime_io(name, entry, path.name, coreml_io(load_coreml_spec(path)))
+        function = entry["function"]
+        check_runtime_io(name, entry, f"{path.name} function {function}", coreml_function_io(path, function))
         units = {"all": "ALL", "cpu_and_ne": "CPU_AND_NE", "cpu_and_gpu": "CPU_AND_GPU", "cpu_only": "CPU_ONLY"}
         try:
-            self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units[compute_units]))
+            self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, units[compute_units]),
+                                            function_name=function)
         except Exception as err:
             raise load_error(path, "Core ML", err) from None
 
@@ -157,20 +177,26 @@ class CoreMLGraph(_Graph):
         return tuple(torch.from_numpy(np.asarray(outputs[s["runtime_name"]], dtype=s["dtype"])) for s in self.outputs)
 
 
-def _runner(folder: Path, manifest: dict, name: str) -> _Graph:
-    entry = manifest["graphs"][name]
-    path = inside(folder, entry["file"])
-    target = manifest["target"]
-    if target == "executorch":
-        return ExecuTorchGraph(path, name, entry)
-    if target == "tflite":
-        return TFLiteGraph(path, name, entry)
-    return CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
+def _runners(folder: Path, manifest: dict, names: tuple[str, ...], threads: int | None) -> dict[str, _Graph]:
+    run: dict[str, _Graph] = {}
+    interpreters: dict[Path, object] = {}  # TFLite: the graphs of one file share its interpreter
+    for name in names:
+        entry = manifest["graphs"][name]
+        path = inside(folder, entry["file"])
+        if manifest["target"] == "executorch":
+            run[name] = ExecuTorchGraph(path, name, entry, inside(folder, manifest["weights_file"]))
+        elif manifest["target"] == "tflite":
+            graph = run[name] = TFLiteGraph(path, name, entry, interpreters.get(path), threads)
+            interpreters[path] = graph.interpreter
+        else:
+            run[name] = CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
+    return run
 
 
-def load_artifact(path: str | Path) -> ArtifactPipeline | EfficientVLMArtifact:
+def load_artifact(path: str | Path, *, threads: int | None = None) -> ArtifactPipeline | EfficientVLMArtifact:
     """A build folder from `minivlm-convert`, run by its real runtime, with the API of `minivlm.load` for its
-    model family.
+    model family. `threads` sets a TFLite interpreter's threads (default: the interpreter's own); ExecuTorch's
+    thread pool is process-wide (`minivlm.bench.worker.set_executorch_threads`).
 
     Raises ArtifactError (one line) for a folder that is not a build, a malformed or edited manifest, a
     missing or tampered file, a truncated or corrupt graph file, graph inputs or outputs that differ between
@@ -184,7 +210,11 @@ def load_artifact(path: str | Path) -> ArtifactPipeline | EfficientVLMArtifact:
                             f"only be converted and its spec checked")
     family = manifest_family(manifest)
     tokenizer, vocab = _tokenizer(folder, manifest), _vocabularies(folder, manifest, cfg, family)
-    run = {name: _runner(folder, manifest, name) for name in family.graph_names}  # each checks its runtime's I/O
+    present = [name for name in family.build_graphs if name in manifest["graphs"]]  # batched graphs are optional
+    run = _runners(folder, manifest, tuple(present), threads)  # each checks its runtime's I/O
+    for name, (graph, _) in family.batched.items():
+        if name in run:
+            run[graph].batched = run.pop(name)
     return ARTIFACT_TYPES[family.name](family.assemble(cfg, tokenizer, vocab, run), folder, manifest)
 
 

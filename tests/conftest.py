@@ -12,9 +12,11 @@ folder or file runs its tests whatever their tier (`pytest tests/parity`). `slow
 when a `-m` expression names them.
 """
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import settings
@@ -128,3 +130,34 @@ def tiny_efficientvlm_build(tmp_path_factory, tiny_efficientvlm, tiny_efficientv
         return made[target, precision]
 
     return get
+
+
+_EDITED = 1024
+
+
+@pytest.fixture(scope="session")
+def tamper_word_embeddings():
+    """`tamper_word_embeddings(folder, reference, graph_file)`: edit 1024 word-embedding values in the middle of
+    that graph file's fp32 table and re-hash the manifest (every checksum then holds); returns 1024."""
+    return _tamper
+
+
+def _tamper(folder, reference, graph_file: str) -> int:
+    """Add 0.25 to _EDITED consecutive values in the middle of the fp32 word-embedding table stored in
+    `graph_file`, then re-hash the manifest as a forger would. Returns the number of values edited."""
+    from minivlm.converters.manifest import MANIFEST, MANIFEST_DIGEST, file_hashes, manifest_digest
+
+    table = reference.pipeline.model.fusion.encoder.embeddings.word_embeddings.weight.detach().numpy()
+    path = folder / graph_file
+    raw = bytearray(path.read_bytes())
+    start = bytes(raw).find(table.astype(np.float32).tobytes()[:4096])
+    assert start >= 0, f"{graph_file} does not store the word embeddings as one fp32 table"
+    middle = start + (table.size // 2) * 4
+    values = np.frombuffer(bytes(raw[middle:middle + 4 * _EDITED]), np.float32) + np.float32(0.25)
+    raw[middle:middle + 4 * _EDITED] = values.tobytes()
+    path.write_bytes(bytes(raw))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"] = file_hashes(folder)
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return _EDITED

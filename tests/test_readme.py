@@ -51,3 +51,17 @@ def test_the_efficientvlm_demo_table_is_current_and_made_from_the_bundled_weight
     for name in ("teacher", "student"):
         path = bundled[models[name]["preset"]]
         assert sha256_file(path) == models[name]["sha256"], f"{path.name} is not the file the report scored"
+
+
+def test_the_bench_table_is_current_with_its_reports():
+    """The README's speed table is what scripts/update_readme.py makes from the `minivlm bench` JSON reports, and
+    the demo report is one of `minivlm bench` on the demo model in eager and ONNX Runtime."""
+    import json
+
+    script = _script()
+    demo = script.BENCH_REPORTS[0]
+    assert demo.exists(), f"{demo} is missing: run minivlm bench as docs/BENCHMARKS.md says"
+    _assert_current("BENCH-TABLE", "bench_table")
+    report = json.loads(demo.read_text())
+    assert report["model"]["preset"] == "minivlm-demo" and not report["model"]["random_init"]
+    assert [rt["kind"] for rt in report["runtimes"][:2]] == ["eager", "onnxruntime"]

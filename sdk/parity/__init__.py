@@ -3,7 +3,9 @@ the named tolerances of `minivlm.converters.tolerances` (docs/ARCHITECTURE.md §
 
 One module per job: `images` (the photos and scenes it runs on), `reference` (the reference run, graph calls
 recorded), `statistics` (error statistics), `checks` (report rows, per-graph, Core ML spec and fp16 range checks),
-`tasks` (host steps and tasks, detections paired by IoU), `efficientvlm_run` and `efficientvlm_tasks` (the same
+`tasks` (host steps and tasks, detections paired by IoU), `weight_audit` (every stored constant traced to its
+reference tensor; readers `stored_constants` for TFLite and `executorch_constants`, the reference side
+`reference_constants`), `efficientvlm_run` and `efficientvlm_tasks` (the same
 for an EfficientVLM model), `goldens` (the reference must reproduce the build's goldens), `report` (table and
 JSON), `run` (`check_parity`, `run_parity`: `minivlm parity`).
 """

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from minivlm.converters.fp16_range import RangeReport, measure
+from minivlm.converters.specs import stack_calls
 from minivlm.converters.tolerances import LIMITS, Limit, Tolerance
 from minivlm.errors import ParityError
 
@@ -69,12 +72,19 @@ def judged(kind: str, name: str, metric: str, value: float, limit: Limit | None,
 
 
 def graph_checks(build_graphs: dict[str, Callable], ref: ReferenceRun, manifest: dict, tol: Tolerance,
-                  ) -> tuple[list[Check], dict[str, dict[str, ErrorStats]]]:
-    """Each graph of the build on the reference's recorded inputs, every output compared over every call."""
+                 batched: dict[str, tuple[str, int]] | None = None,
+                 ) -> tuple[list[Check], dict[str, dict[str, ErrorStats]]]:
+    """Each graph of the build on the reference's recorded inputs, every output compared over every call. A
+    batched graph (`batched`: name -> (graph it runs, batch), its runner in `build_graphs`) runs on those calls
+    stacked `batch` at a time, against the reference module on the same stack."""
     checks: list[Check] = []
     stats: dict[str, dict[str, ErrorStats]] = {}
     modules = ref.reference.pipeline.graphs.modules()
-    for name, module in modules.items():
+    calls = {name: [(f"{run.name} call {k}", call) for run in ref.runs for k, call in enumerate(run.calls.get(name, []))]
+             for name in modules}
+    for name, (graph, batch) in (batched or {}).items():
+        calls[name] = _stacked_calls(modules[graph], calls[graph], batch)
+    for name, module in [*modules.items(), *((b, modules[g]) for b, (g, _) in (batched or {}).items())]:
         out_names, in_names = module.output_names, module.input_names
         entry = manifest["graphs"][name]
         listed_in, listed_out = tuple(i["name"] for i in entry["inputs"]), tuple(o["name"] for o in entry["outputs"])
@@ -83,17 +93,28 @@ def graph_checks(build_graphs: dict[str, Callable], ref: ReferenceRun, manifest:
                                   f"manifest {list(listed_in)} -> {list(listed_out)}, "
                                   f"reference {list(in_names)} -> {list(out_names)}"))
         per_output = {o: ErrorStats() for o in out_names}
-        for run in ref.runs:
-            for k, (inputs, want) in enumerate(run.calls.get(name, [])):
-                got = build_graphs[name](*inputs)
-                where = f"{run.name} call {k}"
-                if len(got) != len(want):
-                    raise ParityError(f"{name} returned {len(got)} outputs on {where}, the reference {len(want)}")
-                for o, w, g in zip(out_names, want, got):
-                    per_output[o].add(w, g, where)
+        for where, (inputs, want) in calls[name]:
+            got = build_graphs[name](*inputs)
+            if len(got) != len(want):
+                raise ParityError(f"{name} returned {len(got)} outputs on {where}, the reference {len(want)}")
+            for o, w, g in zip(out_names, want, got):
+                per_output[o].add(w, g, where)
         stats[name] = per_output
         checks += _graph_rows(name, per_output, tol)
     return checks, stats
+
+
+def _stacked_calls(module, calls: list, batch: int) -> list:
+    """`calls` (where, (inputs, outputs)) of one graph in groups of `batch`, each group's inputs stacked along their
+    batch axes (the last group wraps around to the first calls), with the reference module's outputs on them."""
+    stacked = []
+    for start in range(0, len(calls), batch):
+        group = [calls[(start + i) % len(calls)] for i in range(batch)]
+        inputs = stack_calls([call[1][0] for call in group], module.input_names)
+        with torch.no_grad():
+            outputs = tuple(module(*inputs))
+        stacked.append((f"{group[0][0]} and the next {batch - 1} calls stacked", (inputs, outputs)))
+    return stacked
 
 
 def _graph_rows(name: str, per_output: dict[str, ErrorStats], tol: Tolerance) -> list[Check]:
@@ -127,20 +148,19 @@ def _graph_rows(name: str, per_output: dict[str, ErrorStats], tol: Tolerance) ->
 
 
 def coreml_spec_checks(build: Path, manifest: dict) -> list[Check]:
-    """Each `.mlpackage`'s saved inputs and outputs (names, order, shapes, dtypes) against the manifest (a build
-    that disagrees is already refused by `verify_build`; the rows show in the report what was checked)."""
-    import coremltools as ct
-
-    from minivlm.build_checks import coreml_io
+    """Each graph's function in the build's `.mlpackage`: its saved inputs and outputs (names, order, shapes,
+    dtypes) against the manifest (a build that disagrees is already refused by `verify_build`; the rows show in
+    the report what was checked)."""
+    from minivlm.build_checks import coreml_function_io
 
     checks = []
     for name in manifest["graph_order"]:
         entry = manifest["graphs"][name]
-        saved = coreml_io(ct.utils.load_spec(str(build / entry["file"])))
+        saved = coreml_function_io(build / entry["file"], entry["function"])
         have = (saved["inputs"], saved["outputs"])
         want = tuple([(e["runtime_name"], tuple(e["shape"]), e["runtime_dtype"]) for e in entry[io]] for io in ("inputs", "outputs"))
         checks.append(structural("graph", name, "Core ML spec I/O", have == want, "= manifest",
-                                  f"spec {have[0]} -> {have[1]}; manifest {want[0]} -> {want[1]}"))
+                                  f"function {entry['function']}: spec {have[0]} -> {have[1]}; manifest {want[0]} -> {want[1]}"))
     return checks
 
 

@@ -31,7 +31,7 @@ def run_efficientvlm_image(pipeline: Pipeline, sample: ParityImage, ranges: Rang
     """Every task on one image through `pipeline` (reference or build), with its graph calls recorded (and, for
     the eager reference, the range of every tensor into `ranges`). The ITC features are compared per graph."""
     calls: dict[str, list[Call]] = {}
-    measured = None if ranges is None else (lambda name, graph, args: ranges(name, graph, graph.input_names, args))
+    measured = None if ranges is None else ranges.run
     traced = recorded(pipeline, calls, measured)
     image = traced.encode(sample.image)
     caption = traced.caption_tokens(image)

@@ -47,7 +47,7 @@ def run_image(pipeline: Pipeline, sample: ParityImage, ranges: RangeRecorder | N
     """Every task on one image through `pipeline` (reference or build), with its graph calls recorded (and, for
     the eager reference, the range of every tensor into `ranges`)."""
     calls: dict[str, list[Call]] = {}
-    measured = None if ranges is None else (lambda name, graph, args: ranges(name, graph, graph.input_names, args))
+    measured = None if ranges is None else ranges.run
     traced = recorded(pipeline, calls, measured)
     tee = pipeline.cfg.tee
     found = traced.regions(sample.image)

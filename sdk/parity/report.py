@@ -15,6 +15,7 @@ from minivlm.errors import ArtifactError
 
 from .checks import Check
 from .statistics import ErrorStats
+from .weight_audit import AuditResult
 
 REPORT_FILE = "parity_report.json"
 
@@ -35,6 +36,7 @@ class ParityReport:
     seconds: float
     fp16_range: RangeReport | None = None
     platform: str = sys.platform
+    weight_audit: AuditResult | None = None
 
     @property
     def target(self) -> str:
@@ -143,6 +145,7 @@ class ParityReport:
             "per_image": self.per_image,
             "fp16_range": self.fp16_range.summary() | {"tensors": self.fp16_range.table()} if self.fp16_range else None,
             "not_checked": self.not_checked,
+            "weight_audit": self.weight_audit.as_json() if self.weight_audit else None,
         }
 
 

@@ -5,9 +5,12 @@ On real inputs only (scikit-image photos and demo scenes the model never trained
 2. per graph, the build's runner gets exactly the reference's recorded inputs, and each output is compared over
    all calls: max abs error (and as a share of the output's peak |ref|), mean abs error, PSNR (peak = max
    |ref|), SQNR and the worst call's cosine;
-3. per host step, python_ref's host code on the build's own graph outputs must keep the same integer decisions
+3. every constant the build stores is traced to the reference tensor it came from and compared (exactly in
+   fp32; int8 within half a step, with the scale the reference implies), counting copies (`weight_audit.py`),
+   so that a weight no parity input exercises cannot differ unseen;
+4. per host step, python_ref's host code on the build's own graph outputs must keep the same integer decisions
    (proposals, region labels and proposal indices, packed token ids) as on the reference's;
-4. per task, the build end to end: detections IoU-matched with the same label (never index by index), the
+5. per task, the build end to end: detections IoU-matched with the same label (never index by index), the
    same tags, caption tokens and answers, close detection scores and match probabilities (EfficientVLM: the
    same caption tokens, answers and match decisions, close match probabilities: `efficientvlm_tasks.py`).
 Each bound is a named constant of `minivlm.converters.tolerances`, per target × precision, printed with its
@@ -15,7 +18,7 @@ reason in every report. Before comparing, the reference must reproduce the golde
 made from other weights is a ParityError, not a list of failures.
 
 Core ML (and ExecuTorch's Core ML delegate) runs only on macOS. Elsewhere the report checks what can be
-checked — the files against their sha256, each `.mlpackage` spec's inputs and outputs against the manifest,
+checked — the files against their sha256, each graph's function in the `.mlpackage` spec against the manifest,
 and the fp16 range of every tensor on these images — and lists the execution checks as waiting for macOS.
 """
 
@@ -39,6 +42,7 @@ from .reference import ReferenceRun, run_image_of, run_reference
 from .report import ParityReport, write_report
 from .statistics import ErrorStats
 from .tasks import host_and_task_checks
+from .weight_audit import AUDITED_TARGETS, AuditResult, audit_build, audit_check
 
 # The host-step and task rows of a build, by model family: (reference run, build run) per image -> rows, per image JSON.
 TASK_CHECKS = {"minivlm": host_and_task_checks, "efficientvlm": efficientvlm_task_checks}
@@ -69,6 +73,16 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     check_goldens(folder, manifest, ref.reference, source)
     checks = [structural("build", "files", f"sha256 of {len(manifest['files'])} files", True, "= manifest", "")]
     not_checked: list[str] = []
+    audit: AuditResult | None = None
+    if manifest["target"] in AUDITED_TARGETS:
+        pipe = ref.reference.pipeline
+        modules = pipe.graphs.modules()  # a batched graph is its graph's module, exported at its batch
+        modules |= {name: modules[graph] for name, (graph, _) in manifest_family(manifest).batched.items()
+                    if name in manifest["graphs"]}
+        audit = audit_build(folder, manifest, pipe.model, modules)
+        checks.append(audit_check(audit))
+    else:
+        not_checked.append(f"weight audit: {manifest['target']} builds have no constant reader yet (weight_audit.py)")
     range_report = None
     if manifest["target"] == "coreml":
         checks += coreml_spec_checks(folder, manifest)
@@ -83,13 +97,16 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
                            f"`minivlm parity {folder}` or `pytest -m macos tests/parity` on a Mac")
     else:
         artifact = load_artifact(folder)
-        per_graph, graphs = graph_checks(artifact.pipeline.graphs.modules(), ref, manifest, tol)
+        runners = dict(artifact.pipeline.graphs.modules())
+        batched = {name: spec for name, spec in manifest_family(manifest).batched.items() if name in manifest["graphs"]}
+        runners |= {name: runners[graph].batched for name, (graph, _) in batched.items()}
+        per_graph, graphs = graph_checks(runners, ref, manifest, tol, batched)
         pairs = [(r, run_image_of(artifact.pipeline, s)) for r, s in zip(ref.runs, progress(ref.images))]
         task_checks, per_image = TASK_CHECKS[manifest_family(manifest).name](pairs, tol)
         checks += per_graph + task_checks
     not_checked.append(NOT_CHECKED[manifest_family(manifest).name])
     return ParityReport(folder, manifest, source, [s.name for s in ref.images], tol, checks, graphs, per_image,
-                        not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform)
+                        not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform, audit)
 
 
 def _tolerance(folder: Path, manifest: dict) -> Tolerance:
@@ -101,13 +118,16 @@ def _tolerance(folder: Path, manifest: dict) -> Tolerance:
 
 
 def reference_for(manifest: dict, model: str | None = None) -> ReferencePipeline:
-    """The reference a build is compared with: `model` if given, else the bundled weights of the build's model
-    name, else the weights file the build records as its source (a model of any family)."""
+    """The reference a build is compared with: `model` if given, else the random weights the build records
+    (re-created from its preset and seed, `recreated`), else the bundled weights of the build's model name, else
+    the weights file the build records as its source (a model of any family)."""
     from minivlm.loading import bundled_weights, load
     from minivlm.python_ref.families import PRESET_FAMILIES
 
     if model is not None:
         return load(model)
+    if "random_init" in manifest["model"]:
+        return recreated(manifest)
     name, source = manifest["model"]["name"], manifest["model"].get("source", "")
     if name in PRESET_FAMILIES and bundled_weights(name) is not None:
         return load(name)
@@ -115,6 +135,32 @@ def reference_for(manifest: dict, model: str | None = None) -> ReferencePipeline
         return load(source)
     raise ParityError(f"the build's model {name!r} (source {source!r}) has no weights here to compare with; "
                       f"pass --model with the .safetensors it was built from")
+
+
+def recreated(manifest: dict) -> ReferencePipeline:
+    """The untrained model a `--random-init` build came from: its preset re-created from the recorded seed, and
+    proven to be those weights by the recorded sha256 of its state (torch's initialisers may draw differently in
+    another torch version: a ParityError then says so)."""
+    import torch
+
+    from minivlm.loading import load
+    from minivlm.python_ref.weights import state_sha256
+
+    origin, preset = manifest["model"]["random_init"], manifest["model"]["preset"]
+    seed = origin.get("seed") if isinstance(origin, dict) else None
+    want = origin.get("state_sha256") if isinstance(origin, dict) else None
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 or not isinstance(want, str):
+        raise ArtifactError(f"the build's model.random_init is {origin!r}; expected {{\"seed\": a non-negative integer, "
+                            f"\"state_sha256\": a hex digest}} (rebuild with minivlm-convert)")
+    reference = load(preset, random_init=True, seed=seed)
+    got = state_sha256(reference.pipeline.model)
+    if got != want:
+        built_with = (manifest.get("tools") or {}).get("torch")
+        raise ParityError(f"{preset} re-created from seed {seed} with torch {torch.__version__} has weights of sha256 "
+                          f"{got[:12]}…, not the {want[:12]}… the build recorded (built with torch {built_with}): run "
+                          f"parity under torch {built_with}, or rebuild here with `minivlm-convert --model {preset} "
+                          f"--random-init --seed {seed}`")
+    return reference
 
 
 def run_parity(build: str | Path, *, model: str | None = None, scenes: int = DEFAULT_SCENES,

@@ -56,6 +56,7 @@ def test_coreml_build_converts_and_checks_its_spec(tiny_efficientvlm_build, tiny
     m = _check_manifest(tiny_efficientvlm_build("coreml"), tiny_efficientvlm)
     assert (m["precision"], m["compute_precision"]) == ("fp16", "float16")
     assert [t["runtime_name"] for t in m["graphs"]["caption_step"]["outputs"]] == ["token_logits"]
+    assert {n: (g["file"], g["function"]) for n, g in m["graphs"].items()} == {n: ("model.mlpackage", n) for n in GRAPH_NAMES}
     with pytest.raises(ArtifactError, match="needs macOS"):
         minivlm.load_artifact(tiny_efficientvlm_build("coreml").path)
 

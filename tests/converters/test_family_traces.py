@@ -4,6 +4,7 @@ declares is recorded, every graph is called, and a build's graph specs come from
 import pytest
 import torch
 
+from minivlm.converters.fp16_range import RangeRecorder, measure
 from minivlm.converters.samples import golden_images, trace
 from minivlm.converters.specs import graph_specs
 from minivlm.python_ref.families import FAMILIES
@@ -37,3 +38,24 @@ def test_graph_specs_take_the_declared_call_with_static_shapes(traced):
         assert all(torch.equal(a, b) for a, b in zip(spec.example_inputs, calls[index][0]))
         assert [t.name for t in spec.inputs] == list(spec.module.input_names)
         assert len(spec.calibration) == sum(len(tr.calls[spec.name]) for tr in traces)
+
+
+def test_ranges_recorded_while_tracing_are_those_of_every_traced_call_run_again(traced):
+    """A build measures the fp16 range as it traces: that must equal `measure` re-running each graph on every input
+    the trace recorded (the separate pass it replaced), and measuring must not change what the trace records."""
+    family, pipeline, traces = traced
+    samples = golden_images()[1:3]
+    recorder = RangeRecorder()
+    measured = [trace(pipeline, s, recorder) for s in samples]
+    for plain, tr in zip(traces, measured):  # same process, inputs and kernels: bit for bit
+        for name in family.graph_names:
+            assert len(plain.calls[name]) == len(tr.calls[name])
+            for (ins, outs), (ins2, outs2) in zip(plain.calls[name], tr.calls[name]):
+                assert all(torch.equal(a, b) for a, b in zip((*ins, *outs), (*ins2, *outs2)))
+    modules = pipeline.graphs.modules()
+    again = measure(((n, modules[n], modules[n].input_names, [ins for tr in traces for ins, _ in tr.calls[n]])
+                     for n in family.graph_names), len(samples))
+    during = recorder.report(len(samples))
+    assert during.calls == again.calls == sum(len(tr.calls[n]) for tr in traces for n in family.graph_names)
+    assert len(during.tensors) > 10 * len(family.graph_names)
+    assert during.table() == again.table() and during.summary() == again.summary()

@@ -1,6 +1,7 @@
 """Each target converts the tiny model into a build whose manifest describes what the files really hold."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ def test_tflite_build_maps_io_by_name_and_checks_delegates(tiny_tflite_build, ti
     ids = next(i for i in vqa["inputs"] if i["name"] == "input_ids")
     assert (ids["dtype"], ids["runtime_dtype"]) == ("int64", "int32")  # litert-torch downcasts int64 I/O
     assert [o["runtime_name"] for o in vqa["outputs"]] == ["answer_logits"]
+    # One model.tflite, a signature per graph; the per-graph files the workers wrote are gone.
+    assert sorted(p.name for p in report.path.glob("*.tflite")) == ["model.tflite"]
+    assert {(g["file"], g["signature"]) for g in m["graphs"].values()} == {("model.tflite", n) for n in GRAPH_NAMES}
     for name in GRAPH_NAMES:
         report_ = m["graphs"][name]["compatibility"]
         assert set(report_) == {"xnnpack", "gpu", "nnapi"}
@@ -78,13 +82,22 @@ def test_coreml_build_from_the_cli_converts_checks_its_spec_and_needs_macos_to_r
     result = CliRunner().invoke(convert_app, ["--target", "coreml", "--model", "minivlm-tiny", "--random-init",
                                               "--compute-units", "cpu_and_ne", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "tee_stage1.mlpackage" in result.output and "total" in result.output
+    assert "model.mlpackage" in result.output and "total" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["precision"], manifest["compute_units"], manifest["compute_precision"]) == ("fp16", "cpu_and_ne", "float16")
+    assert manifest["minimum_deployment_target"] == "iOS18"  # the first with multifunction ML programs
     step = manifest["graphs"]["caption_step"]
     assert [o["runtime_name"] for o in step["outputs"]] == ["mask_logits", "new_keys", "new_values"]
     assert next(i for i in step["inputs"] if i["name"] == "token_ids")["runtime_dtype"] == "int32"
-    assert any(f.startswith("caption_step.mlpackage/") for f in manifest["files"])
+    # One package, one function per graph; the per-graph packages it was made of are gone.
+    assert {name: (g["file"], g["function"]) for name, g in manifest["graphs"].items()} == \
+        {name: ("model.mlpackage", name) for name in GRAPH_NAMES}
+    assert {f.split("/")[0] for f in manifest["files"]} == {"model.mlpackage", "vocab.txt", "vocabularies.json",
+                                                            "fp16_range.json", "golden"}
+    assert sorted(p.name for p in out.glob("*.mlpackage")) == ["model.mlpackage"]
+    # Every graph's row shows the package it needs; the total counts it once.
+    package = re.search(r"^tee_stage1 +model\.mlpackage +([\d.]+ [kM]B)", result.output, re.M).group(1)
+    assert re.search(r"^total +([\d.]+ [kM]B)", result.output, re.M).group(1) == package
     with pytest.raises(ArtifactError, match="needs macOS"):
         minivlm.load_artifact(out)
 
@@ -101,10 +114,11 @@ def test_executorch_int8_build_runs_every_graph_near_the_reference(tmp_path, tin
     report = build(tiny_reference.pipeline, model_name="minivlm-tiny", source=tiny_reference.source,
                    options=resolve_options("executorch", "int8"), out=tmp_path / "int8", jobs=2)
     quantization = report.manifest["quantization"]
-    assert quantization["activations"] == {g: INT8_ACTIVATIONS[g] for g in GRAPH_NAMES} and quantization["fp32"] == FP32_PARTS
+    every = (*GRAPH_NAMES, "caption_step_beam")
+    assert quantization["activations"] == {g: INT8_ACTIVATIONS[g] for g in every} and quantization["fp32"] == FP32_PARTS
     ref = run_reference(tiny_reference, parity_images(scenes=2, photos=("coffee",)))
     parity = check_parity(report.path, ref)
-    assert set(parity.graphs) == set(GRAPH_NAMES)
+    assert set(parity.graphs) == set(every)
     for graph, outputs in parity.graphs.items():
         for name, stats in outputs.items():
             assert stats.calls > 0 and not stats.shape_mismatch, (graph, name)

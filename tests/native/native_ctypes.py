@@ -226,6 +226,14 @@ class NativeAPI:
             out[key] = self._json_value(handle, pointer + "/" + key.replace("~", "~0").replace("/", "~1"))
         return out
 
+    def manifest_file(self, text: bytes, which: str) -> str:
+        """mvlm_manifest_file of a manifest parsed from memory (no folder: the name as the manifest gives it)."""
+        handle = self._handle(self.lib.mvlm_manifest_parse, text, c_size_t(len(text)), None)
+        try:
+            return self._json_text(self.lib.mvlm_manifest_file, c_void_p(handle), which.encode("utf-8"))
+        finally:
+            self.lib.mvlm_manifest_free(c_void_p(handle))
+
     def parse_manifest(self, text: bytes) -> Config:
         handle = self._handle(self.lib.mvlm_manifest_parse, text, c_size_t(len(text)), None)
         try:

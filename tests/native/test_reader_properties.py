@@ -220,3 +220,13 @@ def test_manifest_reader_refuses_other_model_families(native_api, family, refuse
     with pytest.raises(NativeError) as e:
         native_api.parse_manifest(text)
     assert e.value.status == MVLM_BAD_FILE and refused in e.value.message and "\n" not in e.value.message
+
+
+def test_manifest_reader_accepts_the_tflite_layout(native_api):
+    """A TFLite build's graphs all name its one `model.tflite` and their signature in it (converters/tflite.py `pack`):
+    the core reads the host steps' config as before and gives every graph that file."""
+    graphs = {g: {"file": "model.tflite", "signature": g, "inputs": [], "outputs": []}
+              for g in ("tee_stage1", "tee_stage2", "caption_prefix", "caption_step", "vqa", "match")}
+    text = json.dumps({**MANIFEST, "target": "tflite", "graphs": graphs}).encode("utf-8")
+    assert _config_values(native_api.parse_manifest(text)) == _config_values(native_api.config)
+    assert {native_api.manifest_file(text, g) for g in graphs} == {"model.tflite"}

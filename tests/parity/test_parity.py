@@ -12,8 +12,9 @@ default:
   tasks) and the broken-on-purpose builds (a perturbed weight, swapped outputs) are checked on it;
 - TFLite int8 (dynamic range): the cheapest quantized build, so the PSNR and task-agreement bars of a
   quantized precision are exercised too, and its runner maps outputs by name (a swap shows in the numbers);
-- Core ML fp16, as far as Linux allows: conversion, each `.mlpackage` spec against the manifest, and the
-  fp16 range of every tensor. Running it is marked `macos`.
+- Core ML fp16, as far as Linux allows: conversion, each graph's function in the `.mlpackage` against the
+  manifest, the fp16 range of every tensor, one copy of every weight (test_coreml_package.py). Running it is
+  marked `macos`.
 Behind `-m slow`: the other builds (ExecuTorch int8 and portable, TFLite fp32 and fp16, Core ML fp32 and
 int8), a sweep over every scikit-image colour photo and 200 scenes, and the paper preset (random init).
 Tolerances never depend on the weights: the bundled model may be retrained, and only build-vs-reference
@@ -33,6 +34,7 @@ from typer.testing import CliRunner
 import minivlm
 from minivlm.cli import app
 from minivlm.converters.build import load_target
+from minivlm.converters.executorch_weights import graph_data_file, merge, read_data, write_data
 from minivlm.converters.manifest import MANIFEST, MANIFEST_DIGEST, file_hashes, manifest_digest
 from minivlm.converters.specs import GraphSpec, TensorSpec
 from minivlm.converters.fp16_range import RANGE_FILE
@@ -144,6 +146,10 @@ def _rebuild_graph(folder, name, module, example_inputs):
                      example_inputs, (example_inputs,))
     options = resolve_options(manifest["target"], manifest["precision"], manifest["delegate"])
     load_target(options).convert_graph(spec, options, folder, lambda step: None)
+    # Its constants join the build's shared weights file (the old graph's stay there, unused).
+    weights, graph_data = folder / manifest["weights_file"], folder / graph_data_file(name)
+    write_data(merge({"build": read_data(weights), name: read_data(graph_data)}), weights)
+    graph_data.unlink()
     manifest["files"] = file_hashes(folder)
     _write_sealed(folder, manifest)
 
@@ -242,7 +248,7 @@ def test_coreml_spec_that_disagrees_with_the_manifest_is_refused(demo_build, ref
     manifest["graphs"]["vqa"]["outputs"][0]["runtime_name"] = "logits"
     _write_sealed(folder, manifest)
     with pytest.raises(ArtifactError, match=r"graph vqa output answer_logits has runtime name logits in manifest\.json; "
-                                            r"vqa\.mlpackage itself has answer_logits"):
+                                            r"model\.mlpackage function vqa itself has answer_logits"):
         check_parity(folder, reference_run, platform="linux")
 
 
@@ -281,3 +287,13 @@ def test_paper_preset_builds_at_parity(tmp_path_factory):
           out=out, jobs=2)
     report = check_parity(out, run_reference(paper, parity_images(scenes=2, photos=("astronaut", "coffee"))))
     assert report.passed, report.table()
+
+
+def test_word_embeddings_no_parity_input_reaches_fail_only_the_weight_audit(et_copy, demo, reference_run,
+                                                                            tamper_word_embeddings):
+    edited = tamper_word_embeddings(et_copy, demo, "vqa.pte")
+    report = check_parity(et_copy, reference_run)
+    assert [(c.kind, c.name, c.metric) for c in report.failures] == [("build", "weights", "audit")], report.verdict()
+    audit = report.as_json()["weight_audit"]
+    assert not audit["passed"] and audit["unmatched"][0]["bad_values"] == edited
+    assert audit["reason"].startswith("vqa tensor") and "word_embeddings" in audit["reason"]

@@ -56,7 +56,8 @@ def test_build_matches_the_reference_on_real_images(artifact, tiny_reference, sa
     image = sample.image
     _same_detections(tiny_reference.detect(image), artifact.detect(image))
     assert artifact.caption(image) == tiny_reference.caption(image)
-    assert artifact.caption(image, num_beams=2) == tiny_reference.caption(image, num_beams=2)  # batched step graph
+    for beams in (2, 5, 7):  # through the build's batched step graph: one padded call, one full, a full and a padded
+        assert artifact.caption(image, num_beams=beams) == tiny_reference.caption(image, num_beams=beams)
     assert artifact.answer(image, sample.question) == tiny_reference.answer(image, sample.question)
     assert abs(artifact.match(image, sample.text) - tiny_reference.match(image, sample.text)) <= 1e-4
 
@@ -96,6 +97,7 @@ def _write_sealed(folder, manifest):
 
 
 def _graph_file(folder):
+    """tee_stage2's file: its own `.pte`, or the `model.tflite` every graph shares (errors then name tee_stage1)."""
     return folder / json.loads((folder / "manifest.json").read_text())["graphs"]["tee_stage2"]["file"]
 
 
@@ -199,15 +201,33 @@ def test_manifest_output_order_is_checked_against_the_model(copy, no_reference):
 
 @pytest.mark.build
 def test_manifest_io_is_checked_against_the_runtime(copy, no_reference):
-    """The graph files themselves: match's file replaced by vqa's (files re-hashed, manifest re-sealed) has the
-    manifest's and the model's I/O everywhere but in what its runtime reports."""
-    match, vqa = (copy / _manifest(copy)["graphs"][g]["file"] for g in ("match", "vqa"))
-    shutil.copyfile(vqa, match)
+    """What the graph's runtime reports is checked: match's `.pte` replaced by vqa's (files re-hashed), or match's
+    entry naming vqa's signature of the one `model.tflite`, the manifest re-sealed; the manifest's and the model's
+    I/O agree everywhere else."""
     manifest = _manifest(copy)
-    manifest["files"] = file_hashes(copy)
+    if manifest["target"] == "tflite":
+        manifest["graphs"]["match"]["signature"] = "vqa"
+    else:
+        match, vqa = (copy / manifest["graphs"][g]["file"] for g in ("match", "vqa"))
+        shutil.copyfile(vqa, match)
+        manifest["files"] = file_hashes(copy)
     _write_sealed(copy, manifest)
-    _refused(copy, r"graph match(: match\.tflite's signature outputs are \['answer_logits'\]; manifest\.json lists "
+    _refused(copy, r"graph match(: model\.tflite's signature outputs are \['answer_logits'\]; manifest\.json lists "
                    r"\['match_logits'\]| output match_logits has shape \(1, 2\) in manifest\.json; match\.pte itself has \(1, 11\))")
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("signature, match", [
+    ("nope", r"graph match: model\.tflite has no signature 'nope' \(it has \['tee_stage1', .*'match'\]\)"),
+    (..., r"lacks graphs\.match\.signature; expected its signature's key in the \.tflite \(an older build: rebuild it\)"),
+], ids=["unknown", "absent"])
+def test_a_tflite_graph_without_its_signature_is_one_line(tiny_tflite_build, tmp_path, no_reference, signature, match):
+    copy = tmp_path / "build"
+    shutil.copytree(tiny_tflite_build.path, copy)
+    manifest = _manifest(copy)
+    _set(["graphs", "match", "signature"], signature)(manifest)
+    _write_sealed(copy, manifest)
+    _refused(copy, match)
 
 
 @pytest.mark.build
@@ -215,7 +235,7 @@ def test_manifest_runtime_dtype_is_checked_against_the_runtime(copy, no_referenc
     manifest = _manifest(copy)
     manifest["graphs"]["vqa"]["inputs"][0]["runtime_dtype"] = "float32"
     _write_sealed(copy, manifest)
-    _refused(copy, r"graph vqa input input_ids has runtime dtype float32 in manifest\.json; vqa\.(pte|tflite) itself "
+    _refused(copy, r"graph vqa input input_ids has runtime dtype float32 in manifest\.json; (vqa\.pte|model\.tflite) itself "
                    r"has int(64|32)")
 
 
@@ -246,6 +266,8 @@ MALFORMED = {
     "a file's sha256 as a number": (lambda m: m["files"].update({"vocab.txt": 42}),
                                     r"files\['vocab\.txt'\] is 42; expected a sha256 hex digest"),
     "graph without file": (_set(["graphs", "vqa", "file"], ...), r"lacks graphs\.vqa\.file; expected the graph's file"),
+    "a Core ML graph without its function": (lambda m: m.update(target="coreml", precision="fp16", delegate=None),
+                                             r"lacks graphs\.tee_stage1\.function; expected the graph's function in the Core ML package"),
     "graph without inputs": (_set(["graphs", "match", "inputs"], ...), r"lacks graphs\.match\.inputs; expected a non-empty list"),
     "graph as a string": (_set(["graphs", "vqa"], "vqa.pte"), r"graphs\.vqa is \"vqa\.pte\"; expected an object"),
     "graphs as a list": (lambda m: m.update(graphs=list(m["graphs"])), r"graphs is \[.*; expected an object with the graphs"),
@@ -334,7 +356,7 @@ def test_a_graph_file_replaced_by_a_folder_is_refused(copy, no_reference):
     manifest = _manifest(copy)
     manifest["files"] = file_hashes(copy)
     _write_sealed(copy, manifest)
-    _refused(copy, rf"graph tee_stage2 file {graph.name} is a folder; expected a \.(pte|tflite) file")
+    _refused(copy, rf"graph (tee_stage2|tee_stage1) file {graph.name} is a folder; expected a \.(pte|tflite) file")
 
 
 @pytest.mark.build
@@ -344,7 +366,7 @@ def test_an_empty_graph_file_with_a_forged_checksum_is_refused(copy, no_referenc
     manifest = _manifest(copy)
     manifest["files"] = file_hashes(copy)
     _write_sealed(copy, manifest)
-    _refused(copy, rf"graph tee_stage2 file {graph.name} is empty; rebuild it")
+    _refused(copy, rf"graph (tee_stage2|tee_stage1) file {graph.name} is empty; rebuild it")
 
 
 @pytest.mark.build

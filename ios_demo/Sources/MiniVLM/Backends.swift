@@ -7,18 +7,22 @@ import CoreGraphics
 #endif
 
 public enum Backends {
-    /// The runner factory for a build's `target` ("coreml" or "executorch").
-    public static func backend(for target: String) throws -> GraphBackend {
+    /// The runner factory for a build's `target` ("coreml" or "executorch"); an ExecuTorch build's graphs read
+    /// their constants from its `weightsFile`.
+    public static func backend(for target: String, weightsFile: String? = nil) throws -> GraphBackend {
         switch target {
         case "coreml":
             #if canImport(CoreML)
+            guard #available(iOS 18.0, macOS 15.0, *) else {
+                throw MiniVLMError(.config, "a Core ML build is one multifunction model, which needs iOS 18 or macOS 15; use an ExecuTorch build on this system")
+            }
             return { folder, name, spec in try CoreMLRunner(folder: folder, name: name, spec: spec) }
             #else
             throw MiniVLMError(.config, "Core ML is not available on this platform")
             #endif
         case "executorch":
             #if canImport(ExecuTorch)
-            return { folder, name, spec in try ExecuTorchRunner(folder: folder, name: name, spec: spec) }
+            return { folder, name, spec in try ExecuTorchRunner(folder: folder, name: name, spec: spec, weightsFile: weightsFile) }
             #else
             throw MiniVLMError(.config, "this build of MiniVLM was linked without ExecuTorch")
             #endif
@@ -29,7 +33,8 @@ public enum Backends {
 
     /// Opens a build folder (e.g. the app bundle's "minivlm" folder) with the runtime its manifest names.
     public static func open(folder: URL) throws -> Pipeline {
-        try Pipeline(folder: folder, backend: try backend(for: try BuildSpec(folder: folder).target))
+        let build = try BuildSpec(folder: folder)
+        return try Pipeline(folder: folder, backend: try backend(for: build.target, weightsFile: build.weightsFile))
     }
 }
 

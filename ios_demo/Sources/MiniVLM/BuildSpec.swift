@@ -51,11 +51,14 @@ public struct TensorSpec: Decodable, Sendable {
 
 public struct GraphSpec: Decodable, Sendable {
     public let file: String
+    /// The graph's function in a Core ML build's multifunction package; nil for other targets.
+    public let function: String?
     public let inputs: [TensorSpec]
     public let outputs: [TensorSpec]
 
-    public init(file: String, inputs: [TensorSpec], outputs: [TensorSpec]) {
+    public init(file: String, function: String? = nil, inputs: [TensorSpec], outputs: [TensorSpec]) {
         self.file = file
+        self.function = function
         self.inputs = inputs
         self.outputs = outputs
     }
@@ -68,6 +71,8 @@ public struct BuildSpec: Sendable {
     public let graphs: [String: GraphSpec]
     public let answers: [String]
     public let attributes: [String]
+    /// An ExecuTorch build's one weights file (.ptd), shared by every graph.
+    public let weightsFile: String?
 
     private struct ManifestFields: Decodable {
         let target: String
@@ -75,6 +80,7 @@ public struct BuildSpec: Sendable {
         let precision: String
         let graphs: [String: GraphSpec]
         let vocabularies_file: String?
+        let weights_file: String?
     }
 
     private struct Vocabularies: Decodable {
@@ -83,13 +89,14 @@ public struct BuildSpec: Sendable {
     }
 
     public init(target: String, delegate: String?, precision: String, graphs: [String: GraphSpec], answers: [String],
-                attributes: [String]) {
+                attributes: [String], weightsFile: String? = nil) {
         self.target = target
         self.delegate = delegate
         self.precision = precision
         self.graphs = graphs
         self.answers = answers
         self.attributes = attributes
+        self.weightsFile = weightsFile
     }
 
     /// Reads manifest.json and its vocabularies file from `folder`.
@@ -101,12 +108,16 @@ public struct BuildSpec: Sendable {
             for name in graphNames where manifest.graphs[name] == nil {
                 throw MiniVLMError(.badFile, "the manifest has no graph '\(name)'")
             }
+            for name in graphNames where manifest.target == "coreml" && manifest.graphs[name]?.function == nil {
+                throw MiniVLMError(.badFile, "the manifest's graph '\(name)' names no Core ML function; rebuild it with minivlm-convert")
+            }
             target = manifest.target
             delegate = manifest.delegate
             precision = manifest.precision
             graphs = manifest.graphs
             answers = vocab.answers
             attributes = vocab.attributes
+            weightsFile = manifest.weights_file
         } catch let error as MiniVLMError {
             throw error
         } catch let error as DecodingError {

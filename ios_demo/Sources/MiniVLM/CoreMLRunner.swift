@@ -1,20 +1,26 @@
-// Runs one .mlpackage graph of a `--target coreml` build with Core ML. Inputs and outputs are addressed by
-// the manifest's runtime_name and converted to its runtime_dtype (int32 token ids; float16 outputs of an fp16
-// ML program are widened to float32 for the host steps).
+// Runs one graph of a `--target coreml` build with Core ML: the build is one multifunction .mlpackage with one
+// function per graph (the manifest's graphs.<name>.function), which needs iOS 18 / macOS 15. Inputs and outputs
+// are addressed by the manifest's runtime_name and converted to its runtime_dtype (int32 token ids; float16
+// outputs of an fp16 ML program are widened to float32 for the host steps).
 
 #if canImport(CoreML)
 import CoreML
 import Foundation
 
+@available(iOS 18.0, macOS 15.0, *)
 public final class CoreMLRunner: GraphRunner {
     public let name: String
     public let spec: GraphSpec
     private let model: MLModel
 
-    /// Compiles the .mlpackage (cached next to it as .mlmodelc after the first run) and loads it.
+    /// Compiles the .mlpackage (cached next to it as .mlmodelc after the first run; every graph's runner shares
+    /// it) and loads the graph's function from it.
     public init(folder: URL, name: String, spec: GraphSpec, computeUnits: MLComputeUnits = .all) throws {
         self.name = name
         self.spec = spec
+        guard let function = spec.function else {
+            throw MiniVLMError(.badFile, "the manifest's graph '\(name)' names no function of \(spec.file)")
+        }
         let package = folder.appendingPathComponent(spec.file)
         let compiled = package.deletingPathExtension().appendingPathExtension("mlmodelc")
         do {
@@ -24,9 +30,10 @@ public final class CoreMLRunner: GraphRunner {
             }
             let configuration = MLModelConfiguration()
             configuration.computeUnits = computeUnits
+            configuration.functionName = function
             model = try MLModel(contentsOf: compiled, configuration: configuration)
         } catch {
-            throw MiniVLMError(.runtime, "Core ML cannot load \(spec.file): \(error.localizedDescription)")
+            throw MiniVLMError(.runtime, "Core ML cannot load function \(function) of \(spec.file): \(error.localizedDescription)")
         }
     }
 

@@ -1,6 +1,7 @@
 // Runs one .pte graph of a `--target executorch` build with ExecuTorch's Swift API (package "executorch",
 // products executorch + backend_xnnpack / backend_coreml + kernels). Method "forward", inputs and outputs in
-// manifest order.
+// manifest order. The graphs of a build read their constants from its one weights file (manifest
+// `weights_file`, a .ptd), passed as the Module's data file (ExecuTorchModule.h initWithFilePath:dataFilePaths:).
 
 #if canImport(ExecuTorch)
 import ExecuTorch
@@ -11,10 +12,11 @@ public final class ExecuTorchRunner: GraphRunner {
     public let spec: GraphSpec
     private let module: Module
 
-    public init(folder: URL, name: String, spec: GraphSpec) throws {
+    public init(folder: URL, name: String, spec: GraphSpec, weightsFile: String?) throws {
         self.name = name
         self.spec = spec
-        module = Module(filePath: folder.appendingPathComponent(spec.file).path)
+        let data = weightsFile.map { [folder.appendingPathComponent($0).path] } ?? []
+        module = Module(filePath: folder.appendingPathComponent(spec.file).path, dataFilePaths: data)
         do {
             try module.load("forward")
         } catch {

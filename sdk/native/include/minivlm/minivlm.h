@@ -149,7 +149,8 @@ mvlm_status mvlm_manifest_config(const mvlm_manifest* manifest, mvlm_config* con
 /* The parsed manifest.json itself, for fields this API does not wrap (owned by the manifest). */
 const mvlm_json* mvlm_manifest_json(const mvlm_manifest* manifest);
 /* Path of a file of the build: `which` is a graph name ("tee_stage1", "caption_step", ...), "vocab" or
- * "vocabularies"; the folder is prepended when the manifest was loaded from disk. */
+ * "vocabularies"; the folder is prepended when the manifest was loaded from disk. A TFLite build's graphs all
+ * name its one model.tflite (each is the signature `graphs.<name>.signature` in it). */
 mvlm_status mvlm_manifest_file(const mvlm_manifest* manifest, const char* which, char* buffer, size_t capacity,
                                size_t* length);
 /* Class names (index 0 is background) from the vocabularies file; loaded on first use. */

@@ -16,6 +16,7 @@ data class BuildSpec(
     val graphs: Map<String, GraphSpec>,
     val answers: List<String>,
     val attributes: List<String>,
+    val weightsFile: String? = null, // an ExecuTorch build's one weights file (.ptd), shared by every graph
 ) {
     fun graph(name: String): GraphSpec =
         graphs[name] ?: throw MiniVlmException(ErrorKind.BAD_FILE, "the manifest has no graph '$name'")
@@ -34,7 +35,8 @@ data class BuildSpec(
             val graphs = manifest["graphs"]
             val specs = GRAPH_NAMES.associateWith { name ->
                 val g = graphs[name]
-                GraphSpec(name, g["file"].string, g["inputs"].list.map(::tensorSpec), g["outputs"].list.map(::tensorSpec))
+                GraphSpec(name, g["file"].string, g["inputs"].list.map(::tensorSpec), g["outputs"].list.map(::tensorSpec),
+                    g.opt("signature")?.string)
             }
             return BuildSpec(
                 target = manifest["target"].string,
@@ -43,6 +45,7 @@ data class BuildSpec(
                 graphs = specs,
                 answers = vocabularies["answers"].list.map { it.string },
                 attributes = vocabularies["attributes"].list.map { it.string },
+                weightsFile = manifest.opt("weights_file")?.string,
             )
         }
 

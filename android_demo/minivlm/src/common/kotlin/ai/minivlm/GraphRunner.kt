@@ -22,6 +22,37 @@ fun interface GraphBackend {
     fun open(buildDir: File, spec: GraphSpec): GraphRunner
 }
 
+/**
+ * One open instance per file, shared by every graph in it (a TFLite build's graphs are the signatures of one
+ * `model.tflite`: one interpreter loads its weights once) and closed when its last user releases it.
+ * Not thread-safe, like the [MiniVlm] that owns it.
+ */
+class SharedFiles<T : AutoCloseable>(private val open: (File) -> T) {
+    private class Entry<T>(val value: T, var users: Int)
+
+    private val entries = HashMap<String, Entry<T>>()
+
+    /** The instance of `file`, opened on first use; pair every call with [release]. */
+    fun acquire(file: File): T {
+        val entry = entries.getOrPut(file.canonicalPath) { Entry(open(file), 0) }
+        entry.users++
+        return entry.value
+    }
+
+    /** One user of `file` is done; the last one closes it. */
+    fun release(file: File) {
+        val key = file.canonicalPath
+        val entry = entries[key] ?: return
+        if (--entry.users == 0) {
+            entries.remove(key)
+            entry.value.close()
+        }
+    }
+
+    /** Files open now (for tests). */
+    val openCount: Int get() = entries.size
+}
+
 /** Checks inputs against the spec before a runtime sees them: a wrong shape is a clear error, not a crash. */
 fun GraphSpec.checkInputs(inputs: Map<String, Tensor>) {
     for (s in this.inputs) {

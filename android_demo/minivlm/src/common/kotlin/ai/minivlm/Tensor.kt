@@ -98,5 +98,14 @@ data class TensorSpec(
     val count: Int get() = shape.fold(1L) { a, b -> a * b }.toInt()
 }
 
-/** A graph of a build: its file and its ordered inputs and outputs (manifest `graphs.<name>`). */
-data class GraphSpec(val name: String, val file: String, val inputs: List<TensorSpec>, val outputs: List<TensorSpec>)
+/**
+ * A graph of a build: its file and its ordered inputs and outputs (manifest `graphs.<name>`); `signature` is the
+ * key of its signature in the file (TFLite: every graph is a signature of the one `model.tflite`), else null.
+ */
+data class GraphSpec(
+    val name: String,
+    val file: String,
+    val inputs: List<TensorSpec>,
+    val outputs: List<TensorSpec>,
+    val signature: String? = null,
+)

@@ -481,6 +481,34 @@ fun main(args: Array<String>) {
         assertEquals(listOf(listOf(0f, 1f, 2f, 6f, 7f, 8f), listOf(3f, 4f, 5f, 9f, 10f, 11f)), seen)
         assertContentEquals(FloatArray(12) { it * 10f }, y)
     }
+    checks.check("SharedFiles opens a file once for all its graphs and closes it with the last") {
+        val opened = mutableListOf<String>()
+        val closed = mutableListOf<String>()
+        val files = SharedFiles { f: File -> opened.add(f.name); AutoCloseable { closed.add(f.name) } }
+        val model = File("build/model.tflite")
+        val a = files.acquire(model)
+        val b = files.acquire(File("build/./model.tflite"))
+        assertTrue(a === b)
+        assertEquals(listOf("model.tflite"), opened)
+        files.release(model)
+        assertEquals(emptyList<String>(), closed)
+        files.release(model)
+        assertEquals(listOf("model.tflite"), closed)
+        assertEquals(0, files.openCount)
+    }
+    checks.check("BuildSpec reads each graph's signature (null where the manifest names none)") {
+        val tensor = """{"name": "x", "shape": [1], "dtype": "float32"}"""
+        val graphs = GRAPH_NAMES.joinToString(", ") { n ->
+            val signature = if (n == "vqa") "" else """, "signature": "$n""""
+            """"$n": {"file": "model.tflite"$signature, "inputs": [$tensor], "outputs": [$tensor]}"""
+        }
+        val manifest = JsonPath(Json.parseObject("""{"target": "tflite", "precision": "fp32", "graphs": {$graphs}}""", "manifest"), "manifest")
+        val vocab = JsonPath(Json.parseObject("""{"answers": ["yes"], "attributes": []}""", "vocabularies"), "vocabularies")
+        val spec = BuildSpec.parse(manifest, vocab)
+        assertEquals("match", spec.graph("match").signature)
+        assertEquals(null, spec.graph("vqa").signature)
+        assertEquals("model.tflite", spec.graph("vqa").file)
+    }
     checks.check("the core still works after the malformed calls") {
         val case = index["tokenizer"][0]
         assertContentEquals(case["ids"].list.map { it.long }.toLongArray(), tokenizer.encode(case["text"].string))

@@ -21,14 +21,14 @@ object AndroidMiniVlm {
      */
     fun open(context: Context, assetDir: String = "minivlm"): MiniVlm {
         val dir = install(context, assetDir)
-        return MiniVlm(dir, backendFor(BuildSpec.load(dir).target))
+        return MiniVlm(dir, backendFor(BuildSpec.load(dir)))
     }
 
-    /** The graph runtime of a manifest `target`. */
-    fun backendFor(target: String): GraphBackend = when (target) {
-        "executorch" -> GraphBackend { dir, spec -> ExecuTorchRunner(File(dir, spec.file), spec) }
-        "tflite" -> GraphBackend { dir, spec -> LiteRtRunner(File(dir, spec.file), spec) }
-        else -> throw MiniVlmException(ErrorKind.CONFIG, "a '$target' build does not run on Android; convert with --target executorch or tflite")
+    /** The graph runtime of a build's manifest `target` (an ExecuTorch build's graphs share its weights file). */
+    fun backendFor(build: BuildSpec): GraphBackend = when (build.target) {
+        "executorch" -> GraphBackend { dir, spec -> ExecuTorchRunner(File(dir, spec.file), build.weightsFile?.let { File(dir, it) }, spec) }
+        "tflite" -> LiteRtRunner.backend() // the build's one model.tflite, one interpreter for all its graphs
+        else -> throw MiniVlmException(ErrorKind.CONFIG, "a '${build.target}' build does not run on Android; convert with --target executorch or tflite")
     }
 
     fun install(context: Context, assetDir: String): File {

@@ -16,10 +16,20 @@ import org.pytorch.executorch.Tensor as EtTensor
  * Runs one `.pte` graph with the ExecuTorch Android runtime (`org.pytorch:executorch-android`), method
  * "forward", inputs and outputs in manifest order. The AAR's kernels and XNNPACK delegate are the ones the
  * build was exported for (manifest `delegate`).
+ *
+ * A build's graphs read their constants from its one weights file (manifest `weights_file`, a `.ptd`). The
+ * Android `Module` of executorch-android 1.5.1 (and of upstream main, extension/android/.../Module.kt) takes a
+ * program path only, no data path (only its LLM, ASR and training modules take one), so such a build is
+ * refused here in one line rather than failing inside the runtime at its first constant.
  */
-class ExecuTorchRunner(file: File, override val spec: GraphSpec) : GraphRunner {
+class ExecuTorchRunner(file: File, weights: File?, override val spec: GraphSpec) : GraphRunner {
     private val module: Module = try {
+        if (weights != null) {
+            throw MiniVlmException(ErrorKind.CONFIG, "${file.name} keeps its weights in ${weights.name}, which ExecuTorch's Android Module cannot load (Module.load takes no data path); run a --target tflite build on Android")
+        }
         Module.load(file.path, Module.LOAD_MODE_MMAP)
+    } catch (e: MiniVlmException) {
+        throw e
     } catch (e: Exception) {
         throw MiniVlmException(ErrorKind.RUNTIME, "ExecuTorch cannot load ${file.name}: ${e.message}", e)
     }

@@ -1,0 +1,89 @@
+"""The weight audit's matching rules (sdk/parity/weight_audit.py) on synthetic constants: layouts, int8 steps and
+scales, duplicates, the small-constant rule. Expected int8 values come from numpy's own symmetric quantization
+here, not from the code under test."""
+
+import numpy as np
+
+from minivlm.parity.reference_constants import RefTensor
+from minivlm.parity.stored_constants import StoredConstant, dequantized
+from minivlm.parity.weight_audit import SMALL, audit
+
+RNG = np.random.default_rng(0)
+
+
+def _ref(name, values, derived=False):
+    return RefTensor(name, values.astype(np.float32), derived, {name}, {"g"})
+
+
+def _fp32(values, where="f buffer 1", name="t"):
+    v = np.ascontiguousarray(values, np.float32)
+    return StoredConstant(where, "float32", v.shape, v, v.nbytes, [("g", name)])
+
+
+def _int8(w, axis=0, where="f buffer 1", scale=None):
+    """Symmetric per-channel int8 of `w` along `axis`, as XNNPACK and LiteRT quantize: scale = max|w| / 127."""
+    other = tuple(a for a in range(w.ndim) if a != axis)
+    amax = np.max(np.abs(w), axis=other, keepdims=True)
+    s = (amax / 127).astype(np.float32) if scale is None else scale
+    q = np.clip(np.round(w / s), -127, 127).astype(np.int8)
+    flat = s.reshape(-1).astype(np.float64)
+    zero = np.zeros(1)
+    return StoredConstant(where, "int8", q.shape, dequantized(q, flat, zero, axis), q.nbytes, [("g", "w")],
+                          q=q, scale=flat, zero_point=zero, axis=axis)
+
+
+def test_conv_weight_stored_ohwi_matches_exactly_and_a_changed_value_fails():
+    w = RNG.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    refs = {"conv.weight": _ref("conv.weight", w)}
+    ok = audit([_fp32(w.transpose(0, 2, 3, 1))], refs, one_weights_file=False)
+    assert ok.passed and ok.matched == 1 and ok.worst_error == 0
+    bad = w.transpose(0, 2, 3, 1).copy()
+    bad.reshape(-1)[100] = np.nextafter(bad.reshape(-1)[100], np.float32(9))  # one ulp: fp32 must be exact
+    result = audit([_fp32(bad, name="conv")], refs, one_weights_file=False)
+    assert not result.passed
+    assert "'conv'" in result.reason() and "nearest conv.weight: 1 of 288 values differ" in result.reason()
+
+
+def test_int8_within_half_a_step_passes_two_steps_fails_and_a_wrong_scale_fails():
+    w = RNG.standard_normal((16, 32)).astype(np.float32)
+    refs = {"fc.weight": _ref("fc.weight", w)}
+    assert audit([_int8(w)], refs, one_weights_file=False).passed
+    moved = _int8(w)
+    moved.q[3, 5] += 2 if moved.q[3, 5] < 120 else -2
+    moved.values = dequantized(moved.q, moved.scale, moved.zero_point, 0)
+    result = audit([moved], refs, one_weights_file=False)
+    assert not result.passed and "1 of 512 values differ" in result.reason()
+    amax = np.max(np.abs(w), axis=1, keepdims=True)
+    off = _int8(w, scale=(amax / 127 * 1.01).astype(np.float32))  # values still round back: only the scale is wrong
+    result = audit([off], refs, one_weights_file=False)
+    assert not result.passed and "scale off by" in result.reason()
+
+
+def test_duplicates_fail_only_with_one_weights_file_and_equal_values_are_not_duplicates():
+    w = RNG.standard_normal((32, 32)).astype(np.float32)
+    refs = {"a": _ref("a", w)}
+    two = [_fp32(w, "x.tflite buffer 1"), _fp32(w, "y.tflite buffer 4")]
+    per_graph = audit(two, refs, one_weights_file=False)
+    assert per_graph.passed and per_graph.duplicates and per_graph.duplicates[0].startswith("a x2")
+    shared = audit(two, refs, one_weights_file=True)
+    assert not shared.passed and "stored more than once: a x2" in shared.reason()
+    ones = np.ones(SMALL, np.float32)  # two LayerNorm weights at identity: two reference tensors, two copies
+    refs2 = {"ln1": _ref("ln1", ones), "ln2": _ref("ln2", ones)}
+    assert not audit([_fp32(ones, "f buffer 1"), _fp32(ones, "f buffer 2")], refs2, one_weights_file=True).duplicates
+
+
+def test_a_weight_merged_into_another_of_the_same_shape_is_missing():
+    a, b = (RNG.standard_normal((16, 16)).astype(np.float32) for _ in range(2))
+    refs = {"a": _ref("a", a), "b": _ref("b", b)}
+    result = audit([_fp32(a)], refs, one_weights_file=False)  # both layers read the copy of `a`
+    assert not result.passed and result.missing == ["b"] and "reference weight b is in no stored constant" in result.reason()
+
+
+def test_small_untraced_constants_are_counted_not_failed_and_derived_constants_get_ulps():
+    shape_operand = StoredConstant("f buffer 9", "int32", (4,), np.array([1, 3, 1, 16], np.int32), 16, [("g", "shape")])
+    w = RNG.standard_normal((8, 16)).astype(np.float32)
+    folded = (w * np.float32(1.0000001)).astype(np.float32)  # a converter's own product: a few ulps away
+    refs = {"folded": _ref("folded", w, derived=True)}
+    result = audit([shape_operand, _fp32(folded)], refs, one_weights_file=False)
+    assert result.passed and result.untraced_bytes == 16 and result.matched == 1
+    assert not audit([_fp32(w * 1.001)], refs, one_weights_file=False).passed
