@@ -15,7 +15,8 @@ caption is computed once per image (`fusion_graphs.CaptionPrefixGraph`) and reus
 (`fusion_graphs.CaptionStepGraph`). Host-side packing of that layout is `packing.py`.
 
 Written for full XNNPACK delegation (docs/ARCHITECTURE.md §3): LayerNorm is mean/rsqrt over the last dim, attention is
-3-D `bmm` over (B*heads, T, head_dim), masks are additive floats built from 0/1 masks.
+3-D `bmm` over (B*heads, T, head_dim), masks are additive floats built from 0/1 masks and broadcast by views
+(XNNPACK takes no `expand`, no `select`, and `unsqueeze` on the trailing dim only).
 """
 
 from __future__ import annotations
@@ -120,12 +121,15 @@ class SelfAttention(nn.Module):
         return split_heads(self.key(x), self.heads), split_heads(self.value(x), self.heads)
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Queries from `x` (B, T, H) attend to `k`/`v` (B, heads, S, head_dim) under additive `mask` (B, T, S)."""
+        """Queries from `x` (B, T, H) attend to `k`/`v` (B, heads, S, head_dim) under additive `mask` (B, T, S),
+        or (B, 1, S) when every query sees the same keys."""
         b, t, h = x.shape
         s = k.shape[2]
         q = split_heads(self.query(x), self.heads).reshape(b * self.heads, t, self.head_dim)
         scores = torch.bmm(q, k.reshape(b * self.heads, s, self.head_dim).transpose(1, 2))  # (B*heads, T, S)
-        scores = scores.view(b, self.heads, t, s) / math.sqrt(self.head_dim) + mask.unsqueeze(1)
+        # A view, not unsqueeze(1): XNNPACK takes unsqueeze on the trailing dim only.
+        head_mask = mask.view(mask.shape[0], 1, mask.shape[1], s)
+        scores = scores.view(b, self.heads, t, s) / math.sqrt(self.head_dim) + head_mask
         probs = self.dropout(torch.softmax(scores, dim=-1)).view(b * self.heads, t, s)
         ctx = torch.bmm(probs, v.reshape(b * self.heads, s, self.head_dim))  # (B*heads, T, head_dim)
         return self.out(ctx.view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, h))
@@ -170,10 +174,11 @@ def seq2seq_pattern(seq_len: int, text_len: int, device: torch.device | None = N
 def attention_mask(
     token_mask: torch.Tensor, region_mask: torch.Tensor, kind: AttentionKind, text_len: int
 ) -> torch.Tensor:
-    """Additive (B, S, S) mask over `[text+tags | regions]` from 0/1 validity masks (B, Tt), (B, R)."""
+    """Additive mask over `[text+tags | regions]` from 0/1 validity masks (B, Tt), (B, R): (B, 1, S) for full
+    attention (the same for every query: it broadcasts, no (B, S, S) copy), (B, S, S) for seq2seq."""
     valid = torch.cat([token_mask, region_mask], dim=1)  # (B, S)
     b, s = valid.shape
-    allowed = valid.unsqueeze(1).expand(b, s, s)  # padded keys hidden from every query
+    allowed = valid.view(b, 1, s)  # padded keys hidden from every query
     if kind is AttentionKind.SEQ2SEQ:
         allowed = allowed * seq2seq_pattern(s, text_len, valid.device)
     return additive_mask(allowed)
@@ -208,7 +213,7 @@ class FusionEncoder(nn.Module):
         if kind is AttentionKind.SEQ2SEQ and input_ids.shape[1] <= self.cfg.max_text_len:
             raise InputError(f"seq2seq needs the full text+tags layout, got {input_ids.shape[1]} tokens")
         x = self._embed(input_ids, token_type_ids, 0, regions)  # (B, S, H)
-        mask = attention_mask(token_mask, region_mask, kind, self.cfg.max_text_len)  # (B, S, S)
+        mask = attention_mask(token_mask, region_mask, kind, self.cfg.max_text_len)  # (B, 1 or S, S)
         for layer in self.layers:
             x = layer(x, *layer.kv(x), mask)
         return x
@@ -222,7 +227,8 @@ class Pooler(nn.Module):
         self.dense = nn.Linear(hidden, hidden)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))  # (B, H)
+        first = hidden[:, :1].reshape(hidden.shape[0], hidden.shape[2])  # a slice: XNNPACK takes no select
+        return torch.tanh(self.dense(first))  # (B, H)
 
 
 class MLMHead(nn.Module):

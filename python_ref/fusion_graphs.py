@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .fusion import AttentionKind, Fusion, additive_mask, split_heads
+from .fusion import MASK_VALUE, AttentionKind, Fusion, additive_mask, split_heads
+from .graph_ops import constant
 from .packing import FUSION_INPUT_NAMES
 
 
@@ -104,7 +105,7 @@ class CaptionPrefixGraph(nn.Module):
         positions = torch.arange(tag_ids.shape[1], device=tag_ids.device) + self.cfg.max_text_len
         x = torch.cat([self.embeddings(tag_ids, tag_type_ids, positions), self.region_embeddings(regions)], dim=1)
         valid = torch.cat([tag_mask, region_mask], dim=1)  # (B, P)
-        mask = additive_mask(valid.unsqueeze(1).expand(-1, valid.shape[1], -1))  # (B, P, P)
+        mask = additive_mask(valid.view(valid.shape[0], 1, valid.shape[1]))  # (B, 1, P): the same for every query
         keys, values = [], []
         for layer in self.layers:
             k, v = layer.kv(x)  # (B, heads, P, head_dim)
@@ -157,18 +158,26 @@ class CaptionStepGraph(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.embeddings(token_ids, torch.zeros_like(token_ids), position_ids)  # (B, 2, H)
         b = x.shape[0]
-        causal = torch.ones(2, 2, device=x.device).tril().expand(b, 2, 2)
-        seen = [prefix_mask.unsqueeze(1).expand(b, 2, -1), cache_mask.unsqueeze(1).expand(b, 2, -1), causal]
-        mask = additive_mask(torch.cat(seen, dim=2))  # (B, 2, P + C + 2)
+        # Both queries see the same prefix and cache keys: the (B, 1, P + C) mask is broadcast to them by adding
+        # a zero (1, 2, 1) constant, and the two new keys get a constant causal block (static shapes, so built
+        # here at trace time): XNNPACK takes neither expand nor tril.
+        seen = additive_mask(torch.cat([prefix_mask, cache_mask], dim=1)).view(b, 1, -1) + constant([[0.0], [0.0]], x)
+        causal = constant([[[0.0, MASK_VALUE], [0.0, 0.0]]] * b, x)  # query t-1 never sees the [MASK] at t
+        mask = torch.cat([seen, causal], dim=2)  # (B, 2, P + C + 2)
+        cache_shape = prefix_keys.shape[1:], cache_keys.shape[1:]
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
             k, v = layer.kv(x)  # (B, heads, 2, head_dim)
-            keys = torch.cat([prefix_keys[i], cache_keys[i], k], dim=2)  # (B, heads, P + C + 2, head_dim)
-            values = torch.cat([prefix_values[i], cache_values[i], v], dim=2)
+            # Layer i by slicing [i:i+1] and a view: XNNPACK takes a slice, not the select of `prefix_keys[i]`.
+            past_k = (prefix_keys[i:i + 1].view(cache_shape[0]), cache_keys[i:i + 1].view(cache_shape[1]))
+            past_v = (prefix_values[i:i + 1].view(cache_shape[0]), cache_values[i:i + 1].view(cache_shape[1]))
+            keys = torch.cat([*past_k, k], dim=2)  # (B, heads, P + C + 2, head_dim)
+            values = torch.cat([*past_v, v], dim=2)
             x = layer(x, keys, values, mask)
             new_keys.append(k[:, :, :1])
             new_values.append(v[:, :, :1])
-        logits = self.mlm_head(x[:, 1], self.embeddings.word_embeddings.weight)  # (B, V)
+        masked = x[:, 1:2].reshape(b, x.shape[2])  # the [MASK]'s hidden state, sliced (not selected)
+        logits = self.mlm_head(masked, self.embeddings.word_embeddings.weight)  # (B, V)
         return logits, torch.stack(new_keys), torch.stack(new_values)
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:

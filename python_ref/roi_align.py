@@ -15,26 +15,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .graph_ops import constant, step
 
 LEVEL_MAPPER_EPS = 1e-6  # torchvision LevelMapper's eps: a box exactly at a level boundary goes up
 
 
 def axis_weights(start: torch.Tensor, end: torch.Tensor, size: int, output_size: int, sampling_ratio: int) -> torch.Tensor:
-    """Bilinear weights (K, P, size) along one axis for K boxes spanning [start, end] in feature coordinates.
+    """Bilinear weights (K, P, size) along one axis for K boxes spanning [start, end] (each (K, 1)) in feature
+    coordinates.
 
     Row p averages the `sampling_ratio` samples of bin p. As torchvision, a sample outside [-1, size]
     contributes zero, and otherwise is clamped into [0, size - 1] before interpolation.
     """
     p, s = output_size, sampling_ratio
-    bin_size = (end - start) / p  # (K,)
-    # Sample i of bin b sits at start + (b + (i + 0.5) / s) * bin = start + (j + 0.5) / s * bin, j = b*s + i.
-    fractions = (torch.arange(p * s, dtype=start.dtype, device=start.device) + 0.5) / s  # (P*s,)
-    coords = start[:, None] + fractions * bin_size[:, None]  # (K, P*s)
-    inside = ((coords >= -1.0) & (coords <= size)).to(start.dtype)
-    coords = coords.clamp(0.0, size - 1)
-    grid = torch.arange(size, dtype=start.dtype, device=start.device)  # (size,)
-    hat = F.relu(1.0 - (coords[:, :, None] - grid).abs()) * inside[:, :, None]  # (K, P*s, size)
-    return hat.reshape(-1, s, size).mean(dim=1).reshape(-1, p, size)  # (K, P, size)
+    # Python floats, never ints, with tensors: an int scalar becomes an int64 constant cast on every run.
+    bin_size = (end - start) / float(p)  # (K, 1)
+    grid = constant([float(i) for i in range(size)], start)  # (size,)
+    total = None
+    for i in range(s):  # one (K, P, size) slab per sample, summed: no reduction over a middle dim in the graph
+        # Sample i of bin b sits at start + (b + (i + 0.5) / s) * bin.
+        fractions = constant([(b * s + i + 0.5) / s for b in range(p)], start)  # (P,)
+        coords = start + fractions * bin_size  # (K, P)
+        inside = step(coords + 1.0) * step(float(size) - coords)  # -1 <= coords <= size
+        coords = coords.clamp(0.0, float(size - 1))
+        hat = F.relu(1.0 - (coords[:, :, None] - grid).abs()) * inside[:, :, None]  # (K, P, size)
+        total = hat if total is None else total + hat
+    return total / float(s)  # (K, P, size)
 
 
 def box_weights(boxes: torch.Tensor, spatial_scale: float, height: int, width: int, output_size: int,
@@ -42,8 +48,10 @@ def box_weights(boxes: torch.Tensor, spatial_scale: float, height: int, width: i
     """Wy (B, R, P, H) and Wx (B, R, P, W) for boxes (B, R, 4) xyxy in input pixels (`aligned=True`)."""
     b, r, _ = boxes.shape
     scaled = boxes.reshape(b * r, 4) * spatial_scale - 0.5  # half-pixel shift of aligned=True
-    wx = axis_weights(scaled[:, 0], scaled[:, 2], width, output_size, sampling_ratio)
-    wy = axis_weights(scaled[:, 1], scaled[:, 3], height, output_size, sampling_ratio)
+    # Columns by slicing (K, 1), not indexing: XNNPACK takes a slice, not a select.
+    x0, y0, x1, y1 = (scaled[:, i:i + 1] for i in range(4))
+    wx = axis_weights(x0, x1, width, output_size, sampling_ratio)
+    wy = axis_weights(y0, y1, height, output_size, sampling_ratio)
     return wy.reshape(b, r, output_size, height), wx.reshape(b, r, output_size, width)
 
 
@@ -71,20 +79,25 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int, spa
 
 
 def level_masks(boxes: torch.Tensor, levels: tuple[int, ...], canonical_scale: float,
-                canonical_level: int) -> torch.Tensor:
-    """One-hot FPN level of each box (B, R, L), as torchvision's `LevelMapper` (Lin et al. 2017, eq. 1).
+                canonical_level: int) -> tuple[torch.Tensor, ...]:
+    """One-hot FPN level of each box, one (B, R, 1) 0/1 mask per level, as torchvision's `LevelMapper`
+    (Lin et al. 2017, eq. 1).
 
     floor(k0 + log2(sqrt(area) / s0) + eps) >= k  <=>  area >= (s0 * 2^(k - k0 - eps))^2, so the level is
-    found by comparing the area with static thresholds: no log/floor in the graph, and degenerate
-    (zero or negative area) boxes land on the lowest level instead of producing -inf or NaN.
+    found by comparing the area with static thresholds (`step(area - threshold)`, exact: a float difference
+    is >= 0 exactly when area >= threshold): no log/floor of the area in the graph, and degenerate (zero or
+    negative area) boxes land on the lowest level instead of producing -inf or NaN.
     """
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # (B, R)
-    at_least = [torch.ones_like(area)]  # at_least[i] = 1 if the box's level >= levels[i]
-    for k in levels[1:]:
-        threshold = (canonical_scale * 2.0 ** (k - canonical_level - LEVEL_MAPPER_EPS)) ** 2
-        at_least.append((area >= threshold).to(area.dtype))
-    at_least.append(torch.zeros_like(area))
-    return torch.stack([at_least[i] - at_least[i + 1] for i in range(len(levels))], dim=-1)  # (B, R, L)
+    # Sides and thresholds scaled by 2^-8 (exact: a power of two) so that the area of a whole-image box stays far
+    # below the fp16 maximum (65504) in an fp16 build.
+    side = 2.0**-8
+    area = ((boxes[..., 2:3] - boxes[..., 0:1]) * side) * ((boxes[..., 3:4] - boxes[..., 1:2]) * side)  # (B, R, 1)
+    # at_least[i] = 1 if the box's level >= levels[i + 1]; the lowest level is always reached, none above the top.
+    at_least = [step(area - (canonical_scale * side * 2.0 ** (k - canonical_level - LEVEL_MAPPER_EPS)) ** 2)
+                for k in levels[1:]]
+    if not at_least:
+        return (area * 0.0 + 1.0,)
+    return (1.0 - at_least[0], *(at_least[i] - at_least[i + 1] for i in range(len(at_least) - 1)), at_least[-1])
 
 
 class MultiScaleRoIAlign(nn.Module):
@@ -108,10 +121,10 @@ class MultiScaleRoIAlign(nn.Module):
         self.canonical_level = canonical_level
 
     def forward(self, features: tuple[torch.Tensor, ...], boxes: torch.Tensor) -> torch.Tensor:
-        masks = level_masks(boxes, self.levels, self.canonical_scale, self.canonical_level)  # (B, R, L)
+        masks = level_masks(boxes, self.levels, self.canonical_scale, self.canonical_level)  # L x (B, R, 1)
         pooled = None
-        for i, (x, level) in enumerate(zip(features, self.levels)):
+        for x, level, mask in zip(features, self.levels, masks):
             wy, wx = box_weights(boxes, 2.0**-level, x.shape[-2], x.shape[-1], self.output_size, self.sampling_ratio)
-            out = separable_pool(x, wy * masks[:, :, i, None, None], wx)  # (B*R, C, P, P), zero off-level
+            out = separable_pool(x, wy * mask[..., None], wx)  # (B*R, C, P, P), zero off-level
             pooled = out if pooled is None else pooled + out
         return pooled

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RoIHeadConfig
+from .graph_ops import first_max_one_hot
 
 CLASS_EMBEDDING_DIM = 256  # bottom-up attention's `cls_embedding` width
 ATTRIBUTE_HIDDEN = 512  # bottom-up attention's `fc_attr` width
@@ -24,8 +25,8 @@ class RoIBoxHead(nn.Module):
     class-specific box deltas (K, num_classes * 4), attribute logits (K, num_attributes)).
 
     Class 0 is background. The attribute head embeds the argmax non-background class as one_hot @ E
-    (a matmul, not a gather, so the graph stays export-clean); training code may call `attributes`
-    with ground-truth one-hot labels instead.
+    (a matmul, not a gather, and the one-hot from arithmetic, not argmax: the graph stays in one XNNPACK
+    partition); training code may call `attributes` with ground-truth one-hot labels instead.
     """
 
     def __init__(self, cfg: RoIHeadConfig, channels: int) -> None:
@@ -49,6 +50,5 @@ class RoIBoxHead(nn.Module):
         x = F.relu(self.fc6(pooled.flatten(1)))  # (K, D)
         x = F.relu(self.fc7(x))  # (K, D): the region feature
         logits = self.cls_score(x)  # (K, num_classes)
-        best = logits[:, 1:].argmax(dim=1, keepdim=True) + 1  # (K, 1), never background
-        one_hot = (best == torch.arange(self.num_classes, device=x.device)).to(x.dtype)  # (K, num_classes)
+        one_hot = first_max_one_hot(logits, skip_first=True)  # (K, num_classes): argmax, never background
         return x, logits, self.bbox_pred(x), self.attributes(x, one_hot)

@@ -97,7 +97,7 @@ def test_level_assignment_matches_level_mapper():
     edges = torch.tensor([[0, 0, 224.0, 224.0], [0, 0, 112.0, 112.0], [0, 0, 448.0, 448.0], [0, 0, 896.0, 896.0],
                           [0, 0, 223.9, 223.9], [0, 0, 0.0, 0.0]])
     boxes = torch.cat([boxes, edges])
-    masks = level_masks(boxes[None], (3, 4, 5, 6), 224.0, 4)[0]
+    masks = torch.cat(level_masks(boxes[None], (3, 4, 5, 6), 224.0, 4), dim=-1)[0]
     assert torch.equal(masks.sum(dim=1), torch.ones(len(boxes)))
     got = masks.argmax(dim=1) + 3
     want = torch.tensor([_naive_level(box.tolist(), 3, 6) if box[2] > 0 else 3 for box in boxes])
