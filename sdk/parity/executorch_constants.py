@@ -138,12 +138,13 @@ def _xnnpack(copies, where: str, graph: str, blob: bytes, named, path: Path) -> 
         else:
             start = const_offset + int(slot["offset"])
             name, data = f"{where} constant {index}", blob[start:start + int(slot["size"])]
-        quant = _xnn_quant(union, blob, const_offset, table) if quantized else None
+        quant = _xnn_quant(union, blob, const_offset, table, named, path) if quantized else None
         _add(copies, name, graph, f"xnnpack value {tensor.get('id_out')}", tensor.get("datatype"), tensor.get("dims", []),
              data, quant)
 
 
-def _xnn_quant(union: dict, blob: bytes, const_offset: int, table: list) -> tuple[np.ndarray, int | None] | None:
+def _xnn_quant(union: dict, blob: bytes, const_offset: int, table: list, named, path: Path,
+               ) -> tuple[np.ndarray, int | None] | None:
     kind, params = union.get("quant_params_type"), union.get("quant_params", {})
     if kind == "PerTensorQuant":
         return np.asarray([params["scale"]], np.float64), None
@@ -152,8 +153,12 @@ def _xnn_quant(union: dict, blob: bytes, const_offset: int, table: list) -> tupl
             scale = np.asarray(params["scale"], np.float64)
         else:  # scales stored as constant data
             slot = table[params["scale_buffer_idx"]]
-            start = const_offset + int(slot["offset"])
-            scale = np.frombuffer(blob[start:start + int(slot["size"])], np.float32).astype(np.float64)
+            if slot.get("named_key"):  # in the named data, as the weights are (weights.ptd)
+                data = _named(named, slot["named_key"], path)[1]
+            else:
+                start = const_offset + int(slot["offset"])
+                data = blob[start:start + int(slot["size"])]
+            scale = np.frombuffer(data, np.float32).astype(np.float64)
         return scale, int(params.get("channel_dim", 0))
     return None  # dynamic (per-token) quantization of an activation: not a constant
 
