@@ -15,13 +15,14 @@ from .specs import GraphSpec
 # time: dynamic int8 MiniLM was measured at 0.038 max error). The RoI head too: calibrated static int8
 # gave its attribute logits 29 dB PSNR and a worst-call cosine of 0.95 on the parity images, dynamic 44 dB and
 # 0.993 (and converts in 28 s instead of 70). Static (calibrated on the int8 calibration photos and scenes)
-# remains available per graph. tee_stage1 is static int8 (per-channel weights, activations calibrated on the
-# build's calibration images): its outputs p3..p6 are also read by the RPN head inside the graph, which needs
-# `_own_output_dequantize` to run in XNNPACK.
+# remains available per graph. tee_stage1 stays fp32 (FP32_PARTS): static int8 (per-channel weights, activations
+# calibrated on the build's 16 calibration images) now runs fully delegated in XNNPACK (`_own_output_dequantize`),
+# 35 dB PSNR at its worst output, but on the demo model's parity images it moved the RoI head's input enough that
+# tags (92.9 %) and captions (89.3 %) fell below the 95 % int8 agreement bars.
 # Keyed by graph name, over every family's graphs (MiniVLM's six, then EfficientVLM's vision and text_feature:
 # transformers like the fusion graphs; match, vqa and caption_step are names both families use; and the
 # batched graphs, `Family.batched`).
-INT8_ACTIVATIONS = {"tee_stage1": "static", "tee_stage2": "dynamic", "caption_prefix": "dynamic",
+INT8_ACTIVATIONS = {"tee_stage1": "fp32", "tee_stage2": "dynamic", "caption_prefix": "dynamic",
                     "caption_step": "dynamic", "vqa": "dynamic", "match": "dynamic",
                     "vision": "dynamic", "text_feature": "dynamic", "caption_step_beam": "dynamic"}
 
@@ -29,11 +30,13 @@ INT8_ACTIVATIONS = {"tee_stage1": "static", "tee_stage2": "dynamic", "caption_pr
 # attention matmuls are not in XNNPACKQuantizer's dynamic patterns (only conv/linear are) and run fp32 in
 # every transformer graph.
 FP32_PARTS = {
+    "tee_stage1": "whole graph: static int8 runs in XNNPACK (35 dB PSNR) but costs the demo model 7 % of its tags "
+                  "and 11 % of its captions on the parity images (95 % bars)",
     "tee_stage2 RoIAlign": "its separable bilinear-sampling matmuls (dynamic int8 covers linear layers only)",
     "transformer graphs": "embeddings, LayerNorm, softmax, attention matmuls (dynamic int8 covers linear layers only)",
 }
 # The graphs each of FP32_PARTS concerns, so that a manifest lists only the parts its build has.
-_FP32_PART_GRAPHS = {"tee_stage2 RoIAlign": {"tee_stage2"},
+_FP32_PART_GRAPHS = {"tee_stage1": {"tee_stage1"}, "tee_stage2 RoIAlign": {"tee_stage2"},
                      "transformer graphs": set(INT8_ACTIVATIONS) - {"tee_stage1", "tee_stage2"}}
 
 

@@ -242,9 +242,14 @@ def _pack(model, schema) -> bytes:
     return bytes(builder.Output())
 
 
+def stored_buffers(data: bytes) -> list[bytes]:
+    """The bytes of every non-empty buffer of a `.tflite` file, inside the flatbuffer or after it."""
+    return [bytes(c) for c in _buffer_data(read_model(data), data) if c is not None and len(c)]
+
+
 def weight_bytes(data: bytes) -> int:
     """Bytes of constant data (every non-empty buffer, inside or after the flatbuffer) in a `.tflite` file."""
-    return sum(len(c) for c in _buffer_data(read_model(data), data) if c is not None)
+    return sum(len(c) for c in stored_buffers(data))
 
 
-__all__ = ["BUFFER_ALIGN", "merge", "read_model", "subgraph_fields", "weight_bytes"]
+__all__ = ["BUFFER_ALIGN", "merge", "read_model", "stored_buffers", "subgraph_fields", "weight_bytes"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from minivlm.converters.tflite_merge import merge, read_model, subgraph_fields
+from minivlm.converters.tflite_merge import merge, read_model, stored_buffers, subgraph_fields
 from minivlm.python_ref.errors import ConversionError
 
 
@@ -30,16 +30,6 @@ def _convert(module: nn.Module, x: torch.Tensor, path) -> bytes:
     litert_torch.convert(module.eval(), (x,)).export(str(path))
     return path.read_bytes()
 
-
-def _constants(data: bytes) -> list[bytes]:
-    """Every non-empty buffer's bytes, whether inside the flatbuffer or at its `offset` after it."""
-    out = []
-    for b in read_model(data).buffers:
-        if b.offset > 1:
-            out.append(data[b.offset:b.offset + b.size])
-        elif b.data is not None and len(b.data):
-            out.append(b.data.tobytes())
-    return out
 
 
 def _run(data: bytes, x: np.ndarray, key: str | None = None) -> np.ndarray:
@@ -65,8 +55,8 @@ def test_a_shared_weight_is_stored_once_and_same_shape_weights_both_stay(tmp_pat
     # The weights' bytes as PyTorch holds them (FULLY_CONNECTED keeps PyTorch's (out, in) layout): each alone
     # is in each graph's file, and in the merged one exactly once.
     weights = {n: w.detach().numpy().astype(np.float32).tobytes() for n, w in (("shared", shared), ("a", own_a), ("b", own_b))}
-    assert _constants(files["a"]).count(weights["shared"]) == 1 and _constants(files["a"]).count(weights["a"]) == 1
-    constants = _constants(merged)
+    assert stored_buffers(files["a"]).count(weights["shared"]) == 1 and stored_buffers(files["a"]).count(weights["a"]) == 1
+    constants = stored_buffers(merged)
     assert {n: constants.count(w) for n, w in weights.items()} == {"shared": 1, "a": 1, "b": 1}
     assert len(constants) == len(set(constants))  # nothing else stored twice
     assert len(merged) < len(files["a"]) + len(files["b"]) - len(weights["shared"]) // 2

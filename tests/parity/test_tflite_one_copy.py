@@ -8,7 +8,7 @@ The int8 build is one of the default parity builds; the fp32 one runs with the o
 import numpy as np
 import pytest
 
-from minivlm.converters.tflite_merge import read_model
+from minivlm.converters.tflite_merge import stored_buffers
 
 WORD_EMBEDDINGS = "fusion.encoder.embeddings.word_embeddings.weight"
 
@@ -20,16 +20,6 @@ def _weight_bytes(model) -> int:
         seen[(tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))] = tensor.numel() * 4
     return sum(seen.values())
 
-
-def _constants(data: bytes) -> list[bytes]:
-    """Every non-empty buffer of a `.tflite`: in the flatbuffer, or at its `offset` after it."""
-    out = []
-    for b in read_model(data).buffers:
-        if b.offset > 1:
-            out.append(data[b.offset:b.offset + b.size])
-        elif b.data is not None and len(b.data):
-            out.append(b.data.tobytes())
-    return out
 
 
 @pytest.mark.parametrize("precision, bound", [pytest.param("int8", 0.35, id="int8"),
@@ -45,7 +35,7 @@ def test_tflite_build_holds_one_copy_of_every_weight(demo, demo_build, precision
 
     embeddings = demo.pipeline.model.state_dict()[WORD_EMBEDDINGS]
     vocab, width = embeddings.shape
-    constants = _constants(data)
+    constants = stored_buffers(data)
     if precision == "fp32":  # the reference's exact bytes, once
         assert constants.count(embeddings.numpy().astype(np.float32).tobytes()) == 1
     else:  # int8 per-channel: one byte per entry, quantized alone in each of four graphs and still stored once
