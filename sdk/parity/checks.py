@@ -154,8 +154,7 @@ def coreml_spec_checks(build: Path, manifest: dict) -> list[Check]:
     from minivlm.build_checks import coreml_function_io
 
     checks = []
-    for name in manifest["graph_order"]:
-        entry = manifest["graphs"][name]
+    for name, entry in manifest["graphs"].items():  # the family's graphs, then its batched ones
         saved = coreml_function_io(build / entry["file"], entry["function"])
         have = (saved["inputs"], saved["outputs"])
         want = tuple([(e["runtime_name"], tuple(e["shape"]), e["runtime_dtype"]) for e in entry[io]] for io in ("inputs", "outputs"))

@@ -11,7 +11,10 @@ import minivlm
 from minivlm.cli import convert_app
 from minivlm.converters.tolerances import tolerances_for
 from minivlm.errors import ArtifactError
+from minivlm.python_ref.minivlm_family import MINIVLM
 from minivlm.python_ref.pipeline import GRAPH_NAMES
+
+BUILD_GRAPHS = MINIVLM.build_graphs  # the six, then caption_step_beam
 
 pytestmark = pytest.mark.build  # every test here converts the tiny model
 
@@ -66,7 +69,7 @@ def test_tflite_build_maps_io_by_name_and_checks_delegates(tiny_tflite_build, ti
     assert [o["runtime_name"] for o in vqa["outputs"]] == ["answer_logits"]
     # One model.tflite, a signature per graph; the per-graph files the workers wrote are gone.
     assert sorted(p.name for p in report.path.glob("*.tflite")) == ["model.tflite"]
-    assert {(g["file"], g["signature"]) for g in m["graphs"].values()} == {("model.tflite", n) for n in GRAPH_NAMES}
+    assert {(g["file"], g["signature"]) for g in m["graphs"].values()} == {("model.tflite", n) for n in BUILD_GRAPHS}
     for name in GRAPH_NAMES:
         report_ = m["graphs"][name]["compatibility"]
         assert set(report_) == {"xnnpack", "gpu", "nnapi"}
@@ -91,7 +94,7 @@ def test_coreml_build_from_the_cli_converts_checks_its_spec_and_needs_macos_to_r
     assert next(i for i in step["inputs"] if i["name"] == "token_ids")["runtime_dtype"] == "int32"
     # One package, one function per graph; the per-graph packages it was made of are gone.
     assert {name: (g["file"], g["function"]) for name, g in manifest["graphs"].items()} == \
-        {name: ("model.mlpackage", name) for name in GRAPH_NAMES}
+        {name: ("model.mlpackage", name) for name in BUILD_GRAPHS}
     assert {f.split("/")[0] for f in manifest["files"]} == {"model.mlpackage", "vocab.txt", "vocabularies.json",
                                                             "fp16_range.json", "golden"}
     assert sorted(p.name for p in out.glob("*.mlpackage")) == ["model.mlpackage"]
@@ -114,7 +117,7 @@ def test_executorch_int8_build_runs_every_graph_near_the_reference(tmp_path, tin
     report = build(tiny_reference.pipeline, model_name="minivlm-tiny", source=tiny_reference.source,
                    options=resolve_options("executorch", "int8"), out=tmp_path / "int8", jobs=2)
     quantization = report.manifest["quantization"]
-    every = (*GRAPH_NAMES, "caption_step_beam")
+    every = BUILD_GRAPHS
     assert quantization["activations"] == {g: INT8_ACTIVATIONS[g] for g in every} and quantization["fp32"] == FP32_PARTS
     ref = run_reference(tiny_reference, parity_images(scenes=2, photos=("coffee",)))
     parity = check_parity(report.path, ref)

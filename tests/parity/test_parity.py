@@ -46,6 +46,7 @@ from minivlm.parity import (ALL_PHOTOS, REPORT_FILE, SWEEP_SCENES, check_parity,
                             write_report)
 from minivlm.python_ref.families import preset_family
 from minivlm.python_ref.fusion import MASK_VALUE
+from minivlm.python_ref.minivlm_family import MINIVLM
 from minivlm.python_ref.pipeline import GRAPH_NAMES, Pipeline
 from parity_models import DEFAULT, SLOW, build_params
 
@@ -232,7 +233,7 @@ def test_coreml_build_converts_matches_its_manifest_and_fits_fp16(demo_build, re
     report = check_parity(build.path, reference_run, platform="linux")
     assert report.passed, report.table()
     spec_rows = [c for c in report.checks if c.metric == "Core ML spec I/O"]
-    assert [c.name for c in spec_rows] == list(GRAPH_NAMES) and all(c.status == "PASS" for c in spec_rows)
+    assert [c.name for c in spec_rows] == list(MINIVLM.build_graphs) and all(c.status == "PASS" for c in spec_rows)
     if precision != "fp32":  # fp16 compute: every graph's largest tensor against the fp16 maximum
         headroom = {c.name: c for c in report.checks if c.metric == "fp16 headroom"}
         assert set(headroom) == set(GRAPH_NAMES) and all(c.status in ("PASS", "WARN") for c in headroom.values())
