@@ -9,9 +9,9 @@ import pytest
 from torch import nn
 
 import minivlm
+from minivlm.python_ref.minivlm_family import MINIVLM
 from minivlm.converters.manifest import MANIFEST_DIGEST, file_hashes, manifest_digest
 from minivlm.errors import ArtifactError
-from minivlm.python_ref.pipeline import GRAPH_NAMES
 
 WEIGHTS = "weights.ptd"
 
@@ -19,13 +19,14 @@ WEIGHTS = "weights.ptd"
 def test_the_word_embeddings_are_stored_once_in_the_weights_file_and_in_no_graph(tiny_executorch_build, tiny_reference):
     folder, manifest = tiny_executorch_build.path, tiny_executorch_build.manifest
     assert manifest["weights_file"] == WEIGHTS and WEIGHTS in manifest["files"]
-    assert sorted(p.name for p in folder.glob("*.pt*")) == sorted([f"{g}.pte" for g in GRAPH_NAMES] + [WEIGHTS])
+    graphs = MINIVLM.build_graphs  # the six, then the batched caption_step_beam
+    assert sorted(p.name for p in folder.glob("*.pt*")) == sorted([f"{g}.pte" for g in graphs] + [WEIGHTS])
     # The reference's own tensor, not what the build says about it: the largest embedding table (the words').
     table = max((m for m in tiny_reference.pipeline.model.modules() if isinstance(m, nn.Embedding)),
                 key=lambda m: m.weight.numel())
     chunk = table.weight.detach().contiguous().numpy().tobytes()[:4096]
-    assert (folder / WEIGHTS).read_bytes().count(chunk) == 1  # read by caption_prefix, caption_step, vqa, match
-    for graph in GRAPH_NAMES:
+    assert (folder / WEIGHTS).read_bytes().count(chunk) == 1  # read by every fusion graph
+    for graph in graphs:
         assert chunk not in (folder / f"{graph}.pte").read_bytes(), graph
 
 
