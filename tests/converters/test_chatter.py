@@ -49,8 +49,8 @@ def test_convert_stderr_shows_our_lines_and_errors_only_and_verbose_shows_the_re
         assert chatter in err
 
 
-STAGE_OR_BAR = re.compile(r"(tracing |fp16 range |writing |WARNING: |(tee_stage1|tee_stage2|caption_prefix|caption_step|vqa|"
-                          r"match) +[ █▏▎▍▌▋▊▉]* \d/\d)")
+STAGE_OR_BAR = re.compile(r"(tracing |fp16 range |packing |writing |WARNING: |(tee_stage1|tee_stage2|caption_prefix|"
+                          r"caption_step|caption_step_beam|vqa|match) +[ █▏▎▍▌▋▊▉]* \d/\d)")
 
 
 @pytest.mark.build

@@ -74,7 +74,7 @@ def test_build_holds_parity_on_photos_and_scenes(model_build, model_reference_ru
     judged = {c.limit.name for c in report.checks if c.limit is not None}
     assert row.captions.name in judged and row.graph_min_cosine.name in judged
     family = preset_family(model)
-    assert {c.name for c in report.checks if c.kind == "graph"} == set(family.graph_names)
+    assert {c.name for c in report.checks if c.kind == "graph"} == set(family.build_graphs)
     assert {(c.name, c.metric) for c in report.checks if c.kind == "task"} >= TASK_ROWS[family.name]
     # Every limit judged is printed with its reason.
     table = report.table()
@@ -290,11 +290,15 @@ def test_paper_preset_builds_at_parity(tmp_path_factory):
     assert report.passed, report.table()
 
 
-def test_word_embeddings_no_parity_input_reaches_fail_only_the_weight_audit(et_copy, demo, reference_run,
-                                                                            tamper_word_embeddings):
+def test_word_embeddings_no_parity_input_reaches_fail_the_weight_audit(et_copy, demo, reference_run,
+                                                                       tamper_word_embeddings):
+    """Rows of words no parity input contains: no lookup reads them, only the tied decoder's logits for those
+    words move (caption_step and its batched twin share the one stored table), and the audit names the tensor."""
     edited = tamper_word_embeddings(et_copy, demo, "weights.ptd")  # every graph's weights, each stored once
     report = check_parity(et_copy, reference_run)
-    assert [(c.kind, c.name, c.metric) for c in report.failures] == [("build", "weights", "audit")], report.verdict()
+    failed = {(c.kind, c.name) for c in report.failures}
+    assert ("build", "weights") in failed and failed <= {("build", "weights"), ("graph", "caption_step"),
+                                                         ("graph", "caption_step_beam")}, report.verdict()
     audit = report.as_json()["weight_audit"]
     assert not audit["passed"] and audit["unmatched"][0]["bad_values"] == edited
     assert "vqa" in audit["reason"].split(" tensor ")[0].split("/") and "word_embeddings" in audit["reason"]
