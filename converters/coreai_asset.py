@@ -20,11 +20,14 @@ _TENSOR = re.compile(r"NDArray \((\w+), ([\d × ]+)\)")
 
 
 def quiet_import() -> None:
-    """Import coreai_torch without its version notice: it warns that it "has only been validated with
-    torch<=2.13.0" when torch's version carries a local suffix (`2.13.0+cpu`), which is the validated release."""
+    """Import coreai_torch without its version notice (it warns that it "has only been validated with
+    torch<=2.13.0" when torch's version carries a local suffix, `2.13.0+cpu`, which is the validated release), and
+    its compression ops: `torch.ops.coreai.constexpr_blockwise_shift_scale` is registered by the module that
+    defines it, which `import coreai_torch` does not import."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="coreai-torch has only been validated")
         import coreai_torch  # noqa: F401
+        import coreai_torch._compression.custom_layers  # noqa: F401
 
 
 def parse_tensor(text: str) -> tuple[tuple[int, ...], str]:
