@@ -83,13 +83,13 @@ public final class CoreAIRunner: GraphRunner {
             throw MiniVLMError(.badFile, "the manifest's graph '\(name)' names no function of \(spec.file)")
         }
         let model = try models.model(at: folder.appendingPathComponent(spec.file))
-        let loaded: InferenceFunction?
+        let found: InferenceFunction?
         do {
-            loaded = try model.loadFunction(named: functionName)
+            found = try model.loadFunction(named: functionName)
         } catch {
             throw MiniVLMError(.runtime, "Core AI cannot load function \(functionName) of \(spec.file): \(error.localizedDescription)")
         }
-        guard let loaded else {
+        guard let loaded = found else {
             throw MiniVLMError(.badFile, "\(spec.file) has no function '\(functionName)'; it has \(model.functionNames)")
         }
         function = loaded
