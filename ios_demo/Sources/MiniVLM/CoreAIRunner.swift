@@ -31,23 +31,23 @@ public final class CoreAIModels {
     private var models: [String: AIModel] = [:]
     private let lock = NSLock()
 
-    /// `computeUnits` is the manifest's `compute_units` (nil: "all").
+    /// `computeUnits` is the manifest's `compute_units` (nil: "default").
     public init(computeUnits: String?) throws {
         options = try Self.specializationOptions(computeUnits)
     }
 
-    /// The manifest's `compute_units` as specialization options. Core AI takes a preferred compute unit, not an
-    /// allowed set as Core ML does: "cpu_and_ne" and "cpu_and_gpu" prefer the Neural Engine or the GPU, and an
-    /// operation the preferred unit cannot run still falls back to another unit
-    /// (.../coreai/specializationoptions/preferredcomputeunitkind); "cpu_only" is the one restriction.
+    /// The manifest's `compute_units` (converters/targets.py, as sdk/coreai_runtime.py maps them) as specialization
+    /// options. "neural_engine" and "gpu" are preferences: an operation the preferred unit cannot run still falls
+    /// back to another unit (.../coreai/specializationoptions/preferredcomputeunitkind); "cpu_only" is the one
+    /// restriction, "default" lets Core AI choose.
     static func specializationOptions(_ computeUnits: String?) throws -> SpecializationOptions {
-        switch computeUnits ?? "all" {
-        case "all": return .default
-        case "cpu_and_ne": return SpecializationOptions(preferredComputeUnitKind: .neuralEngine)
-        case "cpu_and_gpu": return SpecializationOptions(preferredComputeUnitKind: .gpu)
+        switch computeUnits ?? "default" {
+        case "default": return .default
+        case "neural_engine": return SpecializationOptions(preferredComputeUnitKind: .neuralEngine)
+        case "gpu": return SpecializationOptions(preferredComputeUnitKind: .gpu)
         case "cpu_only": return .cpuOnly
         case let other:
-            throw MiniVLMError(.badFile, "the manifest's compute_units is '\(other)', expected all, cpu_and_ne, cpu_and_gpu or cpu_only")
+            throw MiniVLMError(.badFile, "the manifest's compute_units is '\(other)', expected default, neural_engine, gpu or cpu_only")
         }
     }
 
