@@ -69,7 +69,8 @@ public struct BuildSpec: Sendable {
     public let target: String
     public let delegate: String?
     public let precision: String
-    /// The compute units a Core ML or Core AI build asks for ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only").
+    /// The compute units a Core ML build ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only") or a Core AI build
+    /// ("default", "neural_engine", "gpu", "cpu_only") asks for; nil for other targets.
     public let computeUnits: String?
     public let graphs: [String: GraphSpec]
     public let answers: [String]

@@ -13,8 +13,6 @@ public final class CoreMLRunner: GraphRunner {
     public let spec: GraphSpec
     private let model: MLModel
 
-    /// Compiles the .mlpackage (cached next to it as .mlmodelc after the first run; every graph's runner shares
-    /// it) and loads the graph's function from it.
     /// The manifest's `compute_units` (nil: "all") as Core ML's; converters/coreml.py converts with the same choice.
     static func computeUnits(_ name: String?) throws -> MLComputeUnits {
         switch name ?? "all" {
@@ -27,6 +25,8 @@ public final class CoreMLRunner: GraphRunner {
         }
     }
 
+    /// Compiles the .mlpackage (cached next to it as .mlmodelc after the first run; every graph's runner shares
+    /// it) and loads the graph's function from it.
     public init(folder: URL, name: String, spec: GraphSpec, computeUnits: MLComputeUnits = .all) throws {
         self.name = name
         self.spec = spec
