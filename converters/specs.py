@@ -108,7 +108,7 @@ def batched_spec(name: str, base: GraphSpec, batch: int, first: int) -> GraphSpe
 class GraphBuild:
     """What a target made of one graph.
 
-    `path` is relative to the build folder (a file, or a folder for `.mlpackage`). `inputs`/`outputs` are
+    `path` is relative to the build folder (a file, or a folder for `.mlpackage` and `.aimodel`). `inputs`/`outputs` are
     the graph's TensorSpec JSON plus what the runtime calls and stores each tensor as (`runtime_name`,
     `runtime_dtype`), in the graph's order. `ops` counts delegated vs not, or None where it does not apply.
     """

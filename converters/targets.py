@@ -27,6 +27,8 @@ TARGETS: dict[str, Target] = {
                      compute_units=("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only")),
     "tflite": Target("tflite", "minivlm.converters.tflite", ".tflite", ("fp32", "fp16", "int8"),
                      delegates=("xnnpack", "gpu", "nnapi")),
+    "coreai": Target("coreai", "minivlm.converters.coreai", ".aimodel", ("fp32", "fp16", "int8"),
+                     compute_units=("default", "neural_engine", "gpu", "cpu_only")),
 }
 # Combinations that exist per target but not together, with the reason given to the user.
 INCOMPATIBLE = {
@@ -37,7 +39,7 @@ INCOMPATIBLE = {
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """A resolved, valid choice of target, precision, delegate (or None) and Core ML compute units (or None)."""
+    """A resolved, valid choice of target, precision, delegate (or None) and compute units (Core ML, Core AI; or None)."""
 
     target: str
     precision: str
@@ -61,7 +63,8 @@ def resolve_options(target: str, precision: str | None = None, delegate: str | N
     if delegate is not None and not t.delegates:
         raise ConversionError(f"{target} takes no --delegate (it runs one backend); its choice is --compute-units")
     if compute_units is not None and not t.compute_units:
-        raise ConversionError(f"--compute-units applies to coreml only, not {target}")
+        having = ", ".join(name for name, spec in TARGETS.items() if spec.compute_units)
+        raise ConversionError(f"--compute-units applies to {having} only, not {target}")
     if t.delegates:
         delegate = delegate or t.delegates[0]
         if delegate not in t.delegates:
@@ -69,7 +72,7 @@ def resolve_options(target: str, precision: str | None = None, delegate: str | N
     if t.compute_units:
         compute_units = compute_units or t.compute_units[0]
         if compute_units not in t.compute_units:
-            raise ConversionError(f"coreml has no compute units {compute_units!r}; it has: {', '.join(t.compute_units)}")
+            raise ConversionError(f"{target} has no compute units {compute_units!r}; it has: {', '.join(t.compute_units)}")
     reason = INCOMPATIBLE.get((target, precision, delegate))
     if reason:
         raise ConversionError(reason)

@@ -163,7 +163,7 @@ _INT8 = _row(graph_max_abs=None, graph_min_psnr_db="INT8_MIN_PSNR_DB", graph_min
 
 # Every target x precision that `minivlm-convert` can build (converters/targets.py). Core ML int8 computes in
 # fp16 with int8 weights; TFLite fp16 stores fp16 weights and computes in fp32; both are held to their
-# lower-precision part's row.
+# lower-precision part's row. Core AI's int8 is Core ML's (int8 weights, fp16 compute).
 TOLERANCES = MappingProxyType({
     ("executorch", "fp32"): _FP32,
     ("executorch", "int8"): _INT8,
@@ -173,6 +173,9 @@ TOLERANCES = MappingProxyType({
     ("coreml", "fp32"): _FP32,
     ("coreml", "fp16"): _FP16,
     ("coreml", "int8"): _INT8,
+    ("coreai", "fp32"): _FP32,
+    ("coreai", "fp16"): _FP16,
+    ("coreai", "int8"): _INT8,
 })
 
 

@@ -37,7 +37,7 @@ END_WAIT = 10.0  # seconds to wait for a finished graph's last event (it is alre
 
 
 def graph_size(path: Path) -> int:
-    """Bytes of a graph file, or of every file in a graph folder (`.mlpackage`)."""
+    """Bytes of a graph file, or of every file in a graph folder (`.mlpackage`, `.aimodel`)."""
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 

@@ -120,8 +120,8 @@ def check_manifest(manifest: Any, path: Path) -> dict:
         where = f"graphs.{name}"
         entry = need(graphs, name, "graphs", is_dict, "an object with the graph's file, inputs and outputs")
         need(entry, "file", where, _text, "the graph's file name in the build folder")
-        if target == "coreml":
-            need(entry, "function", where, _text, "the graph's function in the Core ML package (rebuild older builds)")
+        if target in ("coreml", "coreai"):
+            need(entry, "function", where, _text, f"the graph's function in the {target} model (rebuild older builds)")
         need(entry, "signature", where, _text, "its signature's key in the .tflite (an older build: rebuild it)", optional=target != "tflite")
         for io in ("inputs", "outputs"):
             tensors = need(entry, io, where, lambda v: isinstance(v, list) and v, "a non-empty list of tensors")
@@ -179,6 +179,10 @@ def inside(folder: Path, rel: str) -> Path:
     return folder / rel
 
 
+# Graph "files" that are folders: each of their files has its own sha256 in the manifest.
+FOLDER_SUFFIXES = {".mlpackage": "Core ML package", ".aimodel": "Core AI asset"}
+
+
 def verify_files(folder: Path, manifest: dict) -> None:
     """ArtifactError naming the first file that is missing, not a regular file, or whose sha256 differs from the
     manifest's; and the first file the SDK reads (graphs, vocabularies, goldens' index) that it does not cover."""
@@ -196,7 +200,7 @@ def verify_files(folder: Path, manifest: dict) -> None:
         path = inside(folder, rel)
         if Path(rel).suffix != suffix:
             raise ArtifactError(f"{folder}: graph {name} file {rel} is not a {suffix} ({manifest['target']} build)")
-        if suffix != ".mlpackage":
+        if suffix not in FOLDER_SUFFIXES:
             if path.is_dir():
                 raise ArtifactError(f"{folder}: graph {name} file {rel} is a folder; expected a {suffix} file")
             if rel not in files:
@@ -205,8 +209,9 @@ def verify_files(folder: Path, manifest: dict) -> None:
                 raise ArtifactError(f"{folder}: graph {name} file {rel} is empty; rebuild it")
             continue
         if not path.is_dir() or not any(f.startswith(rel.rstrip("/") + "/") for f in files):
-            raise ArtifactError(f"{folder}: graph {name} file {rel} is not a Core ML package folder whose files {MANIFEST} lists")
-        # No file may be added to a .mlpackage either (nor a link: rglob does not follow them).
+            raise ArtifactError(f"{folder}: graph {name} file {rel} is not a {FOLDER_SUFFIXES[suffix]} folder whose files "
+                                f"{MANIFEST} lists")
+        # No file may be added to a package or asset either (nor a link: rglob does not follow them).
         extra = [p for p in path.rglob("*") if p.is_symlink() or p.is_file() and p.relative_to(folder).as_posix() not in files]
         if extra:
             raise ArtifactError(f"{folder}: {extra[0].relative_to(folder)} is not listed in {MANIFEST}")
@@ -316,7 +321,8 @@ def verified_manifest(folder: Path) -> tuple[dict, object]:
 def verify_build(path: str | Path) -> dict:
     """Check a build folder without running it and return its manifest: the manifest's structure and own sha256, every
     file's sha256, the config, and each graph's inputs and outputs against both the model and what the graph's runtime
-    reports of the file (ExecuTorch's method metadata, the TFLite signature, the Core ML spec; each readable on Linux).
+    reports of the file (ExecuTorch's method metadata, the TFLite signature, the Core ML spec, the Core AI asset's
+    summary; each readable on Linux).
     Seconds, even for a build whose graphs take minutes to compare: `minivlm parity` runs it before any reference
     work. ArtifactError (one line) for the first problem."""
     folder = Path(path)
@@ -331,8 +337,11 @@ def verify_build(path: str | Path) -> dict:
             interpreters[file], _ = load_tflite(file, name, entry, interpreters.get(file))
             continue
         else:
-            have = coreml_function_io(file, entry["function"])
-            label = f"{file.name} function {entry['function']}"  # one package holds every graph
+            from minivlm.coreai_runtime import coreai_function_io
+
+            read = coreml_function_io if manifest["target"] == "coreml" else coreai_function_io
+            have = read(file, entry["function"])
+            label = f"{file.name} function {entry['function']}"  # one package or asset holds every graph
         check_runtime_io(name, entry, label, have)
     return manifest
 

@@ -312,7 +312,7 @@ def convert(
     model: ModelOpt = "minivlm-demo",
     precision: Annotated[Optional[PrecisionChoice], typer.Option(help=f"Numeric precision. {_per_target('precisions')}.")] = None,
     delegate: Annotated[Optional[DelegateChoice], typer.Option(help=f"executorch: the backend graphs are lowered to; tflite: the delegate the build is checked and recorded for (one file serves all three). {_per_target('delegates')}.")] = None,
-    compute_units: Annotated[Optional[ComputeUnitsChoice], typer.Option(help=f"Core ML compute units recorded in the build. {_per_target('compute_units')}.")] = None,
+    compute_units: Annotated[Optional[ComputeUnitsChoice], typer.Option(help=f"Compute units (Core ML) or preferred compute unit (Core AI) recorded in the build. {_per_target('compute_units')}.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Build folder (default out/<model>-<target>-<precision>, plus -<delegate> or -<compute units> when not the default).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing build folder that minivlm-convert wrote (only once the new build is complete).")] = False,
     random_init: Annotated[bool, typer.Option("--random-init", help="Build an untrained preset (e.g. minivlm-tiny) instead of bundled weights.")] = False,

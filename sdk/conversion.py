@@ -62,7 +62,7 @@ def _size(n: int) -> str:
 def format_report(report: BuildReport) -> str:
     """The final table of a build: graph, file, size, ops delegated vs not, conversion time."""
     o = report.options
-    backend = {"executorch": o.delegate, "coreml": "Core ML", "tflite": o.delegate}[o.target]
+    backend = {"executorch": o.delegate, "coreml": "Core ML", "tflite": o.delegate, "coreai": "Core AI"}[o.target]
     if o.target == "tflite" and o.delegate != "xnnpack":
         backend = f"{o.delegate} (predicted from documented ops)"
     rows = [("graph", "file", "size", f"ops on {backend}", "other ops", "time")]

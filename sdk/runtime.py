@@ -3,7 +3,8 @@
 A build is verified before anything runs (`build_checks.py`: the manifest, every file's sha256, the config, each
 graph's inputs and outputs against the model and against its runtime), and its vocabularies are checked. Each
 graph then gets one runner: ExecuTorch (`executorch.runtime`), TFLite (`ai_edge_litert` Interpreter, inputs and
-outputs mapped by the manifest's runtime names, never by position) or Core ML (macOS only). Runners are
+outputs mapped by the manifest's runtime names, never by position), Core AI (`coreai.runtime`, on Linux too) or
+Core ML (macOS only). Runners are
 callables on torch tensors returning tuples, and the build's model family assembles its pipeline from them
 (`python_ref/family.py`), so python_ref's own host code (MiniVLM: preprocess, proposals, region selection,
 packing, greedy/beam decoding; EfficientVLM: preprocess, packing, greedy decoding) drives them exactly as it
@@ -177,9 +178,30 @@ class CoreMLGraph(_Graph):
         return tuple(torch.from_numpy(np.asarray(outputs[s["runtime_name"]], dtype=s["dtype"])) for s in self.outputs)
 
 
+class CoreAIGraph(_Graph):
+    """One function of the build's Core AI asset, run by `coreai.runtime` (on Linux too), I/O by name; the
+    function's inputs and outputs in the asset are checked against the manifest first. Every graph of a build shares
+    one loaded asset (`model`)."""
+
+    def __init__(self, model, name: str, entry: dict) -> None:
+        super().__init__(name, entry)
+        from minivlm.coreai_runtime import coreai_function_io
+
+        function = entry["function"]
+        check_runtime_io(name, entry, f"{model.path.name} function {function}", coreai_function_io(model.path, function))
+        self._model, self._function = model, model.function(function)
+
+    def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        feeds = {s["runtime_name"]: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=s["runtime_dtype"])
+                 for s, t in zip(self.inputs, tensors)}
+        outputs = self._model.run(self._function, feeds)
+        return tuple(torch.from_numpy(np.asarray(outputs[s["runtime_name"]], dtype=s["dtype"])) for s in self.outputs)
+
+
 def _runners(folder: Path, manifest: dict, names: tuple[str, ...], threads: int | None) -> dict[str, _Graph]:
     run: dict[str, _Graph] = {}
     interpreters: dict[Path, object] = {}  # TFLite: the graphs of one file share its interpreter
+    assets: dict[Path, object] = {}  # Core AI: the graphs of one asset share its loaded model
     for name in names:
         entry = manifest["graphs"][name]
         path = inside(folder, entry["file"])
@@ -188,6 +210,12 @@ def _runners(folder: Path, manifest: dict, names: tuple[str, ...], threads: int 
         elif manifest["target"] == "tflite":
             graph = run[name] = TFLiteGraph(path, name, entry, interpreters.get(path), threads)
             interpreters[path] = graph.interpreter
+        elif manifest["target"] == "coreai":
+            from minivlm.coreai_runtime import CoreAIModel
+
+            if path not in assets:
+                assets[path] = CoreAIModel(path, manifest.get("compute_units") or "default")
+            run[name] = CoreAIGraph(assets[path], name, entry)
         else:
             run[name] = CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
     return run
@@ -218,5 +246,5 @@ def load_artifact(path: str | Path, *, threads: int | None = None) -> ArtifactPi
     return ARTIFACT_TYPES[family.name](family.assemble(cfg, tokenizer, vocab, run), folder, manifest)
 
 
-__all__ = ["ARTIFACT_TYPES", "ArtifactPipeline", "CoreMLGraph", "EfficientVLMArtifact", "ExecuTorchGraph", "TFLiteGraph",
+__all__ = ["ARTIFACT_TYPES", "ArtifactPipeline", "CoreAIGraph", "CoreMLGraph", "EfficientVLMArtifact", "ExecuTorchGraph", "TFLiteGraph",
            "load_artifact"]

@@ -16,6 +16,7 @@ def test_defaults_per_target():
     assert resolve_options("executorch") == BuildOptions("executorch", "fp32", "xnnpack", None)
     assert resolve_options("coreml") == BuildOptions("coreml", "fp16", None, "all")
     assert resolve_options("tflite") == BuildOptions("tflite", "fp32", "xnnpack", None)
+    assert resolve_options("coreai") == BuildOptions("coreai", "fp32", None, "default")
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
@@ -38,8 +39,11 @@ def test_every_listed_choice_resolves(target):
         (("executorch", None, "gpu"), "executorch has no delegate 'gpu'; it has: xnnpack, coreml, portable"),
         (("tflite", None, "coreml"), "tflite has no delegate 'coreml'; it has: xnnpack, gpu, nnapi"),
         (("coreml", None, "xnnpack"), "coreml takes no --delegate"),
-        (("tflite", None, None, "cpu_only"), "--compute-units applies to coreml only"),
+        (("tflite", None, None, "cpu_only"), "--compute-units applies to coreml, coreai only, not tflite"),
         (("coreml", None, None, "npu"), "coreml has no compute units 'npu'"),
+        (("coreai", None, None, "all"), "coreai has no compute units 'all'; it has: default, neural_engine, gpu, cpu_only"),
+        (("coreai", "bf16"), "coreai has no precision 'bf16'; it has: fp32, fp16, int8"),
+        (("coreai", None, "xnnpack"), "coreai takes no --delegate"),
         (("executorch", "int8", "portable"), "needs --delegate xnnpack"),
     ],
 )
