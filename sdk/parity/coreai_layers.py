@@ -19,7 +19,8 @@ caller's `min_psnr_db`.
 Linux: the runtime has no specialization options there, so the asset is lowered by hand
 (`AIModelAsset._write_odix(..., enable_debug_info=True)`) and loaded from that folder. The runtime's
 "ODIE [default]: Loading function ..." line comes from its native code, written straight to file descriptor 2,
-not through Python logging or `sys.stderr`: it cannot be silenced from here without hiding real errors.
+not through Python logging or `sys.stderr`, so it is left as is: redirecting descriptor 2 (as `minivlm.coreai_runtime`
+does around its loads) across a run would also hide any real error the runtime prints meanwhile.
 """
 
 from __future__ import annotations
