@@ -36,7 +36,7 @@ from torch import nn
 from minivlm.python_ref.errors import ConversionError
 
 from .coreai_asset import ASSET, function_io, quiet_import, summary
-from .specs import GraphBuild, GraphSpec, runtime_io
+from .specs import GraphBuild, GraphSpec, check_functions, runtime_io
 from .targets import BuildOptions
 from .workers import graph_size
 
@@ -166,11 +166,6 @@ def _converter_output_hidden() -> Iterator[None]:
         yield
 
 
-def _io(graph: GraphBuild) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
-    return {io: [(t["runtime_name"], tuple(t["shape"]), t["runtime_dtype"]) for t in getattr(graph, io)]
-            for io in ("inputs", "outputs")}
-
-
 def pack(graphs: list[GraphBuild], options: BuildOptions, folder: Path) -> list[GraphBuild]:
     """Convert every graph's program into one asset, `ASSET` (a function per graph, in the build's graph order),
     check each function's inputs and outputs against its manifest entry, and remove the programs. Each graph's
@@ -192,12 +187,7 @@ def pack(graphs: list[GraphBuild], options: BuildOptions, folder: Path) -> list[
         raise ConversionError(f"coreai-torch could not convert the graphs into {ASSET}: {type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}") from err
     info = summary(out)
-    for graph in graphs:
-        have = function_io(info, graph.name)
-        if have is None:
-            raise ConversionError(f"Core AI {ASSET} has no function {graph.name!r}; it has {list(info.function_names)}")
-        if have != _io(graph):
-            raise ConversionError(f"Core AI {ASSET} function {graph.name} has {have}; the manifest says {_io(graph)}")
+    check_functions(graphs, lambda name: function_io(info, name), f"Core AI {ASSET}", list(info.function_names))
     for graph in graphs:
         (folder / graph.path).unlink()
     size = graph_size(out)

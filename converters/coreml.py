@@ -30,7 +30,7 @@ import torch
 from minivlm.python_ref.errors import ConversionError
 
 from .coreml_spec import PACKAGE, function_io, function_names
-from .specs import GraphBuild, GraphSpec, runtime_io
+from .specs import GraphBuild, GraphSpec, check_functions, runtime_io
 from .targets import BuildOptions
 from .workers import graph_size
 
@@ -132,11 +132,6 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
                       details={"ops_note": "MIL ops of the graph's function; unit placement is decided on device"})
 
 
-def _io(graph: GraphBuild) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
-    return {io: [(t["runtime_name"], tuple(t["shape"]), t["runtime_dtype"]) for t in getattr(graph, io)]
-            for io in ("inputs", "outputs")}
-
-
 @contextlib.contextmanager
 def _pass_bars_as_configured() -> Iterator[None]:
     """coremltools draws a tqdm bar per MIL pass pipeline. `TQDM_DISABLE`, which the CLI sets to keep them off its
@@ -171,12 +166,7 @@ def pack(graphs: list[GraphBuild], options: BuildOptions, folder: Path) -> list[
         raise ConversionError(f"coremltools could not combine the graphs into {PACKAGE}: {type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}") from err
     saved = ct.utils.load_spec(str(out))
-    for graph in graphs:
-        have = function_io(saved, graph.name)
-        if have is None:
-            raise ConversionError(f"Core ML {PACKAGE} has no function {graph.name!r}; it has {function_names(saved)}")
-        if have != _io(graph):
-            raise ConversionError(f"Core ML {PACKAGE} function {graph.name} has {have}; the manifest says {_io(graph)}")
+    check_functions(graphs, lambda name: function_io(saved, name), f"Core ML {PACKAGE}", function_names(saved))
     for graph in graphs:
         shutil.rmtree(folder / graph.path)
     size = graph_size(out)

@@ -129,6 +129,26 @@ class GraphBuild:
                 "size_bytes": self.size_bytes, "convert_seconds": round(self.seconds, 2), **self.details}
 
 
+def runtime_tensors(graph: GraphBuild) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
+    """A graph's inputs and outputs as its runtime names them: (runtime name, shape, runtime dtype) in graph order,
+    the form the targets' readers of a saved model return."""
+    return {io: [(t["runtime_name"], tuple(t["shape"]), t["runtime_dtype"]) for t in getattr(graph, io)]
+            for io in ("inputs", "outputs")}
+
+
+def check_functions(graphs: list[GraphBuild], read, model: str, functions: list[str]) -> None:
+    """ConversionError unless every graph is a function of the saved `model` whose inputs and outputs (`read(name)`:
+    runtime_tensors' form, or None for a function it lacks; `functions`: the ones it has) are its manifest entry's."""
+    from minivlm.python_ref.errors import ConversionError
+
+    for graph in graphs:
+        have = read(graph.name)
+        if have is None:
+            raise ConversionError(f"{model} has no function {graph.name!r}; it has {functions}")
+        if have != runtime_tensors(graph):
+            raise ConversionError(f"{model} function {graph.name} has {have}; the manifest says {runtime_tensors(graph)}")
+
+
 def runtime_io(specs: tuple[TensorSpec, ...], names: list[str] | None = None,
                dtypes: list[str] | None = None) -> list[dict]:
     """Manifest I/O entries: the graph's spec plus the runtime's name and dtype of each tensor."""
@@ -137,4 +157,5 @@ def runtime_io(specs: tuple[TensorSpec, ...], names: list[str] | None = None,
     return [{**s.as_json(), "runtime_name": n, "runtime_dtype": d} for s, n, d in zip(specs, names, dtypes, strict=True)]
 
 
-__all__ = ["GraphBuild", "GraphSpec", "TensorSpec", "batched_spec", "graph_specs", "runtime_io", "stack_calls"]
+__all__ = ["GraphBuild", "GraphSpec", "TensorSpec", "batched_spec", "check_functions", "graph_specs", "runtime_io", "runtime_tensors",
+           "stack_calls"]

@@ -210,14 +210,15 @@ def test_swapped_outputs_of_a_by_name_runtime_are_refused(demo_build, tmp_path, 
         check_parity(folder, reference_run)
 
 
-def test_a_reference_of_other_weights_is_refused_in_one_line(demo_build, demo):
+@pytest.mark.parametrize("target", ["executorch", "coreai"])
+def test_a_reference_of_other_weights_is_refused_in_one_line(demo_build, demo, target):
     model = copy.deepcopy(demo.pipeline.model)
     with torch.no_grad():
         next(model.tee.parameters()).mul_(1.5)  # the stem convolution
     other = ReferencePipeline(Pipeline.from_model(model, demo.pipeline.tokenizer, demo.pipeline.vocab), "perturbed")
     run = run_reference(other, parity_images(scenes=0, photos=("coffee",)))
     with pytest.raises(ParityError, match="not the model this build was made from") as err:
-        check_parity(demo_build("executorch", "fp32").path, run)
+        check_parity(demo_build(target, "fp32").path, run)
     assert "\n" not in str(err.value)
 
 
