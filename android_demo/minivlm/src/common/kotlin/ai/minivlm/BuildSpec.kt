@@ -10,7 +10,7 @@ val GRAPH_NAMES = listOf("tee_stage1", "tee_stage2", "caption_prefix", "caption_
  * the same manifest): the target, the graphs' I/O specs and the answer/attribute vocabularies.
  */
 data class BuildSpec(
-    val target: String,        // "executorch" | "tflite" | "coreml"
+    val target: String,        // "executorch" | "tflite" | "coreml" | "coreai"
     val delegate: String?,
     val precision: String,
     val graphs: Map<String, GraphSpec>,
