@@ -16,7 +16,8 @@ int8 weights (converters/coreai.py) are `coreai.blockwise_shift_scale(data, scal
 scale * (data - offset1) + offset2 blockwise, every operand a constant: one quantized `StoredConstant` per
 (data, scale, offset1, offset2), `q` = data, `zero_point` = offset1, `axis` the one axis the scale is not 1 on
 (None: one scale), values dequantized in float64 plus offset2. The scale and offsets are part of that constant
-(their bytes counted with it), not constants of their own, as scales are in the other targets' readers.
+(their bytes counted with it), not constants of their own, as scales are in the other targets' readers. A
+splat's bytes are one element's.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def asset_constants(path: Path, file: str, graphs: dict[str, str]) -> list[Store
         if c.key not in copies:
             values = reader.values(c.attr, c.key)
             copies[c.key] = StoredConstant(_where(file, c.key), values.dtype.name, values.shape, _widened(values),
-                                           values.nbytes)
+                                           _stored_bytes(c.attr, values))
         copies[c.key].users.append((c.graph, c.name))
     return list(copies.values())
 
@@ -193,6 +194,14 @@ class _Values:
         return array.astype(dtype, copy=False).reshape(shape)
 
 
+def _stored_bytes(attr, values: np.ndarray) -> int:
+    """A splat stores its one value; anything else every element."""
+    from coreai._compiler.ir import DenseElementsAttr
+
+    splat = DenseElementsAttr.isinstance(attr) and DenseElementsAttr(attr).is_splat
+    return values.itemsize if splat else values.nbytes
+
+
 def _widened(values: np.ndarray) -> np.ndarray:
     return values.astype(np.float32) if values.dtype == np.float16 else values
 
@@ -212,5 +221,6 @@ def _quantized(file: str, parts: list[_Const], reader: _Values, path: Path) -> S
     values = values + (flat(offset2).reshape([-1 if d == axis else 1 for d in range(q.ndim)]) if axis is not None
                        else flat(offset2)[0])
     where = f"{_where(file, parts[0].key)} (scale {_where(file, parts[1].key).split(' ', 1)[1]})"
-    return StoredConstant(where, q.dtype.name, q.shape, values, q.nbytes + scale.nbytes, q=q, scale=flat(scale),
+    nbytes = sum(_stored_bytes(p.attr, v) for p, v in zip(parts, (q, scale, offset1, offset2)))
+    return StoredConstant(where, q.dtype.name, q.shape, values, nbytes, q=q, scale=flat(scale),
                           zero_point=flat(offset1), axis=axis, scale_dtype=scale.dtype.name)
