@@ -20,10 +20,10 @@ _TENSOR = re.compile(r"NDArray \((\w+), ([\d × ]+)\)")
 
 
 def quiet_import() -> None:
-    """Import coreai_torch without its version notice: it warns that it "has only been validated with
-    torch<=2.13.0" when torch's version carries a local suffix (`2.13.0+cpu`), which is the validated release.
-    Also registers `torch.ops.coreai` (the int8 weights' `constexpr_blockwise_shift_scale`): coreai-torch defines
-    its custom ops in `coreai_torch._compression.custom_layers`, which `import coreai_torch` does not load."""
+    """Import coreai_torch without its version notice (it warns that it "has only been validated with
+    torch<=2.13.0" when torch's version carries a local suffix, `2.13.0+cpu`, which is the validated release), and
+    its compression ops: `torch.ops.coreai.constexpr_blockwise_shift_scale` is registered by the module that
+    defines it, which `import coreai_torch` does not import."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="coreai-torch has only been validated")
         import coreai_torch  # noqa: F401

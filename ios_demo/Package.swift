@@ -1,6 +1,6 @@
 // swift-tools-version:5.9
-// MiniVLM for iOS/macOS: a Swift API over the shared native core (sdk/native), with Core ML and ExecuTorch
-// graph runners. The SwiftUI demo app in App/ depends on the `MiniVLM` library product.
+// MiniVLM for iOS/macOS: a Swift API over the shared native core (sdk/native), with Core ML, Core AI and
+// ExecuTorch graph runners. The SwiftUI demo app in App/ depends on the `MiniVLM` library product.
 //
 // CMiniVLM compiles the core's C++ sources through symlinks (Sources/CMiniVLM/core -> sdk/native/src,
 // Sources/CMiniVLM/include/minivlm -> sdk/native/include/minivlm), because SwiftPM only builds sources that
@@ -10,7 +10,8 @@ import PackageDescription
 let package = Package(
     name: "MiniVLM",
     // ExecuTorch builds run from iOS 17 / macOS 14; a Core ML build (one multifunction model) needs iOS 18 /
-    // macOS 15, which CoreMLRunner declares and Backends checks at run time.
+    // macOS 15, a Core AI build iOS 27 / macOS 27 (and an SDK with Core AI: CoreAIRunner is compiled only
+    // `#if canImport(CoreAI)`), which the runners declare and Backends checks at run time.
     platforms: [.iOS(.v17), .macOS(.v14)],
     products: [
         .library(name: "MiniVLM", targets: ["MiniVLM"]),

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from minivlm.converters import coreai_asset
 from minivlm.converters.coreml_spec import function_io, function_names
 from minivlm.converters.manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION,
                                          manifest_digest, sha256_file)
@@ -284,6 +285,20 @@ def coreml_function_io(path: Path, function: str) -> dict[str, list[TensorIO]]:
     return have
 
 
+def coreai_function_io(path: Path, function: str) -> dict[str, list[TensorIO]]:
+    """The inputs and outputs of `function` in the Core AI asset at `path`, read from its program without compiling
+    it; ArtifactError if coreai cannot read it or it has no such function."""
+    try:
+        info = coreai_asset.summary(path)
+        have = coreai_asset.function_io(info, function)
+    except Exception as err:  # the native reader raises RuntimeError; a changed summary text a ValueError
+        raise load_error(path, "coreai", err) from None
+    if have is None:
+        raise ArtifactError(f"{path.name} has no function {function!r} (it has {list(info.function_names)}); "
+                            f"{MANIFEST} names it; rebuild with minivlm-convert")
+    return have
+
+
 def load_tflite(path: Path, name: str, entry: dict, interpreter=None, num_threads: int | None = None):
     """The ai_edge_litert Interpreter of a `.tflite` (`interpreter` if given: one serves all graphs of the file;
     else a new one with `num_threads`, None = its default) and the runner of the entry's `signature`, its tensors
@@ -337,8 +352,6 @@ def verify_build(path: str | Path) -> dict:
             interpreters[file], _ = load_tflite(file, name, entry, interpreters.get(file))
             continue
         else:
-            from minivlm.coreai_runtime import coreai_function_io
-
             read = coreml_function_io if manifest["target"] == "coreml" else coreai_function_io
             have = read(file, entry["function"])
             label = f"{file.name} function {entry['function']}"  # one package or asset holds every graph
@@ -346,6 +359,6 @@ def verify_build(path: str | Path) -> dict:
     return manifest
 
 
-__all__ = ["DEFAULT_FAMILY", "TORCH_DTYPES", "check_manifest", "coreml_function_io",
+__all__ = ["DEFAULT_FAMILY", "TORCH_DTYPES", "check_manifest", "coreai_function_io", "coreml_function_io",
            "first_line", "inside", "load_error", "load_executorch", "load_tflite", "manifest_family", "read_manifest",
            "verified_manifest", "verify_build", "verify_files"]

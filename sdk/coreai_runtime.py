@@ -21,27 +21,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from minivlm.build_checks import first_line, load_error
-from minivlm.converters.coreai_asset import function_io, quiet_import, summary
-from minivlm.converters.manifest import MANIFEST
+from minivlm.converters.coreai_asset import quiet_import
 from minivlm.errors import ArtifactError
-from minivlm.graph_io import TensorIO
 
 # The manifest's compute unit preference -> coreai.runtime.ComputeUnitKind (None: the runtime's default choice).
 COMPUTE_UNIT_KINDS = {"default": None, "neural_engine": "neural_engine", "gpu": "gpu", "cpu_only": "cpu"}
-
-
-def coreai_function_io(path: Path, function: str) -> dict[str, list[TensorIO]]:
-    """The inputs and outputs of `function` in the Core AI asset at `path`, read from its program without compiling
-    it; ArtifactError if coreai cannot read it or it has no such function."""
-    try:
-        info = summary(path)
-        have = function_io(info, function)
-    except Exception as err:  # the native reader raises RuntimeError; a changed summary text a ValueError
-        raise load_error(path, "coreai", err) from None
-    if have is None:
-        raise ArtifactError(f"{path.name} has no function {function!r} (it has {list(info.function_names)}); "
-                            f"{MANIFEST} names it; rebuild with minivlm-convert")
-    return have
 
 
 @contextlib.contextmanager
@@ -135,4 +119,4 @@ class CoreAIModel:
         self._finalizer()
 
 
-__all__ = ["COMPUTE_UNIT_KINDS", "CoreAIModel", "coreai_function_io"]
+__all__ = ["COMPUTE_UNIT_KINDS", "CoreAIModel"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minivlm.build_checks import (TORCH_DTYPES, coreml_function_io, first_line, inside,
+from minivlm.build_checks import (TORCH_DTYPES, coreai_function_io, coreml_function_io, first_line, inside,
                                   load_error, load_executorch, load_tflite, manifest_family, verified_manifest)
 from minivlm.converters.manifest import needs_macos
 from minivlm.efficientvlm_pipeline import EfficientVLMReference
@@ -185,8 +185,6 @@ class CoreAIGraph(_Graph):
 
     def __init__(self, model, name: str, entry: dict) -> None:
         super().__init__(name, entry)
-        from minivlm.coreai_runtime import coreai_function_io
-
         function = entry["function"]
         check_runtime_io(name, entry, f"{model.path.name} function {function}", coreai_function_io(model.path, function))
         self._model, self._function = model, model.function(function)

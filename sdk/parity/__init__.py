@@ -8,6 +8,8 @@ reference tensor; readers `stored_constants` for TFLite and `executorch_constant
 `reference_constants`), `efficientvlm_run` and `efficientvlm_tasks` (the same
 for an EfficientVLM model), `goldens` (the reference must reproduce the build's goldens), `report` (table and
 JSON), `run` (`check_parity`, `run_parity`: `minivlm parity`).
+`coreai_layers` (per-layer comparison of a Core AI asset, pairing in `coreai_op_map`) needs the `coreai` extra
+and is imported by name only.
 """
 
 from .checks import Check, judged

@@ -52,7 +52,7 @@ NOT_CHECKED = {"minivlm": "native host-step ports (C++/Kotlin/Swift) replay the 
 
 
 def _computes_in_fp16(manifest: dict) -> bool:
-    return manifest["target"] == "coreml" and manifest["precision"] in ("fp16", "int8")
+    return manifest["target"] in ("coreml", "coreai") and manifest["precision"] in ("fp16", "int8")
 
 
 def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[Iterable], Iterable] = lambda it: it,

@@ -1,13 +1,15 @@
-"""What can be checked of ios_demo/ without macOS: every Swift file parses, the package's symlinks reach the
+"""What can be checked of ios_demo/ without macOS: every Swift file parses, the runtime dispatch covers every
+build target, the Core AI runner addresses tensors by the manifest's names, the package's symlinks reach the
 native core, and the C/C++ shim compiles and works against the core.
 
 Swift is parsed with tree-sitter-swift (syntax only: no type checking or import resolution, which need a
-Swift toolchain). The shim is compiled for real with -Werror, its umbrella header as C (Swift imports it as
+Swift toolchain); the dispatch and naming checks read the parse tree. The shim is compiled for real with -Werror, its umbrella header as C (Swift imports it as
 a C module), and a small C program linked with the shim and the core calls the shim's helpers.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,10 +17,15 @@ from pathlib import Path
 import pytest
 
 from _appbuild import NATIVE, REPO, run
+from minivlm.converters.targets import TARGETS
 
 IOS = REPO / "ios_demo"
 CMINIVLM = IOS / "Sources" / "CMiniVLM"
 SWIFT_FILES = sorted(p for p in IOS.rglob("*.swift") if ".build" not in p.parts)
+SOURCES = IOS / "Sources" / "MiniVLM"
+
+# The runner of each target iOS runs (Backends.swift); every other target in converters/targets.py is refused there.
+IOS_RUNNERS = {"coreml": "CoreMLRunner", "executorch": "ExecuTorchRunner", "coreai": "CoreAIRunner"}
 
 # The files the package and the app cannot do without: a missing one is a failure, not a smaller test.
 EXPECTED = [
@@ -26,6 +33,7 @@ EXPECTED = [
     "Sources/MiniVLM/Pipeline.swift",
     "Sources/MiniVLM/Core.swift",
     "Sources/MiniVLM/CoreMLRunner.swift",
+    "Sources/MiniVLM/CoreAIRunner.swift",
     "Sources/MiniVLM/ExecuTorchRunner.swift",
     "Tests/MiniVLMTests/GoldenReplayTests.swift",
     "App/Sources/MiniVLMDemoApp.swift",
@@ -76,6 +84,110 @@ def test_the_parse_check_catches_broken_swift(swift_parser):
     assert syntax_errors(swift_parser, b"struct A { func f() -> Int { return 1 }\n")
     assert syntax_errors(swift_parser, b"let x = (1 + )\n")
     assert syntax_errors(swift_parser, b"func f() { let = 3 }\n")
+
+
+def _nodes(node):
+    yield node
+    for child in node.children:
+        yield from _nodes(child)
+
+
+def _function(root, name: str):
+    """The Swift function declaration `name` (the first, there is one of each here)."""
+    for node in _nodes(root):
+        if node.type == "function_declaration" and node.child_by_field_name("name").text.decode() == name:
+            return node
+    raise AssertionError(f"no function {name}")
+
+
+def switch_cases(parser, path: Path, function: str) -> dict[str | None, str]:
+    """{case string literal (None: default): the case's source} of the switch statements in `function`."""
+    cases: dict[str | None, str] = {}
+    for node in _nodes(_function(parser.parse(path.read_bytes()).root_node, function)):
+        if node.type == "switch_entry":
+            literals = [text.decode() for pattern in node.named_children if pattern.type == "switch_pattern"
+                        for text in [pattern.text] if text.startswith(b'"')]
+            for key in [literal.strip('"') for literal in literals] or [None]:
+                cases[key] = node.text.decode()
+    return cases
+
+
+def test_every_build_target_is_dispatched(swift_parser):
+    """Backends.swift has a case for every target of converters/targets.py: the iOS runtimes open their runner,
+    any other target is refused in one line."""
+    cases = switch_cases(swift_parser, SOURCES / "Backends.swift", "backend")
+    assert set(IOS_RUNNERS) <= set(TARGETS)
+    assert set(cases) == set(TARGETS) | {None}, f"Backends.backend cases: {sorted(map(str, cases))}"
+    for target, body in cases.items():
+        runner = IOS_RUNNERS.get(target)
+        if runner:
+            assert f"try {runner}(" in body, f"case {target!r} does not open {runner}"
+        else:
+            assert "throw MiniVLMError(.config" in body and "Runner(" not in body, f"{target!r} must be refused"
+    assert "#if canImport(CoreAI)" in cases["coreai"] and "#available(iOS 27.0, macOS 27.0, *)" in cases["coreai"]
+
+
+def test_runners_know_every_compute_unit_choice(swift_parser):
+    """The manifest's compute_units as each runtime takes them, for every choice the converters record."""
+    core_ml = switch_cases(swift_parser, SOURCES / "CoreMLRunner.swift", "computeUnits")
+    assert set(core_ml) - {None} == set(TARGETS["coreml"].compute_units)
+    core_ai = switch_cases(swift_parser, SOURCES / "CoreAIRunner.swift", "specializationOptions")
+    assert set(core_ai) - {None} == set(TARGETS["coreai"].compute_units)
+
+
+def _call_name(call) -> str:
+    callee = call.named_children[0]
+    if callee.type == "navigation_expression":
+        callee = callee.named_children[-1].named_children[-1]  # the navigation_suffix's identifier
+    return callee.text.decode()
+
+
+def core_ai_naming_errors(parser, source: bytes) -> list[str]:
+    """Where CoreAIRunner.swift would not address a Core AI tensor by the manifest's runtime_name: the function
+    descriptor's lookups and the outputs' removal take a `runtimeName`, input arrays are stored under one, and host
+    outputs under the manifest's `s.name`. Each of these must occur, so renaming them away fails too."""
+    errors, seen = [], set()
+    root = parser.parse(source).root_node
+    for node in _nodes(root):
+        if node.type == "call_expression" and node.named_children[-1].type == "call_suffix":
+            name = _call_name(node)
+            if name in ("inputDescriptor", "outputDescriptor", "remove"):
+                seen.add(name)
+                if b"runtimeName" not in node.named_children[-1].text:
+                    errors.append(f"{name}{node.named_children[-1].text.decode()} is not by runtime name")
+        if node.type == "assignment":
+            target, value = node.named_children[0].text.decode(), node.named_children[-1].text.decode()
+            key = re.fullmatch(r"\w+\[(.*)\]", target)
+            for store, wanted in (("ndArray(", r".*runtimeName"), ("hostTensor(", r"s\.name")):
+                if key and store in value:
+                    seen.add(store)
+                    if not re.fullmatch(wanted, key.group(1)):
+                        errors.append(f"{target} = {value}: the key should match {wanted}")
+    missing = {"inputDescriptor", "outputDescriptor", "remove", "ndArray(", "hostTensor("} - seen
+    return errors + [f"no {m} site found" for m in sorted(missing)]
+
+
+def test_core_ai_runner_maps_tensors_by_manifest_names(swift_parser):
+    source = (SOURCES / "CoreAIRunner.swift").read_bytes()
+    assert not core_ai_naming_errors(swift_parser, source)
+    # The check above fails on each way of getting a name wrong.
+    for old, new in [(b"arrays[s.runtimeName]", b"arrays[s.name]"),
+                     (b"outputs.remove(runtimeName)", b'outputs.remove("mask_logits")'),
+                     (b"outputs[s.name] = try Self.hostTensor", b"outputs[s.runtimeName] = try Self.hostTensor"),
+                     (b"d.inputDescriptor(of: s.runtimeName)", b"d.inputDescriptor(of: s.name)"),
+                     (b"d.outputDescriptor(of: s.runtimeName)", b"d.outputs(of: s.runtimeName)")]:
+        assert old in source, old
+        assert core_ai_naming_errors(swift_parser, source.replace(old, new)), f"{old!r} -> {new!r} went unnoticed"
+
+
+def test_core_ai_runner_builds_with_older_sdks():
+    """Everything in CoreAIRunner.swift sits inside #if canImport(CoreAI), its public types marked iOS 27 / macOS 27:
+    the package still builds with SDKs that have no Core AI, and runs on systems before it."""
+    code = re.sub(r"^\s*//.*\n", "", (SOURCES / "CoreAIRunner.swift").read_text(), flags=re.M).strip()
+    assert code.startswith("#if canImport(CoreAI)\n") and code.endswith("\n#endif")
+    assert code.count("#if") == 1, "one gate, around the whole file"
+    declarations = re.findall(r"(?:^@available\([^)]*\)\n)?^public final class \w+", code, flags=re.M)
+    assert len(declarations) == 2 and all(d.startswith("@available(iOS 27.0, macOS 27.0, *)") for d in declarations)
 
 
 def test_symlinks_reach_the_core():

@@ -51,7 +51,8 @@ public struct TensorSpec: Decodable, Sendable {
 
 public struct GraphSpec: Decodable, Sendable {
     public let file: String
-    /// The graph's function in a Core ML build's multifunction package; nil for other targets.
+    /// The graph's function in a Core ML build's multifunction package or a Core AI build's model.aimodel; nil for
+    /// other targets.
     public let function: String?
     public let inputs: [TensorSpec]
     public let outputs: [TensorSpec]
@@ -68,6 +69,9 @@ public struct BuildSpec: Sendable {
     public let target: String
     public let delegate: String?
     public let precision: String
+    /// The compute units a Core ML build ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only") or a Core AI build
+    /// ("default", "neural_engine", "gpu", "cpu_only") asks for; nil for other targets.
+    public let computeUnits: String?
     public let graphs: [String: GraphSpec]
     public let answers: [String]
     public let attributes: [String]
@@ -78,6 +82,7 @@ public struct BuildSpec: Sendable {
         let target: String
         let delegate: String?
         let precision: String
+        let compute_units: String?
         let graphs: [String: GraphSpec]
         let vocabularies_file: String?
         let weights_file: String?
@@ -89,10 +94,11 @@ public struct BuildSpec: Sendable {
     }
 
     public init(target: String, delegate: String?, precision: String, graphs: [String: GraphSpec], answers: [String],
-                attributes: [String], weightsFile: String? = nil) {
+                attributes: [String], weightsFile: String? = nil, computeUnits: String? = nil) {
         self.target = target
         self.delegate = delegate
         self.precision = precision
+        self.computeUnits = computeUnits
         self.graphs = graphs
         self.answers = answers
         self.attributes = attributes
@@ -108,12 +114,15 @@ public struct BuildSpec: Sendable {
             for name in graphNames where manifest.graphs[name] == nil {
                 throw MiniVLMError(.badFile, "the manifest has no graph '\(name)'")
             }
-            for name in graphNames where manifest.target == "coreml" && manifest.graphs[name]?.function == nil {
-                throw MiniVLMError(.badFile, "the manifest's graph '\(name)' names no Core ML function; rebuild it with minivlm-convert")
+            // A Core ML or Core AI build is one model with a function per graph.
+            let runtime = ["coreml": "Core ML", "coreai": "Core AI"][manifest.target]
+            for name in graphNames where runtime != nil && manifest.graphs[name]?.function == nil {
+                throw MiniVLMError(.badFile, "the manifest's graph '\(name)' names no \(runtime!) function; rebuild it with minivlm-convert")
             }
             target = manifest.target
             delegate = manifest.delegate
             precision = manifest.precision
+            computeUnits = manifest.compute_units
             graphs = manifest.graphs
             answers = vocab.answers
             attributes = vocab.attributes

@@ -13,6 +13,18 @@ public final class CoreMLRunner: GraphRunner {
     public let spec: GraphSpec
     private let model: MLModel
 
+    /// The manifest's `compute_units` (nil: "all") as Core ML's; converters/coreml.py converts with the same choice.
+    static func computeUnits(_ name: String?) throws -> MLComputeUnits {
+        switch name ?? "all" {
+        case "all": return .all
+        case "cpu_and_ne": return .cpuAndNeuralEngine
+        case "cpu_and_gpu": return .cpuAndGPU
+        case "cpu_only": return .cpuOnly
+        case let other:
+            throw MiniVLMError(.badFile, "the manifest's compute_units is '\(other)', expected all, cpu_and_ne, cpu_and_gpu or cpu_only")
+        }
+    }
+
     /// Compiles the .mlpackage (cached next to it as .mlmodelc after the first run; every graph's runner shares
     /// it) and loads the graph's function from it.
     public init(folder: URL, name: String, spec: GraphSpec, computeUnits: MLComputeUnits = .all) throws {
@@ -100,12 +112,6 @@ public final class CoreMLRunner: GraphRunner {
         }
         if s.dtype == .int64 { return .int64(values: values.map { Int64($0) }, shape: s.shape) }
         return .float(values: values, shape: s.shape)
-    }
-
-    private static func contiguousStrides(_ shape: [Int]) -> [Int] {
-        var strides = [Int](repeating: 1, count: shape.count)
-        for i in stride(from: shape.count - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * shape[i + 1] }
-        return strides
     }
 }
 #endif

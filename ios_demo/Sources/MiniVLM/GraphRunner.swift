@@ -1,5 +1,5 @@
-// Graph runners: the host side of one exported graph. Core ML (.mlpackage) and ExecuTorch (.pte) implement
-// GraphRunner; tests replay recorded golden calls through the same protocol.
+// Graph runners: the host side of one exported graph. Core ML (.mlpackage), Core AI (.aimodel) and ExecuTorch
+// (.pte) implement GraphRunner; tests replay recorded golden calls through the same protocol.
 
 import Foundation
 
@@ -117,4 +117,11 @@ func concat(_ parts: [HostTensor], axis: Int) throws -> HostTensor {
     case .float: return .float(values: join(try parts.map { try $0.floats() }), shape: shape)
     case .int64: return .int64(values: join(try parts.map { try $0.int64s() }), shape: shape)
     }
+}
+
+/// The row-major strides (in elements) of a contiguous array of `shape`.
+func contiguousStrides(_ shape: [Int]) -> [Int] {
+    var strides = [Int](repeating: 1, count: shape.count)
+    for i in stride(from: shape.count - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * shape[i + 1] }
+    return strides
 }
