@@ -76,7 +76,8 @@ def asset_constants(path: Path, file: str, graphs: dict[str, str]) -> list[Store
     try:
         module = AIModelAsset.load(path).program._module._mlir_module
     except Exception as err:  # coreai's native reader raises RuntimeError and others
-        raise ArtifactError(f"{path} is not a Core AI asset coreai can read: {type(err).__name__}: {err}") from None
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ArtifactError(f"{path} is not a Core AI asset coreai can read: {type(err).__name__}: {first}") from None
     consts, quantizers = _walk(module, graphs)
     blobs = _resource_blobs(module) if any(c.key[0] == "resource" for c in consts.values()) else {}
     reader = _Values(blobs, path)
