@@ -7,13 +7,16 @@ program in one `coreai_torch.TorchConverter` (entry point = the graph's name), c
 graph) are stored once in it: the demo model's asset is its weights' size. The converter keeps each operation's
 torch node in the asset's debug locations, which is what `minivlm parity` maps per-layer values with.
 
-Precisions (`PRECISION_NOTES`, recorded in the manifest): `fp32`; `fp16` = the graph cast to float16, weights and
-compute, with float32 inputs and outputs (the cast happens inside the function, as Core ML's fp16 programs do);
-`int8` = int8 weights, symmetric per output channel (scale = max |w| / 127, coreai-torch's
-`coreai::constexpr_blockwise_shift_scale`), for every convolution, linear layer and embedding table, dequantized
-to float16 compute (Core ML int8's meaning). At every precision each convolution's inference BatchNorm is folded
-into it in float32 first (`fold_batch_norms`), as the other targets' converters fold it. Integer inputs run as int32 (Core AI's integer type). The compute
-unit preference is recorded for the device: Core AI on Linux runs on the CPU and specialises for nothing.
+Precisions name how weights are stored (`PRECISION_NOTES`, recorded in the manifest); every precision computes in
+float32 as authored (a device's Neural Engine runs float16 whatever the program says). `fp32`; `fp16` = every
+convolution, linear and embedding weight stored as float16 and widened where it is used (Core AI keeps the float16
+constant and its cast); `int8` = the same weights as int8, symmetric per output channel (scale = max |w| / 127,
+coreai-torch's `coreai::constexpr_blockwise_shift_scale`). Biases and norms stay float32 (a few kB). Why not float16
+compute: the demo's RoI head takes the argmax class inside tee_stage2, and a float16 near-tie there changed one
+region's attribute logits (cosine 0.990 on the worst call), while coreai.runtime on Linux runs float16 programs
+about 100x slower than float32 ones, too slow for parity on every image. Integer inputs run as int32 (Core AI's
+integer type). Each convolution's inference BatchNorm is folded into it in float32 first (`fold_batch_norms`), as
+the other targets' converters fold it. The compute unit preference is recorded for the device: Core AI on Linux runs on the CPU.
 
 Core AI needs iOS 27 / macOS 27 on a device; here the asset runs through `coreai.runtime` (docs/ARCHITECTURE.md §8).
 The backend is imported inside functions only.
@@ -42,11 +45,11 @@ from .workers import graph_size
 MINIMUM_OS = "iOS 27 / macOS 27"
 PRECISION_NOTES = {
     "fp32": "float32 weights and compute",
-    "fp16": "float16 weights and compute; float32 inputs and outputs, cast inside each function",
-    "int8": "int8 weights, symmetric per output channel (scale = max|w|/127), dequantized to float16 compute",
+    "fp16": "float16 convolution, linear and embedding weights, widened to float32 where used; float32 compute",
+    "int8": "int8 convolution, linear and embedding weights, symmetric per output channel (scale = max|w|/127), "
+            "dequantized to float32 where used; float32 compute",
 }
-INT8_LAYERS = (nn.Conv2d, nn.Linear, nn.Embedding)
-_INT_DTYPES = (torch.int64, torch.int32)
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear, nn.Embedding)
 
 # Imported only inside functions; a build checks they exist and its worker processes import them up front.
 BACKEND_MODULES = ("coreai_torch", "coreai.runtime")
@@ -57,18 +60,18 @@ def calibrates(graph: str, options: BuildOptions) -> bool:
 
 
 def steps(options: BuildOptions) -> tuple[str, ...]:
-    return ("quantize", "export", "save") if options.precision == "int8" else ("export", "save")
+    return ("export", "save") if options.precision == "fp32" else ("store", "export", "save")
 
 
 def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
     extra = {"minimum_os": MINIMUM_OS, "model_type": "Core AI asset, one function per graph",
              "runtime": "coreai.runtime (Linux, CPU) or Core AI on iOS 27 / macOS 27",
-             "compute_precision": "float32" if options.precision == "fp32" else "float16",
+             "compute_precision": "float32",
              "precision_meaning": PRECISION_NOTES[options.precision]}
     if options.precision == "int8":
         extra["quantization"] = {"scheme": "coreai::constexpr_blockwise_shift_scale", "mode": "symmetric",
                                  "dtype": "int8", "granularity": "per output channel", "scale": "max|w| / 127",
-                                 "layers": [t.__name__ for t in INT8_LAYERS]}
+                                 "layers": [t.__name__ for t in WEIGHT_LAYERS]}
     return extra
 
 
@@ -76,51 +79,49 @@ def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
 
 
 class _Int8Weight(nn.Module):
-    """A weight stored as int8 with one float16 scale per output channel (row 0 of the weight is channel 0). The
-    weight is rounded against the float16 scale it is stored with, so that every dequantized value is within half
-    a step of the weight (rounded against the float32 scale, values moved by up to 127 x the scale's float16
-    rounding, 0.06 of a step; the weight audit of `minivlm parity` holds int8 weights to half a step)."""
+    """A weight stored as int8 with one float32 scale per output channel (row 0 of the weight is channel 0)."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
         w = weight.detach().float()
-        peak = w.abs().reshape(w.shape[0], -1).amax(dim=1).clamp(min=torch.finfo(torch.float16).tiny)
-        scale = (peak / 127).reshape(-1, *([1] * (w.dim() - 1))).to(torch.float16)
-        self.register_buffer("quantized", torch.round(w / scale.float()).clamp(-127, 127).to(torch.int8))
+        peak = w.abs().reshape(w.shape[0], -1).amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny)
+        scale = (peak / 127).reshape(-1, *([1] * (w.dim() - 1)))
+        self.register_buffer("quantized", torch.round(w / scale).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale)
 
     def forward(self) -> torch.Tensor:
         return torch.ops.coreai.constexpr_blockwise_shift_scale(self.quantized, self.scale)
 
 
-def _int8_class(cls: type) -> type:
-    """`cls` whose `weight` is computed by its `_Int8Weight` submodule (a class property wins over
-    nn.Module's parameter lookup, so every use of `.weight`, a tied decoder's too, reads the int8 copy)."""
-    return type(f"Int8{cls.__name__}", (cls,), {"weight": property(lambda self: self.int8_weight())})
+class _Fp16Weight(nn.Module):
+    """A weight stored as float16, widened to float32 where it is used (Core AI keeps the float16 constant)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("stored", weight.detach().to(torch.float16))
+
+    def forward(self) -> torch.Tensor:
+        return self.stored.float()
 
 
-def quantize_weights(module: nn.Module) -> nn.Module:
-    """A copy of `module` whose convolution, linear and embedding weights are int8 per output channel."""
+def _stored_class(cls: type) -> type:
+    """`cls` whose `weight` is computed by its `stored_weight` submodule (a class property wins over nn.Module's
+    parameter lookup, so every use of `.weight`, a tied decoder's too, reads the stored copy)."""
+    return type(f"Stored{cls.__name__}", (cls,), {"weight": property(lambda self: self.stored_weight())})
+
+
+def stored_weights(module: nn.Module, precision: str) -> nn.Module:
+    """A copy of `module` whose convolution, linear and embedding weights are stored at `precision` ("fp16":
+    float16; "int8": int8 per output channel), each widened to float32 where it is used."""
     quiet_import()  # registers torch.ops.coreai
+    store = {"fp16": _Fp16Weight, "int8": _Int8Weight}[precision]
     module = copy.deepcopy(module)
     for layer in list(module.modules()):
-        if isinstance(layer, INT8_LAYERS) and isinstance(layer._parameters.get("weight"), nn.Parameter):
+        if isinstance(layer, WEIGHT_LAYERS) and isinstance(layer._parameters.get("weight"), nn.Parameter):
             weight = layer._parameters.pop("weight")
-            layer.int8_weight = _Int8Weight(weight)
-            layer.__class__ = _int8_class(type(layer))
-    return module
-
-
-class _Computed(nn.Module):
-    """`graph` run in `dtype`: float inputs cast to it, float outputs cast back to float32."""
-
-    def __init__(self, graph: nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.inner, self.dtype = graph.to(dtype), dtype
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cast = tuple(x if x.dtype in _INT_DTYPES else x.to(self.dtype) for x in inputs)
-        return tuple(y if y.dtype in _INT_DTYPES else y.to(torch.float32) for y in self.inner(*cast))
+            layer.stored_weight = store(weight)
+            layer.__class__ = _stored_class(type(layer))
+    return module.eval()
 
 
 _BATCH_NORMS = ("_native_batch_norm_legit_no_training", "batch_norm")
@@ -131,8 +132,7 @@ def fold_batch_norms(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]
     """A copy of `module` with every convolution -> inference BatchNorm pair folded into the convolution in float32
     (`torch.nn.utils.fusion.fuse_conv_bn_eval`, the BatchNorm replaced by an identity): the fold the other targets'
     converters make and the weight audit derives. Left to Core AI, the decomposed BatchNorm is folded by its
-    compiler in its own order (a bias where beta and mean x scale nearly cancel moves by many float32 ulps) and, in
-    a float16 graph, in float16 arithmetic, which loses fp16-subnormal weights (a folded 2.8e-4 stored as 1e-6)."""
+    compiler in its own order: a bias where beta and mean x scale nearly cancel moved by 64 float32 ulps."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     with torch.no_grad():
@@ -154,13 +154,10 @@ def fold_batch_norms(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]
 
 
 def prepared(module: nn.Module, precision: str, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
-    """The module as the asset computes it at `precision`: BatchNorms folded in float32 (`fold_batch_norms`),
-    then cast or quantized."""
+    """The module as the asset stores it at `precision`: BatchNorms folded in float32 (`fold_batch_norms`), then
+    its weights stored at the precision."""
     module = fold_batch_norms(module, example_inputs)
-    if precision == "fp32":
-        return module
-    graph = quantize_weights(module) if precision == "int8" else module
-    return _Computed(graph, torch.float16).eval()
+    return module if precision == "fp32" else stored_weights(module, precision)
 
 
 def export(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]):
@@ -177,8 +174,8 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
     """Export one graph at the build's precision to `<name>.pt2` in `folder` (an intermediate file `pack` converts
     with the others into one asset)."""
     quiet_import()
-    if options.precision == "int8":
-        step("quantize")
+    if options.precision != "fp32":
+        step("store")
     module = prepared(spec.module, options.precision, spec.example_inputs)
     step("export")
     try:
@@ -258,5 +255,5 @@ def _op_counts(program, function: str) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-__all__ = ["BACKEND_MODULES", "MINIMUM_OS", "PRECISION_NOTES", "calibrates", "convert_graph", "export",
-           "fold_batch_norms", "manifest_extra", "pack", "prepared", "quantize_weights", "steps"]
+__all__ = ["BACKEND_MODULES", "MINIMUM_OS", "PRECISION_NOTES", "WEIGHT_LAYERS", "calibrates", "convert_graph", "export", "fold_batch_norms",
+           "manifest_extra", "pack", "prepared", "steps", "stored_weights"]

@@ -102,6 +102,13 @@ LOSSY_MAX_MEAN_SCORE_DIFF = _limit(
     "LOSSY_MAX_MEAN_SCORE_DIFF", 0.02, "max",
     "fp16/int8 move a probability by ~1e-2 on average (more near a decision boundary); a head that no longer agrees moves far more")
 
+# --- per layer (Core AI: every node of a graph against the same program in torch, `minivlm.parity.layers`) -----
+
+LAYER_MIN_PSNR_DB = _limit(
+    "LAYER_MIN_PSNR_DB", 60.0, "min",
+    "each layer against the program it was converted from, both in float32: layers measured 108-150 dB, a mean that "
+    "cancels a residual stream (~1e-4 of its inputs) 75 dB; a mis-lowered or edited layer reads below 40 dB")
+
 # --- fp16 range (before conversion, on the reference) ---------------------------------------------------------
 
 FP16_MAX = 65504.0  # the largest finite float16
@@ -163,7 +170,7 @@ _INT8 = _row(graph_max_abs=None, graph_min_psnr_db="INT8_MIN_PSNR_DB", graph_min
 
 # Every target x precision that `minivlm-convert` can build (converters/targets.py). Core ML int8 computes in
 # fp16 with int8 weights; TFLite fp16 stores fp16 weights and computes in fp32; both are held to their
-# lower-precision part's row. Core AI's int8 is Core ML's (int8 weights, fp16 compute).
+# lower-precision part's row; so are Core AI fp16 and int8 (stored weights, float32 compute).
 TOLERANCES = MappingProxyType({
     ("executorch", "fp32"): _FP32,
     ("executorch", "int8"): _INT8,
@@ -208,6 +215,7 @@ __all__ = [
     "FP32_MIN_SAME_PROPOSALS",
     "LIMITS",
     "LOSSY_DETECTION_MATCH_IOU",
+    "LAYER_MIN_PSNR_DB",
     "LOSSY_MAX_MEAN_SCORE_DIFF",
     "PROPOSAL_MAX_SHIFT_PX",
     "Limit",

@@ -37,6 +37,7 @@ class ParityReport:
     fp16_range: RangeReport | None = None
     platform: str = sys.platform
     weight_audit: AuditResult | None = None
+    layers: dict[str, dict] | None = None  # Core AI: graph -> its layer table (`layers.layer_checks`)
 
     @property
     def target(self) -> str:
@@ -146,6 +147,7 @@ class ParityReport:
             "fp16_range": self.fp16_range.summary() | {"tensors": self.fp16_range.table()} if self.fp16_range else None,
             "not_checked": self.not_checked,
             "weight_audit": self.weight_audit.as_json() if self.weight_audit else None,
+            "layers": self.layers,
         }
 
 

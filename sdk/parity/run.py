@@ -12,7 +12,9 @@ On real inputs only (scikit-image photos and demo scenes the model never trained
    (proposals, region labels and proposal indices, packed token ids) as on the reference's;
 5. per task, the build end to end: detections IoU-matched with the same label (never index by index), the
    same tags, caption tokens and answers, close detection scores and match probabilities (EfficientVLM: the
-   same caption tokens, answers and match decisions, close match probabilities: `efficientvlm_tasks.py`).
+   same caption tokens, answers and match decisions, close match probabilities: `efficientvlm_tasks.py`);
+6. per layer (Core AI builds): every node of each function against the program it was converted from, on one
+   real call, naming the first layer below its bound (`layers.py`).
 Each bound is a named constant of `minivlm.converters.tolerances`, per target × precision, printed with its
 reason in every report. Before comparing, the reference must reproduce the goldens stored in the build: a build
 made from other weights is a ParityError, not a list of failures.
@@ -37,6 +39,7 @@ from minivlm.loading import ReferencePipeline
 from .checks import coreml_spec_checks, graph_checks, range_checks, structural
 from .efficientvlm_tasks import efficientvlm_task_checks
 from .goldens import check_goldens
+from .layers import layer_checks
 from .images import DEFAULT_PHOTOS, DEFAULT_SCENES, parity_images
 from .reference import ReferenceRun, run_image_of, run_reference
 from .report import ParityReport, write_report
@@ -52,7 +55,7 @@ NOT_CHECKED = {"minivlm": "native host-step ports (C++/Kotlin/Swift) replay the 
 
 
 def _computes_in_fp16(manifest: dict) -> bool:
-    return manifest["target"] in ("coreml", "coreai") and manifest["precision"] in ("fp16", "int8")
+    return manifest["target"] == "coreml" and manifest["precision"] in ("fp16", "int8")
 
 
 def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[Iterable], Iterable] = lambda it: it,
@@ -88,6 +91,7 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
         checks += ranges
     graphs: dict[str, dict[str, ErrorStats]] = {}
     per_image: list[dict] = []
+    layers: dict[str, dict] | None = None
     if needs_macos(manifest) and platform != "darwin":
         what = "Core ML" if manifest["target"] == "coreml" else "ExecuTorch Core ML delegate"
         not_checked.append(f"running the graphs and the tasks: a {what} build runs only on macOS/iOS; run "
@@ -100,10 +104,14 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
         per_graph, graphs = graph_checks(runners, ref, manifest, tol, batched)
         pairs = [(r, run_image_of(artifact.pipeline, s)) for r, s in zip(ref.runs, progress(ref.images))]
         task_checks, per_image = TASK_CHECKS[manifest_family(manifest).name](pairs, tol)
-        checks += per_graph + task_checks
+        checks += per_graph
+        if manifest["target"] == "coreai":
+            layer_rows, layers = layer_checks(folder, manifest, ref)
+            checks += layer_rows
+        checks += task_checks
     not_checked.append(NOT_CHECKED[manifest_family(manifest).name])
     return ParityReport(folder, manifest, source, [s.name for s in ref.images], tol, checks, graphs, per_image,
-                        not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform, audit)
+                        not_checked, time.perf_counter() - t0 + ref.seconds, range_report, platform, audit, layers)
 
 
 def _tolerance(folder: Path, manifest: dict) -> Tolerance:

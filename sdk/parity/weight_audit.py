@@ -15,7 +15,7 @@ value agrees:
 - fp16: equal to the fp16 rounding of the reference (a derived constant: within one fp16 ulp);
 - int8: dequantized with the build's own scale, within half a step of its channel (+ `HALF_STEP_SLACK`), and
   the scale must be the one the reference implies (symmetric: max |w| of the channel / 127, `SCALE_RTOL`; a
-  scale stored in float16, Core AI's, within one fp16 ulp of it, as a derived fp16 constant), with zero point 0;
+  scale stored in float16 within one fp16 ulp of it, as a derived fp16 constant), with zero point 0;
   a bad scale fails even when the values still round back.
 Rules. A floating or integer constant of `SMALL` elements or more that matches nothing fails the audit
 (a tampered weight, a weight merged with another); smaller ones (shape operands, scalars the converter

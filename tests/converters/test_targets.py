@@ -128,3 +128,34 @@ def test_executorch_int8_build_runs_every_graph_near_the_reference(tmp_path, tin
             # Untrained tiny weights give int8 less to work with than the demo model (25 dB there): 20 dB still
             # fails a graph that computes something else, and an fp32 graph passes with ~130 dB.
             assert stats.psnr_db >= 20, (graph, name, stats.as_json())
+
+
+def test_coreai_build_from_the_cli_is_one_asset_and_runs_on_linux(tmp_path, tiny_reference):
+    """Core AI: one `model.aimodel` with a function per graph, one copy of the weights, run here by coreai.runtime."""
+    out = tmp_path / "coreai"
+    result = CliRunner().invoke(convert_app, ["--target", "coreai", "--model", "minivlm-tiny", "--random-init",
+                                              "--compute-units", "neural_engine", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    _check_manifest(manifest, out, tiny_reference)
+    assert (manifest["precision"], manifest["compute_units"], manifest["compute_precision"]) == \
+        ("fp32", "neural_engine", "float32")
+    assert {name: (g["file"], g["function"]) for name, g in manifest["graphs"].items()} == \
+        {name: ("model.aimodel", name) for name in BUILD_GRAPHS}
+    assert {f.split("/")[0] for f in manifest["files"]} == {"model.aimodel", "vocab.txt", "vocabularies.json",
+                                                            "fp16_range.json", "golden"}
+    assert not list(out.glob("*.pt2"))  # the per-graph programs it was made of are gone
+    step = manifest["graphs"]["caption_step"]
+    assert next(i for i in step["inputs"] if i["name"] == "token_ids")["runtime_dtype"] == "int32"
+    # One copy of every weight: the asset is the model's float32 weights plus a little.
+    weights = sum(p.numel() * 4 for p in tiny_reference.pipeline.model.parameters())
+    asset = manifest["graphs"]["vqa"]["size_bytes"]
+    assert weights <= asset <= 1.15 * weights, (asset, weights)
+    # It runs here, through the runtime, and answers as the reference (same random weights: same seed).
+    artifact = minivlm.load_artifact(out)
+    reference = minivlm.load("minivlm-tiny", random_init=True)
+    from minivlm.parity import parity_images
+
+    for sample in parity_images(scenes=1, photos=("coffee",)):
+        assert artifact.caption(sample.image) == reference.caption(sample.image)
+        assert [d.label for d in artifact.detect(sample.image)] == [d.label for d in reference.detect(sample.image)]

@@ -9,9 +9,9 @@ import pytest
 
 Build = tuple[str, str, str | None]  # target, precision, delegate (None: the target's default)
 
-DEFAULT: tuple[Build, ...] = (("executorch", "fp32", None), ("tflite", "int8", None))
+DEFAULT: tuple[Build, ...] = (("executorch", "fp32", None), ("tflite", "int8", None), ("coreai", "fp32", None))
 SLOW: tuple[Build, ...] = (("executorch", "int8", None), ("executorch", "fp32", "portable"), ("tflite", "fp32", None),
-                           ("tflite", "fp16", None))
+                           ("tflite", "fp16", None), ("coreai", "fp16", None), ("coreai", "int8", None))
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ PARITY_MODELS = {m.name: m for m in (
     ParityModel("minivlm-demo", True, DEFAULT, SLOW),
     ParityModel("efficientvlm-demo-student", True, DEFAULT, SLOW),
     # Untrained: its near-uniform logits flip under any lossy precision, so only fp32 builds can hold the task bars.
-    ParityModel("efficientvlm-tiny", False, (("executorch", "fp32", None),), (("tflite", "fp32", None),)),
+    ParityModel("efficientvlm-tiny", False, (("executorch", "fp32", None), ("coreai", "fp32", None)),
+                (("tflite", "fp32", None),)),
 )}
 
 
