@@ -15,7 +15,8 @@ coreai-torch's `coreai::constexpr_blockwise_shift_scale`). Biases and norms stay
 compute: the demo's RoI head takes the argmax class inside tee_stage2, and a float16 near-tie there changed one
 region's attribute logits (cosine 0.990 on the worst call), while coreai.runtime on Linux runs float16 programs
 about 100x slower than float32 ones, too slow for parity on every image. Integer inputs run as int32 (Core AI's
-integer type). The compute unit preference is recorded for the device: Core AI on Linux runs on the CPU.
+integer type). Each convolution's inference BatchNorm is folded into it in float32 first (`fold_batch_norms`), as
+the other targets' converters fold it. The compute unit preference is recorded for the device: Core AI on Linux runs on the CPU.
 
 Core AI needs iOS 27 / macOS 27 on a device; here the asset runs through `coreai.runtime` (docs/ARCHITECTURE.md §8).
 The backend is imported inside functions only.
@@ -123,8 +124,39 @@ def stored_weights(module: nn.Module, precision: str) -> nn.Module:
     return module.eval()
 
 
-def prepared(module: nn.Module, precision: str) -> nn.Module:
-    """The module as the asset stores it at `precision` (the eager module itself in fp32)."""
+_BATCH_NORMS = ("_native_batch_norm_legit_no_training", "batch_norm")
+_CONVOLUTIONS = ("conv2d", "convolution", "conv1d")
+
+
+def fold_batch_norms(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+    """A copy of `module` with every convolution -> inference BatchNorm pair folded into the convolution in float32
+    (`torch.nn.utils.fusion.fuse_conv_bn_eval`, the BatchNorm replaced by an identity): the fold the other targets'
+    converters make and the weight audit derives. Left to Core AI, the decomposed BatchNorm is folded by its
+    compiler in its own order: a bias where beta and mean x scale nearly cancel moved by 64 float32 ulps."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    with torch.no_grad():
+        program = torch.export.export(module, example_inputs)
+    pairs = []
+    for node in program.graph.nodes:
+        conv = node.args[0] if node.op == "call_function" and node.args else None
+        if (getattr(node.target, "_opname", "") in _BATCH_NORMS and isinstance(conv, torch.fx.Node)
+                and getattr(conv.target, "_opname", "") in _CONVOLUTIONS and len(conv.users) == 1):
+            pairs.append(tuple(list(n.meta["nn_module_stack"].values())[-1][0] for n in (conv, node)))
+    folded = copy.deepcopy(module)
+    for conv_path, bn_path in pairs:
+        conv, bn = folded.get_submodule(conv_path), folded.get_submodule(bn_path)
+        if not isinstance(conv, nn.modules.conv._ConvNd) or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            continue  # a functional convolution or normalisation: left to the compiler
+        folded.set_submodule(conv_path, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+        folded.set_submodule(bn_path, nn.Identity())
+    return folded.eval()
+
+
+def prepared(module: nn.Module, precision: str, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+    """The module as the asset stores it at `precision`: BatchNorms folded in float32 (`fold_batch_norms`), then
+    its weights stored at the precision."""
+    module = fold_batch_norms(module, example_inputs)
     return module if precision == "fp32" else stored_weights(module, precision)
 
 
@@ -144,7 +176,7 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
     quiet_import()
     if options.precision != "fp32":
         step("store")
-    module = prepared(spec.module, options.precision)
+    module = prepared(spec.module, options.precision, spec.example_inputs)
     step("export")
     try:
         program = export(module, spec.example_inputs)
@@ -213,5 +245,5 @@ def _op_counts(program, function: str) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-__all__ = ["BACKEND_MODULES", "MINIMUM_OS", "PRECISION_NOTES", "WEIGHT_LAYERS", "calibrates", "convert_graph", "export",
+__all__ = ["BACKEND_MODULES", "MINIMUM_OS", "PRECISION_NOTES", "WEIGHT_LAYERS", "calibrates", "convert_graph", "export", "fold_batch_norms",
            "manifest_extra", "pack", "prepared", "steps", "stored_weights"]

@@ -1,5 +1,5 @@
 """Test tiers, and the session fixtures shared by tests/converters and tests/sdk: the tiny model and its
-ExecuTorch / TFLite fp32 builds, converted once per session; the tiny EfficientVLM and its builds, on first use.
+ExecuTorch / TFLite / Core AI fp32 builds, converted once per session; the tiny EfficientVLM and its builds, on first use.
 
 Tiers (docs/TESTING.md). A plain `pytest` runs the fast tier: unit tests on the tiny model, about a minute.
 The integration tiers are markers, given here by folder or by the fixtures a test uses:
@@ -14,6 +14,7 @@ when a `-m` expression names them.
 
 import json
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,8 @@ import minivlm
 TESTS = Path(__file__).resolve().parent
 INTEGRATION_TIERS = ("build", "parity", "native", "apps", "model", "ddp")
 FOLDER_TIERS = {"parity": "parity", "native": "native", "apps": "apps"}
-FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "tiny_efficientvlm_build": "build",
-                 "smoke_run": "model", "vlm_smoke_run": "model"}
+FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "tiny_coreai_build": "build",
+                 "tiny_efficientvlm_build": "build", "smoke_run": "model", "vlm_smoke_run": "model"}
 OPT_IN = ("slow", "macos")
 
 
@@ -92,6 +93,14 @@ def tiny_executorch_build(tmp_path_factory, tiny_reference):
 @pytest.fixture(scope="session")
 def tiny_tflite_build(tmp_path_factory, tiny_reference):
     return _build(tmp_path_factory, tiny_reference, "tflite")
+
+
+@pytest.fixture(scope="session")
+def tiny_coreai_build(tmp_path_factory, tiny_reference):
+    """The tiny model's Core AI fp32 build (one `model.aimodel`); skipped where coreai-torch is not installed."""
+    if find_spec("coreai_torch") is None:
+        pytest.skip("coreai-torch is not installed")
+    return _build(tmp_path_factory, tiny_reference, "coreai")
 
 
 @pytest.fixture(scope="session")

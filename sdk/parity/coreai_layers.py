@@ -163,8 +163,9 @@ class CoreAILayers:
         """Run `function` and its reference on the same inputs and compare every node, in graph order.
 
         `reference`: the program `function` was converted from (or one with the same graph, e.g. the unedited
-        model's), decomposed with `coreai_torch.get_decomp_table()` (`minivlm.converters.coreai.export` of the fp32
-        graph); `inputs`: torch tensors in the function's input order (int64 ones are fed to Core AI as int32);
+        model's), decomposed with `coreai_torch.get_decomp_table()` (for a build's function,
+        `minivlm.converters.coreai.export` of `prepared(graph, "fp32", example_inputs)`: the fp32 graph with its
+        BatchNorms folded as the converter folds them); `inputs`: torch tensors in the function's input order (int64 ones are fed to Core AI as int32);
         `input_names`: the function's input names."""
         if self._model is None:
             raise InputError("CoreAILayers.compare needs the asset loaded: use it inside `with CoreAILayers(...)`")

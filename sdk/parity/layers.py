@@ -2,7 +2,7 @@
 converted from, node by node, on one real recorded call, naming the first layer that leaves its bound.
 
 The reference side is the graph as the converter exported it (`minivlm.converters.coreai.export` of
-`prepared(module, precision)`: the same torch.export nodes, so node names pair), run by torch's FX interpreter in
+`prepared(module, precision, inputs)`: the same torch.export nodes, so node names pair), run by torch's FX interpreter in
 float32 with the weights the asset stores (fp16 and int8 ones widened as the asset does), so a layer's PSNR
 measures the lowering alone, while the graph rows measure the precision's whole error.
 The call is the graph's export call of the first parity image (the batched step: that call and the next ones,
@@ -48,7 +48,7 @@ def layer_checks(folder, manifest: dict, ref: ReferenceRun) -> tuple[list[Check]
                 graph, batch = family.batched.get(name, (name, 1))
                 module = modules[graph]
                 inputs, where = _call(ref, graph, family.export_call.get(graph, 0), batch, module.input_names)
-                program = export(prepared(module, precision), tuple(inputs))
+                program = export(prepared(module, precision, tuple(inputs)), tuple(inputs))
                 report = layers.compare(entry["function"], program, inputs, module.input_names, min_psnr_db=limit.value)
                 first = report.first_divergent
                 detail = (f"first below: {first.node} ({first.op}, module {first.module or '<root>'}) at "

@@ -33,6 +33,7 @@ class StoredConstant:
     zero_point: np.ndarray | None = None
     axis: int | None = None
     check_scale: bool = True  # int8 weights: the scale must be what the reference implies
+    scale_dtype: str = "float32"  # as stored: a float16 scale is held to the fp16 rounding of the implied one
 
     @property
     def quantized(self) -> bool:

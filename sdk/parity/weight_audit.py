@@ -1,8 +1,10 @@
 """The weight audit of `minivlm parity`: every constant a build stores, traced to the reference tensor it came
 from and compared, which also counts the copies of each.
 
-Readers: `stored_constants.py` (TFLite) and `executorch_constants.py` (ExecuTorch: `.pte` constant buffers,
-named data, XNNPACK delegate data, an external `weights.ptd`); the reference side: `reference_constants.py`.
+Readers: `stored_constants.py` (TFLite), `executorch_constants.py` (ExecuTorch: `.pte` constant buffers,
+named data, XNNPACK delegate data, an external `weights.ptd`) and `coreai_constants.py` (Core AI: the asset's
+inline and resource constants, int8 weights with their blockwise scales); the reference side:
+`reference_constants.py`.
 
 Matching. A stored constant matches a reference tensor of the same element count when, for some permutation
 of the reference's axes (XNNPACK and TFLite keep convolutions OHWI, depthwise 1HWC; reshapes are free), every
@@ -12,8 +14,9 @@ value agrees:
   one times a scalar the reference derives (`_scaled_match`);
 - fp16: equal to the fp16 rounding of the reference (a derived constant: within one fp16 ulp);
 - int8: dequantized with the build's own scale, within half a step of its channel (+ `HALF_STEP_SLACK`), and
-  the scale must be the one the reference implies (symmetric: max |w| of the channel / 127, `SCALE_RTOL`), with
-  zero point 0; a bad scale fails even when the values still round back.
+  the scale must be the one the reference implies (symmetric: max |w| of the channel / 127, `SCALE_RTOL`; a
+  scale stored in float16 within one fp16 ulp of it, as a derived fp16 constant), with zero point 0;
+  a bad scale fails even when the values still round back.
 Rules. A floating or integer constant of `SMALL` elements or more that matches nothing fails the audit
 (a tampered weight, a weight merged with another); smaller ones (shape operands, scalars the converter
 folded from several constants) and tensors of all zeros or all ones (broadcast helpers) are counted as
@@ -37,7 +40,7 @@ import numpy as np
 from .reference_constants import RefTensor
 from .stored_constants import StoredConstant
 
-AUDITED_TARGETS = ("tflite", "executorch")
+AUDITED_TARGETS = ("tflite", "executorch", "coreai")
 SMALL = 64  # elements; below this an untraced constant is counted, not failed
 DERIVED_ULPS = 16  # float32 ulps a converter's own arithmetic may move a derived constant
 SCALED_ULPS = 64  # float32 ulps for a weight times a derived scalar (`_scaled_match`)
@@ -273,7 +276,10 @@ def _judge(s: StoredConstant, want: np.ndarray, derived: bool, ulps: int = 0) ->
             amax = np.array([np.max(np.abs(shaped))])
         implied = np.where(amax > 0, amax / INT8_QMAX, s.scale)
         if s.check_scale:
-            scale_err = float(np.max(np.abs(s.scale - implied) / np.maximum(implied, 1e-30)))
+            off = np.abs(s.scale - implied)
+            if s.scale_dtype == "float16":  # stored in float16: a derived fp16 value, within one fp16 ulp
+                off = np.where(off <= np.spacing(implied.astype(np.float16)).astype(np.float64), 0.0, off)
+            scale_err = float(np.max(off / np.maximum(implied, 1e-30)))
         if np.any(s.zero_point != 0):
             scale_err = max(scale_err, 1.0)
     elif s.dtype == "float16":
@@ -321,7 +327,11 @@ def read_constants(folder: Path, manifest: dict) -> list[StoredConstant]:
         from .executorch_constants import executorch_constants
 
         return executorch_constants(folder, manifest)
-    raise ArtifactError(f"the weight audit reads tflite and executorch builds, not {manifest['target']}")
+    if manifest["target"] == "coreai":
+        from .coreai_constants import coreai_constants
+
+        return coreai_constants(folder, manifest)
+    raise ArtifactError(f"the weight audit reads {', '.join(AUDITED_TARGETS)} builds, not {manifest['target']}")
 
 
 def audit_build(folder: Path, manifest: dict, model, graphs: dict) -> AuditResult:
