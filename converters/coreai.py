@@ -7,14 +7,18 @@ program in one `coreai_torch.TorchConverter` (entry point = the graph's name), c
 graph) are stored once in it: the demo model's asset is its weights' size. The converter keeps each operation's
 torch node in the asset's debug locations, which is what `minivlm parity` maps per-layer values with.
 
-Precisions name how weights are stored (`PRECISION_NOTES`, recorded in the manifest); every precision computes in
-float32 as authored (a device's Neural Engine runs float16 whatever the program says). `fp32`; `fp16` = every
-convolution, linear and embedding weight stored as float16 and widened where it is used (Core AI keeps the float16
-constant and its cast); `int8` = the same weights as int8, symmetric per output channel (scale = max |w| / 127,
-coreai-torch's `coreai::constexpr_blockwise_shift_scale`). Biases and norms stay float32 (a few kB). Why not float16
-compute: the demo's RoI head takes the argmax class inside tee_stage2, and a float16 near-tie there changed one
-region's attribute logits (cosine 0.990 on the worst call), while coreai.runtime on Linux runs float16 programs
-about 100x slower than float32 ones, too slow for parity on every image. Integer inputs run as int32 (Core AI's
+Precisions name how weights are stored (`PRECISION_NOTES`, recorded in the manifest); both compute in float32 as
+authored (a device's Neural Engine runs float16 whatever the program says). `fp32`; `int8` = every convolution,
+linear and embedding weight as int8, symmetric per output channel (scale = max |w| / 127, coreai-torch's
+`coreai::constexpr_blockwise_shift_scale`, which the compiler keeps as stored), widened to float32 where it is used;
+biases and norms stay float32 (a few kB). There is no fp16, measured with coreai-torch 0.4.3 and coreai-core 1.0.0b3:
+- float16 weights widened where used: the compiler folds the widening cast of most weights (every linear layer,
+  the 1x1 convolutions) into new float32 constants, so little is saved, and it widens float16 subnormals wrong
+  (141 values of the demo's box head near 6e-5 stored as ~2.4e-7; the weight audit caught it);
+- float16 compute (the graph cast to float16): the demo's RoI head takes the argmax class inside tee_stage2, and a
+  float16 near-tie there changed a region's attribute logits (cosine 0.990 on the worst call, under the fp16 row's
+  0.999), and coreai.runtime on Linux runs float16 programs about 100x slower than float32 ones.
+Integer inputs run as int32 (Core AI's
 integer type). Each convolution's inference BatchNorm is folded into it in float32 first (`fold_batch_norms`), as
 the other targets' converters fold it. The compute unit preference is recorded for the device: Core AI on Linux runs on the CPU.
 
@@ -45,7 +49,6 @@ from .workers import graph_size
 MINIMUM_OS = "iOS 27 / macOS 27"
 PRECISION_NOTES = {
     "fp32": "float32 weights and compute",
-    "fp16": "float16 convolution, linear and embedding weights, widened to float32 where used; float32 compute",
     "int8": "int8 convolution, linear and embedding weights, symmetric per output channel (scale = max|w|/127), "
             "dequantized to float32 where used; float32 compute",
 }
@@ -93,17 +96,6 @@ class _Int8Weight(nn.Module):
         return torch.ops.coreai.constexpr_blockwise_shift_scale(self.quantized, self.scale)
 
 
-class _Fp16Weight(nn.Module):
-    """A weight stored as float16, widened to float32 where it is used (Core AI keeps the float16 constant)."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("stored", weight.detach().to(torch.float16))
-
-    def forward(self) -> torch.Tensor:
-        return self.stored.float()
-
-
 def _stored_class(cls: type) -> type:
     """`cls` whose `weight` is computed by its `stored_weight` submodule (a class property wins over nn.Module's
     parameter lookup, so every use of `.weight`, a tied decoder's too, reads the stored copy)."""
@@ -111,10 +103,10 @@ def _stored_class(cls: type) -> type:
 
 
 def stored_weights(module: nn.Module, precision: str) -> nn.Module:
-    """A copy of `module` whose convolution, linear and embedding weights are stored at `precision` ("fp16":
-    float16; "int8": int8 per output channel), each widened to float32 where it is used."""
+    """A copy of `module` whose convolution, linear and embedding weights are stored at `precision` ("int8": int8
+    per output channel), each widened to float32 where it is used."""
     quiet_import()  # registers torch.ops.coreai
-    store = {"fp16": _Fp16Weight, "int8": _Int8Weight}[precision]
+    store = {"int8": _Int8Weight}[precision]
     module = copy.deepcopy(module)
     for layer in list(module.modules()):
         if isinstance(layer, WEIGHT_LAYERS) and isinstance(layer._parameters.get("weight"), nn.Parameter):

@@ -27,7 +27,7 @@ TARGETS: dict[str, Target] = {
                      compute_units=("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only")),
     "tflite": Target("tflite", "minivlm.converters.tflite", ".tflite", ("fp32", "fp16", "int8"),
                      delegates=("xnnpack", "gpu", "nnapi")),
-    "coreai": Target("coreai", "minivlm.converters.coreai", ".aimodel", ("fp32", "fp16", "int8"),
+    "coreai": Target("coreai", "minivlm.converters.coreai", ".aimodel", ("fp32", "int8"),
                      compute_units=("default", "neural_engine", "gpu", "cpu_only")),
 }
 # Combinations that exist per target but not together, with the reason given to the user.

@@ -170,7 +170,7 @@ _INT8 = _row(graph_max_abs=None, graph_min_psnr_db="INT8_MIN_PSNR_DB", graph_min
 
 # Every target x precision that `minivlm-convert` can build (converters/targets.py). Core ML int8 computes in
 # fp16 with int8 weights; TFLite fp16 stores fp16 weights and computes in fp32; both are held to their
-# lower-precision part's row; so are Core AI fp16 and int8 (stored weights, float32 compute).
+# lower-precision part's row; so is Core AI int8 (int8 weights, float32 compute).
 TOLERANCES = MappingProxyType({
     ("executorch", "fp32"): _FP32,
     ("executorch", "int8"): _INT8,
@@ -181,7 +181,6 @@ TOLERANCES = MappingProxyType({
     ("coreml", "fp16"): _FP16,
     ("coreml", "int8"): _INT8,
     ("coreai", "fp32"): _FP32,
-    ("coreai", "fp16"): _FP16,
     ("coreai", "int8"): _INT8,
 })
 

@@ -3,7 +3,7 @@ converted from, node by node, on one real recorded call, naming the first layer 
 
 The reference side is the graph as the converter exported it (`minivlm.converters.coreai.export` of
 `prepared(module, precision, inputs)`: the same torch.export nodes, so node names pair), run by torch's FX interpreter in
-float32 with the weights the asset stores (fp16 and int8 ones widened as the asset does), so a layer's PSNR
+float32 with the weights the asset stores (int8 ones widened as the asset does), so a layer's PSNR
 measures the lowering alone, while the graph rows measure the precision's whole error.
 The call is the graph's export call of the first parity image (the batched step: that call and the next ones,
 stacked). `coreai_layers.CoreAILayers` does the pairing and the comparison.

@@ -42,7 +42,7 @@ def test_every_listed_choice_resolves(target):
         (("tflite", None, None, "cpu_only"), "--compute-units applies to coreml, coreai only, not tflite"),
         (("coreml", None, None, "npu"), "coreml has no compute units 'npu'"),
         (("coreai", None, None, "all"), "coreai has no compute units 'all'; it has: default, neural_engine, gpu, cpu_only"),
-        (("coreai", "bf16"), "coreai has no precision 'bf16'; it has: fp32, fp16, int8"),
+        (("coreai", "fp16"), "coreai has no precision 'fp16'; it has: fp32, int8"),
         (("coreai", None, "xnnpack"), "coreai takes no --delegate"),
         (("executorch", "int8", "portable"), "needs --delegate xnnpack"),
     ],

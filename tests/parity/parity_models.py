@@ -11,7 +11,7 @@ Build = tuple[str, str, str | None]  # target, precision, delegate (None: the ta
 
 DEFAULT: tuple[Build, ...] = (("executorch", "fp32", None), ("tflite", "int8", None), ("coreai", "fp32", None))
 SLOW: tuple[Build, ...] = (("executorch", "int8", None), ("executorch", "fp32", "portable"), ("tflite", "fp32", None),
-                           ("tflite", "fp16", None), ("coreai", "fp16", None), ("coreai", "int8", None))
+                           ("tflite", "fp16", None), ("coreai", "int8", None))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ default:
 - TFLite int8 (dynamic range): the cheapest quantized build, so the PSNR and task-agreement bars of a
   quantized precision are exercised too, and its runner maps outputs by name (a swap shows in the numbers);
 - Core AI fp32: run on Linux by coreai.runtime and held to the fp32 row, per layer too; broken on purpose in
-  test_coreai.py (fp16 and int8 weights behind `-m slow`);
+  test_coreai.py (int8 weights behind `-m slow`);
 - Core ML fp16, as far as Linux allows: conversion, each graph's function in the `.mlpackage` against the
   manifest, the fp16 range of every tensor, one copy of every weight (test_coreml_package.py). Running it is
   marked `macos`.
