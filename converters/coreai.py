@@ -154,6 +154,7 @@ def prepared(module: nn.Module, precision: str, example_inputs: tuple[torch.Tens
 
 def export(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]):
     """The decomposed program coreai-torch converts (also what parity's per-layer check re-creates)."""
+    quiet_import()
     import coreai_torch
 
     return torch.export.export(module, example_inputs).run_decompositions(coreai_torch.get_decomp_table())

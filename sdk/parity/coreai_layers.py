@@ -293,6 +293,9 @@ def psnr_db(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
 
 async def _torch_values(program: torch.export.ExportedProgram, names: list[str],
                         inputs: Sequence[torch.Tensor]) -> dict[str, list[np.ndarray]]:
+    from minivlm.converters.coreai_asset import quiet_import
+
+    quiet_import()
     from coreai_torch.debugging.inspector import TorchFXInspector
 
     with torch.no_grad():

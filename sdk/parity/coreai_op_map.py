@@ -93,6 +93,9 @@ def compiled_outputs(debug_infos: bytes) -> dict[tuple[int, int], tuple[int, int
     (`AIModel._debug_infos`). Only ODIX records are read: delegate records (Apple accelerators) do not occur in a
     Linux compile. When a torch output reaches several instructions, the highest id wins: instructions follow
     program order, so it is the last of the node's lowering, the one holding its result."""
+    from minivlm.converters.coreai_asset import quiet_import
+
+    quiet_import()
     from coreai_torch.debugging.debug_info import parse_debug_infos
 
     found: dict[tuple[int, int], tuple[int, int]] = {}

@@ -41,7 +41,7 @@ def _reseal(folder):
 
 def _vqa_head_layer(graph):
     """The vqa head's last linear layer and its qualified name in the vqa graph module."""
-    name, layer = [(n, m) for n, m in graph.named_modules() if isinstance(m, nn.Linear) and n.startswith("head")][-1]
+    name, layer = [(n, m) for n, m in graph.named_modules() if isinstance(m, nn.Linear) and n.startswith(graph.head_name)][-1]
     return name, layer
 
 
