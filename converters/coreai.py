@@ -63,7 +63,7 @@ def calibrates(graph: str, options: BuildOptions) -> bool:
 
 
 def steps(options: BuildOptions) -> tuple[str, ...]:
-    return ("export", "save") if options.precision == "fp32" else ("store", "export", "save")
+    return ("quantize", "export", "save") if options.precision == "int8" else ("export", "save")
 
 
 def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
@@ -96,23 +96,21 @@ class _Int8Weight(nn.Module):
         return torch.ops.coreai.constexpr_blockwise_shift_scale(self.quantized, self.scale)
 
 
-def _stored_class(cls: type) -> type:
-    """`cls` whose `weight` is computed by its `stored_weight` submodule (a class property wins over nn.Module's
-    parameter lookup, so every use of `.weight`, a tied decoder's too, reads the stored copy)."""
-    return type(f"Stored{cls.__name__}", (cls,), {"weight": property(lambda self: self.stored_weight())})
+def _int8_class(cls: type) -> type:
+    """`cls` whose `weight` is computed by its `int8_weight` submodule (a class property wins over nn.Module's
+    parameter lookup, so every use of `.weight`, a tied decoder's too, reads the int8 copy)."""
+    return type(f"Int8{cls.__name__}", (cls,), {"weight": property(lambda self: self.int8_weight())})
 
 
-def stored_weights(module: nn.Module, precision: str) -> nn.Module:
-    """A copy of `module` whose convolution, linear and embedding weights are stored at `precision` ("int8": int8
-    per output channel), each widened to float32 where it is used."""
+def int8_weights(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose convolution, linear and embedding weights are stored as int8 per output channel,
+    each widened to float32 where it is used."""
     quiet_import()  # registers torch.ops.coreai
-    store = {"int8": _Int8Weight}[precision]
     module = copy.deepcopy(module)
     for layer in list(module.modules()):
         if isinstance(layer, WEIGHT_LAYERS) and isinstance(layer._parameters.get("weight"), nn.Parameter):
-            weight = layer._parameters.pop("weight")
-            layer.stored_weight = store(weight)
-            layer.__class__ = _stored_class(type(layer))
+            layer.int8_weight = _Int8Weight(layer._parameters.pop("weight"))
+            layer.__class__ = _int8_class(type(layer))
     return module.eval()
 
 
@@ -147,9 +145,9 @@ def fold_batch_norms(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]
 
 def prepared(module: nn.Module, precision: str, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
     """The module as the asset stores it at `precision`: BatchNorms folded in float32 (`fold_batch_norms`), then
-    its weights stored at the precision."""
+    in int8 its weights stored as int8."""
     module = fold_batch_norms(module, example_inputs)
-    return module if precision == "fp32" else stored_weights(module, precision)
+    return int8_weights(module) if precision == "int8" else module
 
 
 def export(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]):
@@ -167,8 +165,8 @@ def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Ca
     """Export one graph at the build's precision to `<name>.pt2` in `folder` (an intermediate file `pack` converts
     with the others into one asset)."""
     quiet_import()
-    if options.precision != "fp32":
-        step("store")
+    if options.precision == "int8":
+        step("quantize")
     module = prepared(spec.module, options.precision, spec.example_inputs)
     step("export")
     try:
@@ -239,4 +237,4 @@ def _op_counts(program, function: str) -> dict[str, int]:
 
 
 __all__ = ["BACKEND_MODULES", "MINIMUM_OS", "PRECISION_NOTES", "WEIGHT_LAYERS", "calibrates", "convert_graph", "export", "fold_batch_norms",
-           "manifest_extra", "pack", "prepared", "steps", "stored_weights"]
+           "int8_weights", "manifest_extra", "pack", "prepared", "steps"]
