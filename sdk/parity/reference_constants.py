@@ -5,6 +5,7 @@
 - what `torch.export` and constant folding derive from them alone, per graph: every node of the exported
   program whose inputs are all constants, evaluated here in float32 (the BiFPN's normalised fusion weights,
   lifted scalars, masks, position ids); layout-only ops (view, permute, transpose, ...) keep their source's name;
+  and the constant part of a re-associated sum, `(x + a) + b` -> `a + b` (`_reassociated_sum`);
 - each convolution followed by an inference BatchNorm, folded as converters fold it (`torch.nn.utils.fusion
   .fuse_conv_bn_weights`): the weight and bias a build stores instead of the raw four BN vectors.
 Each entry knows the parameters it comes from (`sources`), so an audit can say which weights a build covers.
@@ -101,6 +102,7 @@ def _derived(module: nn.Module, batch: int, names: dict[int, str]) -> tuple[set[
             out.append((f"{node.target._opname}()", _numpy(value), set()))
             continue
         if any(a.name not in env for a in args):
+            out += _reassociated_sum(node, env)
             continue
         try:
             with torch.no_grad():
@@ -120,6 +122,29 @@ def _derived(module: nn.Module, batch: int, names: dict[int, str]) -> tuple[set[
             env[key] = (v, sources, name)
             out.append((name, _numpy(v), sources))
     return used, out
+
+
+_ADDS = ("add.Tensor",)
+
+
+def _reassociated_sum(node, env) -> list[tuple[str, np.ndarray, set[str]]]:
+    """`(x + a) + b` with constants a and b and a computed x: the constant `a + b` a compiler folds when it
+    re-associates the sum (Core AI's does, with an embedding sum: positions + token type 0)."""
+    if str(getattr(node, "target", "")).removeprefix("aten.") not in _ADDS or len(node.args) != 2:
+        return []
+    inner, outer = node.args
+    if not isinstance(outer, torch.fx.Node) or outer.name not in env:
+        inner, outer = outer, inner
+    if not (isinstance(inner, torch.fx.Node) and isinstance(outer, torch.fx.Node) and outer.name in env
+            and str(inner.target).removeprefix("aten.") in _ADDS and len(inner.args) == 2):
+        return []
+    constant = [a for a in inner.args if isinstance(a, torch.fx.Node) and a.name in env]
+    if len(constant) != 1 or any(k.get("alpha", 1) != 1 for k in (node.kwargs, inner.kwargs)):
+        return []
+    (a, sa, na), (b, sb, nb) = env[constant[0].name], env[outer.name]
+    with torch.no_grad():
+        value = a + b
+    return [(f"add({na}, {nb})", _numpy(value), sa | sb)]
 
 
 def _resolve(args, env):
