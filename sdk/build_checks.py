@@ -122,7 +122,8 @@ def check_manifest(manifest: Any, path: Path) -> dict:
         entry = need(graphs, name, "graphs", is_dict, "an object with the graph's file, inputs and outputs")
         need(entry, "file", where, _text, "the graph's file name in the build folder")
         if target in ("coreml", "coreai"):
-            need(entry, "function", where, _text, f"the graph's function in the {target} model (rebuild older builds)")
+            model = "Core ML package" if target == "coreml" else "Core AI asset"
+            need(entry, "function", where, _text, f"the graph's function in the {model} (rebuild older builds)")
         need(entry, "signature", where, _text, "its signature's key in the .tflite (an older build: rebuild it)", optional=target != "tflite")
         for io in ("inputs", "outputs"):
             tensors = need(entry, io, where, lambda v: isinstance(v, list) and v, "a non-empty list of tensors")

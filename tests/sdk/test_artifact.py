@@ -268,6 +268,8 @@ MALFORMED = {
     "graph without file": (_set(["graphs", "vqa", "file"], ...), r"lacks graphs\.vqa\.file; expected the graph's file"),
     "a Core ML graph without its function": (lambda m: m.update(target="coreml", precision="fp16", delegate=None),
                                              r"lacks graphs\.tee_stage1\.function; expected the graph's function in the Core ML package"),
+    "a Core AI graph without its function": (lambda m: m.update(target="coreai", precision="fp32", delegate=None),
+                                             r"lacks graphs\.tee_stage1\.function; expected the graph's function in the Core AI asset"),
     "graph without inputs": (_set(["graphs", "match", "inputs"], ...), r"lacks graphs\.match\.inputs; expected a non-empty list"),
     "graph as a string": (_set(["graphs", "vqa"], "vqa.pte"), r"graphs\.vqa is \"vqa\.pte\"; expected an object"),
     "graphs as a list": (lambda m: m.update(graphs=list(m["graphs"])), r"graphs is \[.*; expected an object with the graphs"),
