@@ -11,9 +11,11 @@ A node is compared when Core AI materialised its value; it is *not observable* w
 (no output map, or its output is a later node's) or the runtime produced no value for it; it is *skipped* when it
 has several outputs (the runtime's output order of such an operation is not stable across compilations, so no
 output can be identified) or when the element counts differ (a value returned under a fused view's shape, with
-the same count, is compared in the reference's shape). Float values are compared by PSNR with
-peak max|reference| (inf when identical) and max|diff| / max|ref|; integer values must be equal (PSNR inf when
-they are, -inf when not). The report's `first_divergent` is the first compared node, in graph order, below the
+the same count, is compared in the reference's shape). Float values are compared by PSNR and max|diff| / peak,
+with peak max|reference| (PSNR inf when identical); for an additive operation (add, sub, sum, mean) the peak is the
+larger of that and its float operands' max|value|, since float32 rounds a sum at the scale of its terms: a mean of
+values that cancel to ~1e-7 of their size differs in its first digit between CPUs while right to the operands'
+last bits. Integer values must be equal (PSNR inf when they are, -inf when not). The report's `first_divergent` is the first compared node, in graph order, below the
 caller's `min_psnr_db`.
 
 Linux: the runtime has no specialization options there, so the asset is lowered by hand
@@ -42,6 +44,10 @@ from minivlm.errors import ArtifactError, InputError
 from .coreai_op_map import FunctionOpMap, OpOutput, compiled_outputs, function_names, function_op_map
 
 _BATCH_NORM = torch.ops.aten._native_batch_norm_legit_no_training.default
+# operations whose float32 rounding error scales with their operands, not their result (see the module doc)
+_ADDITIVE = frozenset({torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor, torch.ops.aten.rsub.Tensor,
+                       torch.ops.aten.mean.dim, torch.ops.aten.mean.default, torch.ops.aten.sum.dim_IntList,
+                       torch.ops.aten.sum.default})
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,9 @@ class LayerRow:
     op: str  # its aten op, e.g. "aten.addmm.default"
     module: str  # nn.Module path from node.meta["nn_module_stack"] ("" at the root or when absent)
     shape: tuple[int, ...]
-    psnr_db: float  # peak = max |reference|; inf when identical; integers: inf when equal, -inf when not
-    max_diff_over_peak: float  # max |core ai - reference| / max |reference|
+    psnr_db: float  # peak = max |reference| (additive ops: or their operands'); inf when identical; integers: inf
+    # when equal, -inf when not
+    max_diff_over_peak: float  # max |core ai - reference| / peak
     integer: bool = False
     coreai_shape: tuple[int, ...] | None = None  # the shape Core AI returned it in, when not `shape`
 
@@ -182,6 +189,7 @@ class CoreAILayers:
         coreai_values = self._runner.run(_coreai_values(self._model, function, op_map.odix_ops(), inputs,
                                                          input_names))
         paired = _paired_outputs(op_map, nodes)
+        operands = _placeholder_values(reference, inputs)
         rows, hidden, skipped = [], [], {}
         for node in nodes:
             outputs = paired.get(node.name, [])
@@ -196,7 +204,7 @@ class CoreAILayers:
             elif len(ref) > 1 or len(got) > 1 or len(outputs) > 1:
                 skipped[node.name] = f"multi-output ({len(ref)} torch, {len(got)} Core AI outputs)"
             else:
-                row = _row(node, ref[0], got[target.odix_output])
+                row = _row(node, ref[0], got[target.odix_output], _operand_peak(node, torch_values, operands))
                 if isinstance(row, str):
                     skipped[node.name] = row
                 else:
@@ -247,13 +255,44 @@ def _paired_outputs(op_map: FunctionOpMap, nodes: list[torch.fx.Node]) -> dict[s
     return by_node
 
 
+def _placeholder_values(program: torch.export.ExportedProgram, inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """The program's placeholders by node name: its parameters, buffers and constants, then the user inputs."""
+    signature = program.graph_signature
+    lifted = {**signature.inputs_to_parameters, **signature.inputs_to_buffers,
+              **signature.inputs_to_lifted_tensor_constants}
+    state = {**program.state_dict, **program.constants}
+    values: dict[str, Any] = {name: state[target] for name, target in lifted.items() if target in state}
+    values.update(zip(signature.user_inputs, inputs, strict=True))
+    return values
+
+
+def _operand_peak(node: torch.fx.Node, values: dict[str, list[np.ndarray]], placeholders: dict[str, Any]) -> float:
+    """max |finite value| over the float tensor operands of an additive node (0 for any other node)."""
+    if node.target not in _ADDITIVE:
+        return 0.0
+    peak = 0.0
+    for arg in node.args:
+        if not isinstance(arg, torch.fx.Node):
+            continue
+        value = values[arg.name][0] if arg.name in values else placeholders.get(arg.name)
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+            continue
+        finite = np.abs(value[np.isfinite(value)])
+        if finite.size:
+            peak = max(peak, float(finite.max()))
+    return peak
+
+
 def _module_path(node: torch.fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     return list(stack.values())[-1][0] if stack else ""
 
 
-def _row(node: torch.fx.Node, ref: np.ndarray, got: np.ndarray) -> LayerRow | str:
-    """The comparison of one node, or why it was skipped."""
+def _row(node: torch.fx.Node, ref: np.ndarray, got: np.ndarray, operand_peak: float = 0.0) -> LayerRow | str:
+    """The comparison of one node, or why it was skipped; `operand_peak` raises the PSNR peak of an additive node
+    (`_operand_peak`)."""
     ref, got = np.asarray(ref), np.asarray(got)
     coreai_shape = tuple(got.shape) if got.shape != ref.shape else None
     if coreai_shape is not None:
@@ -270,13 +309,13 @@ def _row(node: torch.fx.Node, ref: np.ndarray, got: np.ndarray) -> LayerRow | st
         equal = bool(np.array_equal(ref.astype(np.int64), got.astype(np.int64)))
         return LayerRow(**common, psnr_db=math.inf if equal else -math.inf, max_diff_over_peak=0.0 if equal else
                         math.inf, integer=True)
-    psnr, relative = psnr_db(ref, got)
+    psnr, relative = psnr_db(ref, got, min_peak=operand_peak)
     return LayerRow(**common, psnr_db=psnr, max_diff_over_peak=relative)
 
 
-def psnr_db(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
-    """(PSNR in dB with peak max |ref|, max |got - ref| / max |ref|), in float64. Non-finite values must sit in
-    the same places with the same values; otherwise (-inf, inf)."""
+def psnr_db(ref: np.ndarray, got: np.ndarray, *, min_peak: float = 0.0) -> tuple[float, float]:
+    """(PSNR in dB, max |got - ref| / peak) with peak = max(max |ref|, `min_peak`), in float64. Non-finite values
+    must sit in the same places with the same values; otherwise (-inf, inf)."""
     r, g = np.asarray(ref, np.float64).ravel(), np.asarray(got, np.float64).ravel()
     finite = np.isfinite(r)
     if not np.array_equal(finite, np.isfinite(g)) or not np.array_equal(r[~finite], g[~finite], equal_nan=True):
@@ -285,7 +324,7 @@ def psnr_db(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     if r.size == 0 or np.array_equal(r, g):
         return math.inf, 0.0
     err = g - r
-    peak, mse, biggest = float(np.abs(r).max()), float(np.mean(err * err)), float(np.abs(err).max())
+    peak, mse, biggest = max(float(np.abs(r).max()), min_peak), float(np.mean(err * err)), float(np.abs(err).max())
     if peak == 0:
         return -math.inf, math.inf
     return 10 * math.log10(peak * peak / mse), biggest / peak
