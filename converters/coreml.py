@@ -92,16 +92,53 @@ def _check_io(spec, graph: GraphSpec) -> tuple[list[str], list[str]]:
     return [dtype(f) for f in spec.description.input], [dtype(f) for f in spec.description.output]
 
 
+def _float16_selector(float32_inputs: tuple[str, ...]) -> Callable:
+    """coremltools' op selector of an fp16 conversion: every operation computes in float16 except those whose
+    values derive from `float32_inputs` (a graph module's declared inputs, e.g. box coordinates) and constants
+    alone, which stay in float32 and read those inputs unrounded."""
+    derived: dict[int, bool] = {}  # id(var) -> whether it derives from float32_inputs and constants alone
+
+    def from_inputs(var) -> bool:
+        key = id(var)
+        if key not in derived:
+            op = var.op
+            if op is None:
+                derived[key] = var.name in float32_inputs
+            elif op.op_type == "const":
+                derived[key] = False
+            else:
+                sources = [v for v in _input_vars(op) if v.op is None or v.op.op_type != "const"]
+                derived[key] = bool(sources) and all(from_inputs(v) for v in sources)
+        return derived[key]
+
+    def to_float16(op) -> bool:
+        return not (float32_inputs and op.outputs and all(from_inputs(v) for v in op.outputs))
+
+    return to_float16
+
+
+def _input_vars(op) -> list:
+    """An operation's input variables (an input may be one variable or a tuple of them)."""
+    return [v for value in op.inputs.values() for v in (value if isinstance(value, (list, tuple)) else (value,))]
+
+
+def export(module: torch.nn.Module, example_inputs: tuple) -> torch.export.ExportedProgram:
+    """The program `convert_graph` hands to coremltools: torch.export with `_REWRITES` applied. The ML program's
+    variables keep its node names, so per-layer parity (`minivlm.parity.coreml_layers`) pairs against it."""
+    rewrites = {_aten(a): _aten(b) for a, b in _REWRITES.items()}
+    return torch.export.export(module, example_inputs).run_decompositions(rewrites)
+
+
 def convert_graph(spec: GraphSpec, options: BuildOptions, folder: Path, step: Callable[[str], None]) -> GraphBuild:
     """Convert one graph to `<name>.mlpackage` in `folder` (an intermediate file `pack` combines) and check its
     saved I/O."""
     import coremltools as ct
 
     step("export")
-    rewrites = {_aten(a): _aten(b) for a, b in _REWRITES.items()}
-    program = torch.export.export(spec.module, spec.example_inputs).run_decompositions(rewrites)
+    program = export(spec.module, spec.example_inputs)
     step("convert")
-    precision = ct.precision.FLOAT32 if options.precision == "fp32" else ct.precision.FLOAT16
+    precision = ct.precision.FLOAT32 if options.precision == "fp32" else \
+        ct.transform.FP16ComputePrecision(op_selector=_float16_selector(getattr(spec.module, "float32_inputs", ())))
     try:
         model = ct.convert(program, convert_to="mlprogram", compute_precision=precision,
                            compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[options.compute_units]),
@@ -174,4 +211,4 @@ def pack(graphs: list[GraphBuild], options: BuildOptions, folder: Path) -> list[
             for graph in graphs]
 
 
-__all__ = ["BACKEND_MODULES", "MINIMUM_DEPLOYMENT_TARGET", "calibrates", "convert_graph", "manifest_extra", "pack", "steps"]
+__all__ = ["BACKEND_MODULES", "MINIMUM_DEPLOYMENT_TARGET", "calibrates", "convert_graph", "export", "manifest_extra", "pack", "steps"]
