@@ -178,6 +178,25 @@ class CoreMLGraph(_Graph):
         return tuple(torch.from_numpy(np.asarray(outputs[s["runtime_name"]], dtype=s["dtype"])) for s in self.outputs)
 
 
+class MILExecutorGraph(_Graph):
+    """One function of the build's `.mlpackage` off macOS, run by the SDK's own ML-program executor
+    (`minivlm.coreml_executor`): the converted program op by op in numpy, values stored and rounded in each
+    variable's dtype (float16 where the program says so). It checks the conversion against an ideal fp16
+    executor, not the Neural Engine's or GPU's own arithmetic. Every graph of a build shares one loaded program."""
+
+    def __init__(self, program, path: Path, name: str, entry: dict) -> None:
+        super().__init__(name, entry)
+        function = entry["function"]
+        check_runtime_io(name, entry, f"{path.name} function {function}", coreml_function_io(path, function))
+        self._program, self._function = program, function
+
+    def _run(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        feeds = {s["runtime_name"]: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=s["runtime_dtype"])
+                 for s, t in zip(self.inputs, tensors)}
+        outputs, _ = self._program.run(self._function, feeds)
+        return tuple(torch.from_numpy(np.asarray(outputs[s["runtime_name"]], dtype=s["dtype"])) for s in self.outputs)
+
+
 class CoreAIGraph(_Graph):
     """One function of the build's Core AI asset, run by `coreai.runtime` (on Linux too), I/O by name; the
     function's inputs and outputs in the asset are checked against the manifest first. Every graph of a build shares
@@ -199,7 +218,7 @@ class CoreAIGraph(_Graph):
 def _runners(folder: Path, manifest: dict, names: tuple[str, ...], threads: int | None) -> dict[str, _Graph]:
     run: dict[str, _Graph] = {}
     interpreters: dict[Path, object] = {}  # TFLite: the graphs of one file share its interpreter
-    assets: dict[Path, object] = {}  # Core AI: the graphs of one asset share its loaded model
+    assets: dict[Path, object] = {}  # Core AI, Core ML off macOS: the graphs of one file share its loaded model
     for name in names:
         entry = manifest["graphs"][name]
         path = inside(folder, entry["file"])
@@ -214,26 +233,34 @@ def _runners(folder: Path, manifest: dict, names: tuple[str, ...], threads: int 
             if path not in assets:
                 assets[path] = CoreAIModel(path, manifest.get("compute_units") or "default")
             run[name] = CoreAIGraph(assets[path], name, entry)
-        else:
+        elif sys.platform == "darwin":
             run[name] = CoreMLGraph(path, name, entry, manifest.get("compute_units") or "all")
+        else:
+            from minivlm.coreml_executor import MILProgram
+
+            if path not in assets:
+                assets[path] = MILProgram.load(path)
+            run[name] = MILExecutorGraph(assets[path], path, name, entry)
     return run
 
 
 def load_artifact(path: str | Path, *, threads: int | None = None) -> ArtifactPipeline | EfficientVLMArtifact:
     """A build folder from `minivlm-convert`, run by its real runtime, with the API of `minivlm.load` for its
     model family. `threads` sets a TFLite interpreter's threads (default: the interpreter's own); ExecuTorch's
-    thread pool is process-wide (`minivlm.bench.worker.set_executorch_threads`).
+    thread pool is process-wide (`minivlm.bench.worker.set_executorch_threads`). A Core ML build runs in Core ML
+    on macOS and in the SDK's ML-program executor elsewhere (`MILExecutorGraph`: slow, and an ideal fp16
+    executor rather than a device's arithmetic; for checking conversions, not for measuring speed).
 
     Raises ArtifactError (one line) for a folder that is not a build, a malformed or edited manifest, a
     missing or tampered file, a truncated or corrupt graph file, graph inputs or outputs that differ between
-    the manifest, the model and the runtime, a config this SDK does not know, or a Core ML build off macOS.
+    the manifest, the model and the runtime, a config this SDK does not know, or an ExecuTorch build with the
+    Core ML delegate off macOS.
     """
     folder = Path(path)
     manifest, cfg = verified_manifest(folder)
-    if needs_macos(manifest) and sys.platform != "darwin":
-        what = "Core ML build" if manifest["target"] == "coreml" else "ExecuTorch build with the Core ML delegate"
-        raise ArtifactError(f"{folder} is a {what}: running it needs macOS (Core ML); on {sys.platform} it can "
-                            f"only be converted and its spec checked")
+    if needs_macos(manifest) and manifest["target"] != "coreml" and sys.platform != "darwin":
+        raise ArtifactError(f"{folder} is an ExecuTorch build with the Core ML delegate: running it needs macOS "
+                            f"(Core ML); on {sys.platform} it can only be converted and its spec checked")
     family = manifest_family(manifest)
     tokenizer, vocab = _tokenizer(folder, manifest), _vocabularies(folder, manifest, cfg, family)
     present = [name for name in family.build_graphs if name in manifest["graphs"]]  # batched graphs are optional
@@ -244,5 +271,5 @@ def load_artifact(path: str | Path, *, threads: int | None = None) -> ArtifactPi
     return ARTIFACT_TYPES[family.name](family.assemble(cfg, tokenizer, vocab, run), folder, manifest)
 
 
-__all__ = ["ARTIFACT_TYPES", "ArtifactPipeline", "CoreAIGraph", "CoreMLGraph", "EfficientVLMArtifact", "ExecuTorchGraph", "TFLiteGraph",
+__all__ = ["ARTIFACT_TYPES", "ArtifactPipeline", "CoreAIGraph", "CoreMLGraph", "EfficientVLMArtifact", "ExecuTorchGraph", "MILExecutorGraph", "TFLiteGraph",
            "load_artifact"]

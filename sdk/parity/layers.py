@@ -1,18 +1,24 @@
-"""Per-layer rows of `minivlm parity` for Core AI builds: each function of the asset against the program it was
-converted from, node by node, on one real recorded call, naming the first layer that leaves its bound.
+"""Per-layer rows of `minivlm parity` for the builds whose runtime exposes intermediate values (Core AI; Core ML
+off macOS, in the SDK's executor): each function against the program it was converted from, node by node, on
+one real recorded call, naming the first layer that leaves its bound (`LAYER_LIMITS`).
 
-The reference side is the graph as the converter exported it (`minivlm.converters.coreai.export` of
-`prepared(module, precision, inputs)`: the same torch.export nodes, so node names pair), run by torch's FX interpreter in
-float32 with the weights the asset stores (int8 ones widened as the asset does), so a layer's PSNR
-measures the lowering alone, while the graph rows measure the precision's whole error.
+The reference side is the graph as the converter exported it (Core AI: `minivlm.converters.coreai.export` of
+`prepared(module, precision, inputs)`, float32 with the weights the asset stores, int8 ones widened as the
+asset does, so a layer's PSNR measures the lowering alone; Core ML: `minivlm.converters.coreml.export`, float32,
+so an fp16 layer also carries float16's rounding up to it), run by torch's FX interpreter; the graph rows
+measure the precision's whole error.
 The call is the graph's export call of the first parity image (the batched step: that call and the next ones,
 stacked). `coreai_layers.CoreAILayers` does the pairing and the comparison.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+
 from minivlm.converters.specs import stack_calls
-from minivlm.converters.tolerances import LIMITS
+from minivlm.converters.tolerances import LAYER_LIMITS, LIMITS
 
 from .checks import Check
 from .reference import ReferenceRun
@@ -27,29 +33,53 @@ def _call(ref: ReferenceRun, graph: str, index: int, batch: int, names: tuple[st
     return stack_calls([g[1] for g in group], names), f"{group[0][0]} and the next {batch - 1} calls stacked"
 
 
+def _reference_program(target: str, module, precision: str, inputs: tuple):
+    """The program a function of the build was converted from (so node names pair)."""
+    if target == "coreai":
+        from minivlm.converters.coreai import export, prepared
+
+        return export(prepared(module, precision, inputs), inputs)
+    from minivlm.converters.coreml import export
+
+    return export(module, inputs)
+
+
+@contextlib.contextmanager
+def _comparer(target: str, path) -> Iterator[Callable]:
+    """`compare(function, program, inputs, input_names, min_psnr_db=...) -> LayerReport` for one graph file."""
+    if target == "coreai":
+        from .coreai_layers import CoreAILayers
+
+        with CoreAILayers(path) as layers:
+            yield layers.compare
+    else:
+        from minivlm.coreml_executor import MILProgram
+
+        from . import coreml_layers
+
+        yield functools.partial(coreml_layers.compare, MILProgram.load(path))
+
+
 def layer_checks(folder, manifest: dict, ref: ReferenceRun) -> tuple[list[Check], dict[str, dict]]:
     """One row per graph (its worst layer's PSNR, PASS unless a layer is below the precision's bound, `where`
     naming the first such layer) and each graph's full layer table for the JSON report."""
     from minivlm.build_checks import inside, manifest_family
-    from minivlm.converters.coreai import export, prepared
 
-    from .coreai_layers import CoreAILayers
-
-    family, precision = manifest_family(manifest), manifest["precision"]
-    limit = LIMITS["LAYER_MIN_PSNR_DB"]
+    family, target, precision = manifest_family(manifest), manifest["target"], manifest["precision"]
+    limit = LIMITS[LAYER_LIMITS[target, precision]]
     modules = ref.reference.pipeline.graphs.modules()
     checks, tables = [], {}
-    assets = {entry["file"] for entry in manifest["graphs"].values()}
-    for asset in sorted(assets):
-        with CoreAILayers(inside(folder, asset)) as layers:
+    files = {entry["file"] for entry in manifest["graphs"].values()}
+    for file in sorted(files):
+        with _comparer(target, inside(folder, file)) as compare:
             for name, entry in manifest["graphs"].items():
-                if entry["file"] != asset:
+                if entry["file"] != file:
                     continue
                 graph, batch = family.batched.get(name, (name, 1))
                 module = modules[graph]
                 inputs, where = _call(ref, graph, family.export_call.get(graph, 0), batch, module.input_names)
-                program = export(prepared(module, precision, tuple(inputs)), tuple(inputs))
-                report = layers.compare(entry["function"], program, inputs, module.input_names, min_psnr_db=limit.value)
+                program = _reference_program(target, module, precision, tuple(inputs))
+                report = compare(entry["function"], program, inputs, module.input_names, min_psnr_db=limit.value)
                 first = report.first_divergent
                 detail = (f"first below: {first.node} ({first.op}, module {first.module or '<root>'}) at "
                           f"{first.psnr_db:.1f} dB" if first else
