@@ -11,8 +11,12 @@ from .coreml_ops import Inputs, op
 @op("reshape")
 def _reshape(i: Inputs):
     x, shape = i["x"], i.ints("shape")
-    # iOS17+: a 0 keeps the input's size on that axis; one -1 is inferred
-    return np.reshape(x, [x.shape[k] if s == 0 else s for k, s in enumerate(shape)])
+    # iOS17+: a 0 takes the input's size on the axis at the same place counted from the right (1 if there is none);
+    # one -1 is inferred
+    def zero(k: int) -> int:
+        j = x.ndim - (len(shape) - k)
+        return x.shape[j] if 0 <= j < x.ndim else 1
+    return np.reshape(x, [zero(k) if s == 0 else s for k, s in enumerate(shape)])
 
 
 @op("transpose")

@@ -14,9 +14,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .coreml_ops import Inputs, op
 
 
-def _pads(i: Inputs, size: tuple[int, ...], kernel: list[int], strides: list[int], dilations: list[int],
-          ceil_mode: bool = False) -> list[tuple[int, int]]:
-    """(before, after) padding per spatial axis for the op's pad_type; ceil_mode adds what the last window needs."""
+def _pads(i: Inputs, size: tuple[int, ...], kernel: list[int], strides: list[int], dilations: list[int]
+          ) -> list[tuple[int, int]]:
+    """(before, after) padding per spatial axis for the op's pad_type."""
     pad_type = i.scalar("pad_type", "valid")
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     if pad_type == "valid":
@@ -32,10 +32,17 @@ def _pads(i: Inputs, size: tuple[int, ...], kernel: list[int], strides: list[int
             pads.append((small, large) if pad_type == "same" else (large, small))  # same_lower: the extra one first
     else:
         raise i.fail(f"pad_type {pad_type!r}, expected valid, custom, same or same_lower")
-    if ceil_mode:  # the last window may start inside the input and run past its padded end
-        pads = [(b, a + (-(n + b + a - e)) % s) if n + b + a >= e else (b, a)
-                for (b, a), n, e, s in zip(pads, size, eff, strides)]
     return pads
+
+
+def _ceil_sizes(size, pads, kernel, strides) -> list[int]:
+    """Pooling output sizes with ceil_mode: a last, partial window counts, unless it would start in the padding
+    after the input (coremltools' `spatial_dimensions_out_shape`, PyTorch's rule)."""
+    sizes = []
+    for n, (b, a), k, s in zip(size, pads, kernel, strides):
+        out = (n + b + a - k + s - 1) // s + 1
+        sizes.append(out - 1 if (out - 1) * s >= n + b and (b > 0 or a > 0) else out)
+    return sizes
 
 
 def _windows(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int]) -> np.ndarray:
@@ -81,28 +88,33 @@ def _pool(i: Inputs, reduce, fill: float):
     x = i.f("x")
     kernel = i.ints("kernel_sizes")
     strides = i.ints("strides", [1] * len(kernel))
-    dilations = [1] * len(kernel)
-    pads = _pads(i, x.shape[2:], kernel, strides, dilations, bool(i.scalar("ceil_mode", False)))
+    ones = [1] * len(kernel)
+    pads = _pads(i, x.shape[2:], kernel, strides, ones)
+    if i.scalar("ceil_mode", False):  # pad the end so that the last (partial) window exists, then keep `sizes`
+        sizes = _ceil_sizes(x.shape[2:], pads, kernel, strides)
+        pads = [(b, max(a, (o - 1) * s + k - n - b)) for (b, a), o, s, k, n in zip(pads, sizes, strides, kernel, x.shape[2:])]
+    else:
+        sizes = [(n + b + a - k) // s + 1 for n, (b, a), k, s in zip(x.shape[2:], pads, kernel, strides)]
     padded = np.pad(x, [(0, 0), (0, 0)] + pads, constant_values=fill)
-    win = _windows(padded, kernel, strides, dilations)
-    axes = tuple(range(-len(kernel), 0))
-    return reduce(win, padded, x, pads, kernel, strides, axes)
+    win = _windows(padded, kernel, strides, ones)[(slice(None), slice(None)) + tuple(slice(0, o) for o in sizes)]
+    return reduce(win, x, pads, kernel, strides, tuple(range(-len(kernel), 0)), sizes)
 
 
 @op("max_pool")
 def _max_pool(i: Inputs):
-    return _pool(i, lambda win, *rest: win.max(axis=rest[-1]), -np.inf)
+    return _pool(i, lambda win, *rest: win.max(axis=rest[-2]), -np.inf)
 
 
 @op("avg_pool")
 def _avg_pool(i: Inputs):
     exclude = bool(i.scalar("exclude_padding_from_average", False))
 
-    def average(win, padded, x, pads, kernel, strides, axes):
+    def average(win, x, pads, kernel, strides, axes, sizes):
         total = win.sum(axis=axes)
         if not exclude:
             return total / math.prod(kernel)
         inside = np.pad(np.ones(x.shape[2:]), pads)[None, None]  # 1 on the input, 0 on the padding
-        count = _windows(inside, kernel, strides, [1] * len(kernel)).sum(axis=axes)
+        count = _windows(inside, kernel, strides, [1] * len(kernel))
+        count = count[(slice(None), slice(None)) + tuple(slice(0, o) for o in sizes)].sum(axis=axes)
         return total / count
     return _pool(i, average, 0.0)
