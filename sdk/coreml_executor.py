@@ -69,10 +69,12 @@ def _walk(block) -> Iterable:
 class MILProgram:
     """A Core ML ML program (`.mlpackage`), its functions run by this module's numpy ops."""
 
-    def __init__(self, program, name: str) -> None:
+    def __init__(self, program, name: str, order: Iterable[str] = ()) -> None:
         self._program, self.name = program, name
-        self.functions: tuple[str, ...] = tuple(program.functions)
+        order = [f for f in order if f in program.functions]  # the spec's order, as Core ML lists them
+        self.functions: tuple[str, ...] = tuple(order) + tuple(f for f in program.functions if f not in order)
         self._consts: dict[str, dict[str, np.ndarray]] = {}
+        self._checked: set[str] = set()
 
     @classmethod
     def load(cls, path: str | Path) -> "MILProgram":
@@ -91,7 +93,7 @@ class MILProgram:
         except Exception as err:  # FileNotFoundError, protobuf DecodeError, a missing weight file, …
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ArtifactError(f"{path.name}: coremltools cannot read it as an ML program ({first})") from None
-        return cls(program, path.name)
+        return cls(program, path.name, [f.name for f in spec.description.functions])
 
     def _function(self, function: str):
         if function not in self._program.functions:
@@ -111,11 +113,14 @@ class MILProgram:
         return collections.Counter(op.op_type for name in names for op in _walk(self._function(name)))
 
     def _check_ops(self, function: str) -> None:
+        if function in self._checked:
+            return
         unknown = sorted(set(self.op_types(function)) - SUPPORTED_OPS)
         if unknown:
             raise ArtifactError(f"{self.name} function {function!r} uses MIL op {unknown[0]!r}"
                                 f"{f' (and {unknown[1:]})' if unknown[1:] else ''}, which this executor does "
                                 f"not implement; it supports {sorted(SUPPORTED_OPS)}")
+        self._checked.add(function)
 
     def _check_feeds(self, function: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs, _ = self.function_io(function)
@@ -132,8 +137,8 @@ class MILProgram:
     def run(self, function: str, feeds: dict[str, np.ndarray], *, keep: Iterable[str] | bool = False
             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run `function` on `feeds` (input name -> array of the declared shape and dtype). Returns (outputs by
-        name, intermediates): every op output's value by MIL var name if `keep` is True, only the named vars if
-        `keep` names some, none otherwise."""
+        name, intermediates): the value of every op output except constants, by MIL var name, if `keep` is True;
+        only the named vars (inputs and constants too) if `keep` names some; none otherwise."""
         f = self._function(function)
         self._check_ops(function)
         env: dict[str, Any] = dict(self._check_feeds(function, feeds))

@@ -117,6 +117,12 @@ def test_fp16_rounds_once_after_each_op(tmp_path):
     got, kept = program.run("main", {"a": x, "b": y}, keep=True)
     assert got[next(iter(got))][0] == np.float16(1.0)  # 1025.0009765625 rounds to 1025 in fp16 (ulp 1)
     assert {v.dtype for v in kept.values()} == {np.dtype(np.float16)} and len(kept) == 2
+    add = next(name for name in kept if name not in got)
+    assert program.run("main", {"a": x, "b": y}, keep=[add])[1] == {add: np.float16(1025.0)}
+    assert program.run("main", {"a": x, "b": y})[1] == {}
+    with pytest.raises(InputError) as err:
+        program.run("main", {"a": x, "b": y}, keep=["nope"])
+    assert "['nope']" in _one_line(err)
 
 
 def test_multifunction_package(tmp_path):
