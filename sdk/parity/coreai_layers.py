@@ -11,12 +11,7 @@ A node is compared when Core AI materialised its value; it is *not observable* w
 (no output map, or its output is a later node's) or the runtime produced no value for it; it is *skipped* when it
 has several outputs (the runtime's output order of such an operation is not stable across compilations, so no
 output can be identified) or when the element counts differ (a value returned under a fused view's shape, with
-the same count, is compared in the reference's shape). Float values are compared by PSNR and max|diff| / peak,
-with peak max|reference| (PSNR inf when identical); for an additive operation (add, sub, sum, mean) the peak is the
-larger of that and its float operands' max|value|, since float32 rounds a sum at the scale of its terms: a mean of
-values that cancel to ~1e-7 of their size differs in its first digit between CPUs while right to the operands'
-last bits. Integer values must be equal (PSNR inf when they are, -inf when not). The report's `first_divergent` is the first compared node, in graph order, below the
-caller's `min_psnr_db`.
+the same count, is compared in the reference's shape). Rows, PSNR and peaks: `layer_table`.
 
 Linux: the runtime has no specialization options there, so the asset is lowered by hand
 (`AIModelAsset._write_odix(..., enable_debug_info=True)`) and loaded from that folder. The runtime's
@@ -28,11 +23,9 @@ does around its loads) across a run would also hide any real error the runtime p
 from __future__ import annotations
 
 import asyncio
-import math
 import operator
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,72 +34,10 @@ import torch
 
 from minivlm.errors import ArtifactError, InputError
 
+from .layer_table import LayerReport, layer_row, operand_peak, placeholder_values, torch_values
 from .coreai_op_map import FunctionOpMap, OpOutput, compiled_outputs, function_names, function_op_map
 
 _BATCH_NORM = torch.ops.aten._native_batch_norm_legit_no_training.default
-# operations whose float32 rounding error scales with their operands, not their result (see the module doc)
-_ADDITIVE = frozenset({torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor, torch.ops.aten.rsub.Tensor,
-                       torch.ops.aten.mean.dim, torch.ops.aten.mean.default, torch.ops.aten.sum.dim_IntList,
-                       torch.ops.aten.sum.default})
-
-
-@dataclass(frozen=True)
-class LayerRow:
-    """One compared node."""
-
-    node: str  # FX node name in the reference program
-    op: str  # its aten op, e.g. "aten.addmm.default"
-    module: str  # nn.Module path from node.meta["nn_module_stack"] ("" at the root or when absent)
-    shape: tuple[int, ...]
-    psnr_db: float  # peak = max |reference| (additive ops: or their operands'); inf when identical; integers: inf
-    # when equal, -inf when not
-    max_diff_over_peak: float  # max |core ai - reference| / peak
-    integer: bool = False
-    coreai_shape: tuple[int, ...] | None = None  # the shape Core AI returned it in, when not `shape`
-
-    def as_json(self) -> dict:
-        return {"node": self.node, "op": self.op, "module": self.module, "shape": list(self.shape),
-                "coreai_shape": list(self.coreai_shape) if self.coreai_shape else None,
-                "psnr_db": _json_number(self.psnr_db), "max_diff_over_peak": _json_number(self.max_diff_over_peak),
-                "integer": self.integer}
-
-
-@dataclass(frozen=True)
-class LayerReport:
-    """Every node of one function, compared or accounted for."""
-
-    function: str
-    min_psnr_db: float
-    rows: tuple[LayerRow, ...]  # compared nodes, graph order
-    not_observable: tuple[str, ...]  # fused away or no value materialised
-    skipped: dict[str, str] = field(default_factory=dict)  # node -> why (multi-output, shape mismatch)
-
-    @property
-    def compared(self) -> int:
-        return len(self.rows)
-
-    @property
-    def first_divergent(self) -> LayerRow | None:
-        """The first compared node, in graph order, whose PSNR is below `min_psnr_db` (None if none)."""
-        return next((r for r in self.rows if not r.psnr_db >= self.min_psnr_db), None)
-
-    @property
-    def worst_psnr_db(self) -> float:
-        return min((r.psnr_db for r in self.rows), default=math.inf)
-
-    def summary(self) -> str:
-        first = self.first_divergent
-        where = f"first below {self.min_psnr_db:g} dB: {first.node} ({first.op}, {first.module or '<root>'}, " \
-                f"{first.psnr_db:.1f} dB)" if first else f"all >= {self.min_psnr_db:g} dB"
-        return (f"{self.function}: {self.compared} compared, {len(self.not_observable)} not observable, "
-                f"{len(self.skipped)} skipped; min PSNR {self.worst_psnr_db:.1f} dB; {where}")
-
-    def as_json(self) -> dict:
-        first = self.first_divergent
-        return {"function": self.function, "min_psnr_db": self.min_psnr_db, "compared": self.compared,
-                "not_observable": list(self.not_observable), "skipped": dict(self.skipped),
-                "worst_psnr_db": _json_number(self.worst_psnr_db), "first_divergent": first.node if first else None,
-                "rows": [r.as_json() for r in self.rows]}
 
 
 class CoreAILayers:
@@ -185,15 +116,15 @@ class CoreAILayers:
         if absent:
             raise InputError(f"Core AI function {function!r} was not converted from this reference program: "
                              f"{len(absent)} of its torch nodes are not in it (e.g. {absent[0]!r})")
-        torch_values = self._runner.run(_torch_values(reference, [n.name for n in nodes], inputs))
+        reference_values = torch_values(reference, inputs)
         coreai_values = self._runner.run(_coreai_values(self._model, function, op_map.odix_ops(), inputs,
                                                          input_names))
         paired = _paired_outputs(op_map, nodes)
-        operands = _placeholder_values(reference, inputs)
+        operands = placeholder_values(reference, inputs)
         rows, hidden, skipped = [], [], {}
         for node in nodes:
             outputs = paired.get(node.name, [])
-            ref = torch_values.get(node.name)
+            ref = reference_values.get(node.name)
             if not outputs or ref is None:
                 hidden.append(node.name)
                 continue
@@ -204,7 +135,7 @@ class CoreAILayers:
             elif len(ref) > 1 or len(got) > 1 or len(outputs) > 1:
                 skipped[node.name] = f"multi-output ({len(ref)} torch, {len(got)} Core AI outputs)"
             else:
-                row = _row(node, ref[0], got[target.odix_output], _operand_peak(node, torch_values, operands))
+                row = layer_row(node, ref[0], got[target.odix_output], operand_peak(node, reference_values, operands))
                 if isinstance(row, str):
                     skipped[node.name] = row
                 else:
@@ -255,93 +186,6 @@ def _paired_outputs(op_map: FunctionOpMap, nodes: list[torch.fx.Node]) -> dict[s
     return by_node
 
 
-def _placeholder_values(program: torch.export.ExportedProgram, inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
-    """The program's placeholders by node name: its parameters, buffers and constants, then the user inputs."""
-    signature = program.graph_signature
-    lifted = {**signature.inputs_to_parameters, **signature.inputs_to_buffers,
-              **signature.inputs_to_lifted_tensor_constants}
-    state = {**program.state_dict, **program.constants}
-    values: dict[str, Any] = {name: state[target] for name, target in lifted.items() if target in state}
-    values.update(zip(signature.user_inputs, inputs, strict=True))
-    return values
-
-
-def _operand_peak(node: torch.fx.Node, values: dict[str, list[np.ndarray]], placeholders: dict[str, Any]) -> float:
-    """max |finite value| over the float tensor operands of an additive node (0 for any other node)."""
-    if node.target not in _ADDITIVE:
-        return 0.0
-    peak = 0.0
-    for arg in node.args:
-        if not isinstance(arg, torch.fx.Node):
-            continue
-        value = values[arg.name][0] if arg.name in values else placeholders.get(arg.name)
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
-            continue
-        finite = np.abs(value[np.isfinite(value)])
-        if finite.size:
-            peak = max(peak, float(finite.max()))
-    return peak
-
-
-def _module_path(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    return list(stack.values())[-1][0] if stack else ""
-
-
-def _row(node: torch.fx.Node, ref: np.ndarray, got: np.ndarray, operand_peak: float = 0.0) -> LayerRow | str:
-    """The comparison of one node, or why it was skipped; `operand_peak` raises the PSNR peak of an additive node
-    (`_operand_peak`)."""
-    ref, got = np.asarray(ref), np.asarray(got)
-    coreai_shape = tuple(got.shape) if got.shape != ref.shape else None
-    if coreai_shape is not None:
-        # The compiler fuses views into the operation beside them (a Linear's view -> addmm -> view becomes one
-        # batched matmul), so the value can come back under the fused shape. Same element count: the same
-        # row-major elements; had the layout changed, the comparison fails, it never passes wrongly.
-        if got.size != ref.size:
-            return f"shape mismatch: reference {ref.shape}, Core AI {got.shape}"
-        got = got.reshape(ref.shape)
-    common = dict(node=node.name, op=str(node.target), module=_module_path(node), shape=tuple(ref.shape),
-                  coreai_shape=coreai_shape)
-    if not np.issubdtype(ref.dtype, np.floating):
-        # integer and boolean values (Core AI runs int64 as int32) must be equal, element for element
-        equal = bool(np.array_equal(ref.astype(np.int64), got.astype(np.int64)))
-        return LayerRow(**common, psnr_db=math.inf if equal else -math.inf, max_diff_over_peak=0.0 if equal else
-                        math.inf, integer=True)
-    psnr, relative = psnr_db(ref, got, min_peak=operand_peak)
-    return LayerRow(**common, psnr_db=psnr, max_diff_over_peak=relative)
-
-
-def psnr_db(ref: np.ndarray, got: np.ndarray, *, min_peak: float = 0.0) -> tuple[float, float]:
-    """(PSNR in dB, max |got - ref| / peak) with peak = max(max |ref|, `min_peak`), in float64. Non-finite values
-    must sit in the same places with the same values; otherwise (-inf, inf)."""
-    r, g = np.asarray(ref, np.float64).ravel(), np.asarray(got, np.float64).ravel()
-    finite = np.isfinite(r)
-    if not np.array_equal(finite, np.isfinite(g)) or not np.array_equal(r[~finite], g[~finite], equal_nan=True):
-        return -math.inf, math.inf
-    r, g = r[finite], g[finite]
-    if r.size == 0 or np.array_equal(r, g):
-        return math.inf, 0.0
-    err = g - r
-    peak, mse, biggest = max(float(np.abs(r).max()), min_peak), float(np.mean(err * err)), float(np.abs(err).max())
-    if peak == 0:
-        return -math.inf, math.inf
-    return 10 * math.log10(peak * peak / mse), biggest / peak
-
-
-async def _torch_values(program: torch.export.ExportedProgram, names: list[str],
-                        inputs: Sequence[torch.Tensor]) -> dict[str, list[np.ndarray]]:
-    from minivlm.converters.coreai_asset import quiet_import
-
-    quiet_import()
-    from coreai_torch.debugging.inspector import TorchFXInspector
-
-    with torch.no_grad():
-        values = await TorchFXInspector(program).get_intermediates_for_ops(names, tuple(inputs))
-    return {name: v for name, v in values.items() if v is not None}
-
-
 async def _coreai_values(model: Any, function: str, ops: list[int], inputs: Sequence[torch.Tensor],
                          input_names: Sequence[str]) -> dict[int, dict[int, np.ndarray]]:
     """Run `function` once with the runtime's intermediate logger on `ops`: ODIX instruction -> output index ->
@@ -373,7 +217,3 @@ def _runtime_array(x: torch.Tensor) -> np.ndarray:
     if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
         raise InputError(f"an int64 input holds {a.min()}..{a.max()}, outside int32, which Core AI runs it as")
     return a.astype(np.int32)
-
-
-def _json_number(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
