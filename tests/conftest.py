@@ -1,5 +1,5 @@
 """Test tiers, and the session fixtures shared by tests/converters and tests/sdk: the tiny model and its
-ExecuTorch / TFLite / Core AI fp32 builds, converted once per session; the tiny EfficientVLM and its builds, on first use.
+ExecuTorch / TFLite / Core AI fp32 and Core ML fp16 builds, converted once per session; the tiny EfficientVLM and its builds, on first use.
 
 Tiers (docs/TESTING.md). A plain `pytest` runs the fast tier: unit tests on the tiny model, about a minute.
 The integration tiers are markers, given here by folder or by the fixtures a test uses:
@@ -27,6 +27,7 @@ TESTS = Path(__file__).resolve().parent
 INTEGRATION_TIERS = ("build", "parity", "native", "apps", "model", "ddp")
 FOLDER_TIERS = {"parity": "parity", "native": "native", "apps": "apps"}
 FIXTURE_TIERS = {"tiny_executorch_build": "build", "tiny_tflite_build": "build", "tiny_coreai_build": "build",
+                 "tiny_coreml_build": "build",
                  "tiny_efficientvlm_build": "build", "smoke_run": "model", "vlm_smoke_run": "model"}
 OPT_IN = ("slow", "macos")
 
@@ -98,6 +99,12 @@ def tiny_tflite_build(tmp_path_factory, tiny_reference):
 def tiny_coreai_build(tmp_path_factory, tiny_reference):
     """The tiny model's Core AI fp32 build (one `model.aimodel`)."""
     return _build(tmp_path_factory, tiny_reference, "coreai")
+
+
+@pytest.fixture(scope="session")
+def tiny_coreml_build(tmp_path_factory, tiny_reference):
+    """The tiny model's Core ML fp16 build (one multifunction `model.mlpackage`)."""
+    return _build(tmp_path_factory, tiny_reference, "coreml", precision="fp16")
 
 
 @pytest.fixture(scope="session")
