@@ -110,9 +110,10 @@ LAYER_MIN_PSNR_DB = _limit(
     "sum or mean against its operands' peak, the scale float32 rounds it at); a mis-lowered or edited layer reads below 40 dB")
 
 LAYER_FP16_MIN_PSNR_DB = _limit(
-    "LAYER_FP16_MIN_PSNR_DB", 30.0, "min",
+    "LAYER_FP16_MIN_PSNR_DB", 40.0, "min",
     "each layer of a Core ML fp16/int8 build in the SDK's executor against its program in torch float32: float16 "
-    "rounding (and int8 weights) accumulated up to that layer, measured TBD; a mis-lowered or edited layer reads below TBD")
+    "rounding (and int8 weights) accumulated up to that layer measured 60-67 dB (fp16) and 47-56 dB (int8) at the worst "
+    "layer of each graph; an edited weight, a swapped operation or a changed axis reads below 30 dB at its own layer")
 
 # Which per-layer bound each target x precision with per-layer rows is held to (`minivlm.parity.layers`).
 LAYER_LIMITS = MappingProxyType({

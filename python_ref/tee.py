@@ -92,9 +92,10 @@ class TEEStage2(nn.Module):
         self.cfg = tee.cfg
         self.input_names = (*(f"p{lv}" for lv in levels), "boxes")
         self.output_names = ("region_features", "class_logits", "box_deltas", "attribute_logits")
-        # Box coordinates steer discrete choices (each box's pyramid level, its sampling positions). In float16 a
-        # coordinate near the image size keeps a quarter pixel, enough to move a box across a level boundary: a
-        # converter computing in float16 keeps the operations that depend on these inputs alone in float32.
+        # Box coordinates steer discrete choices (each box's pyramid level, its bilinear sampling positions) and
+        # reach near-ties downstream (the RoI head's class argmax). In float16 a coordinate near the image size
+        # keeps a quarter pixel: a converter computing in float16 keeps the operations that depend on these
+        # inputs alone in float32.
         self.float32_inputs = ("boxes",)
 
     def forward(self, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor, p6: torch.Tensor,

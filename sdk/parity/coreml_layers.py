@@ -8,7 +8,10 @@ it rewrites a division as a multiplication by the reciprocal (`_inversed_div_1`)
 operations is paired with the last one, which holds its value; a multi-output node's variable (a BatchNorm the
 converter folded into its convolution) holds its first output and is paired with the `getitem` that takes it. The function's outputs, renamed to the manifest's
 names at conversion, are paired with the nodes the reference returns. A node with no variable of its name was
-fused away or renamed (*not observable*); multi-output nodes and element-count mismatches are *skipped*. Rows,
+fused away or renamed (*not observable*); multi-output nodes and values whose shape differs other than by axes
+of size 1 are *skipped* (coremltools moves transposes across elementwise operations, so such a variable may
+hold a permutation of the node's value: the demo's RoIAlign sum over levels comes back (48, 4, 32, 4) for
+(48, 32, 4, 4)). Rows,
 PSNR and peaks: `layer_table`.
 
 A layer row of an fp16 build measures the executor's float16 storage and rounding after every operation
@@ -74,7 +77,8 @@ def compare(program: Any, function: str, reference: torch.export.ExportedProgram
         elif len(ref) > 1:
             skipped[node.name] = f"multi-output ({len(ref)} torch outputs)"
         else:
-            row = layer_row(node, ref[0], values[variable], operand_peak(node, reference_values, operands))
+            row = layer_row(node, ref[0], values[variable], operand_peak(node, reference_values, operands),
+                            reshape=False)
             if isinstance(row, str):
                 skipped[node.name] = row
             else:

@@ -140,11 +140,15 @@ def module_path(node: torch.fx.Node) -> str:
     return list(stack.values())[-1][0] if stack else ""
 
 
-def layer_row(node: torch.fx.Node, ref: np.ndarray, got: np.ndarray, operand_peak: float = 0.0) -> LayerRow | str:
+def layer_row(node: torch.fx.Node, ref: np.ndarray, got: np.ndarray, operand_peak: float = 0.0, *,
+              reshape: bool = True) -> LayerRow | str:
     """The comparison of one node, or why it was skipped; `operand_peak` raises the PSNR peak of an additive node
-    (`operand_peak`)."""
+    (`operand_peak`). `reshape=False`: a value whose shape differs other than by axes of size 1 is skipped (its
+    layout may be a permutation of the reference's)."""
     ref, got = np.asarray(ref), np.asarray(got)
     build_shape = tuple(got.shape) if got.shape != ref.shape else None
+    if build_shape is not None and not reshape and [d for d in ref.shape if d != 1] != [d for d in got.shape if d != 1]:
+        return f"layout differs: reference {ref.shape}, build {got.shape}"
     if build_shape is not None:
         # A compiler fuses views into the operation beside them (a Linear's view -> addmm -> view becomes one
         # batched matmul), so the value can come back under the fused shape. Same element count: the same
