@@ -10,9 +10,11 @@ older systems runs the ExecuTorch build instead.
 Precisions: `fp16` (compute and activations in float16, the default of Core ML ML programs), `fp32`, and
 `int8` = fp16 compute with int8 per-channel symmetric weights (`coremltools.optimize.coreml.
 linear_quantize_weights`). `--compute-units` is recorded in the manifest, and the loaders (`minivlm.runtime`,
-the iOS package's `CoreMLRunner`) load with it; which unit runs what is decided on device. Core ML cannot execute
-on Linux: here the build is checked by reading the saved spec back and comparing each function's inputs and
-outputs with the manifest. The backend is imported inside functions only.
+the iOS package's `CoreMLRunner`) load with it; which unit runs what is decided on device. fp16 and int8 keep the
+operations that depend on a graph module's `float32_inputs` alone in float32 (`_float16_selector`). Core ML
+cannot execute on Linux: each function's saved inputs and outputs are checked against the manifest, and
+`minivlm.load_artifact` runs the build in the SDK's ML-program executor (`minivlm.coreml_executor`). The backend
+is imported inside functions only.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def steps(options: BuildOptions) -> tuple[str, ...]:
 
 def manifest_extra(options: BuildOptions, graphs: tuple[str, ...]) -> dict:
     extra = {"minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET, "model_type": "mlprogram (multifunction)",
-             "runtime": "Core ML, iOS 18 / macOS 15 or later (load_artifact on Linux raises 'needs macOS')",
+             "runtime": "Core ML, iOS 18 / macOS 15 or later (off macOS, load_artifact runs it in the SDK's ML-program executor)",
              "compute_precision": "float32" if options.precision == "fp32" else "float16"}
     if options.precision == "int8":
         extra["quantization"] = {"scheme": "coremltools.optimize.coreml.linear_quantize_weights",

@@ -9,9 +9,11 @@ import pytest
 
 Build = tuple[str, str, str | None]  # target, precision, delegate (None: the target's default)
 
-DEFAULT: tuple[Build, ...] = (("executorch", "fp32", None), ("tflite", "int8", None), ("coreai", "fp32", None))
+DEFAULT: tuple[Build, ...] = (("executorch", "fp32", None), ("tflite", "int8", None), ("coreai", "fp32", None),
+                              ("coreml", "fp16", None))
 SLOW: tuple[Build, ...] = (("executorch", "int8", None), ("executorch", "fp32", "portable"), ("tflite", "fp32", None),
-                           ("tflite", "fp16", None), ("coreai", "int8", None))
+                           ("tflite", "fp16", None), ("coreai", "int8", None), ("coreml", "fp32", None),
+                           ("coreml", "int8", None))
 
 
 @dataclass(frozen=True)

@@ -45,19 +45,27 @@ def _spec(value: np.ndarray):
     return mb.TensorSpec(shape=value.shape, dtype=dtype[value.dtype.type])
 
 
-def save_program(build, feeds: list[np.ndarray], path) -> MILProgram:
-    """`build(*vars)` as a one-function ML program with inputs like `feeds`, saved at `path` (no graph passes:
-    the saved ops are the built ones) and loaded back."""
-    from coremltools.converters.mil import Builder as mb
+def save_program(build, feeds: list[np.ndarray], path=None) -> MILProgram:
+    """`build(*vars)` as a one-function ML program with inputs x0, x1, ... like `feeds`, saved at `path` (no graph
+    passes: the saved ops are the built ones) and loaded back; `path=None`: the program as built, in memory (the
+    op cases: saving and loading is held by the tests below and the builds of test_coreml_executor_builds.py)."""
+    from coremltools.converters.mil.mil import Function, Program
 
-    program = mb.program(input_specs=[_spec(v) for v in feeds], opset_version=ct.target.iOS18)(build)
+    inputs = {f"x{k}": _spec(v) for k, v in enumerate(feeds)}
+    program = Program()
+    with Function(inputs, opset_version=ct.target.iOS18) as function:
+        outputs = build(*function.inputs.values())
+        function.set_outputs(list(outputs) if isinstance(outputs, (list, tuple)) else [outputs])
+    program.add_function("main", function)
+    if path is None:
+        return MILProgram(program, "in memory")
     model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
                        pass_pipeline=ct.PassPipeline.EMPTY)
     model.save(str(path))
     return MILProgram.load(path)
 
 
-def _run_case(case: Case, tmp_path) -> tuple[MILProgram, list, list]:
+def _run_case(case: Case) -> tuple[MILProgram, list, list]:
     feeds = [_input(shape, kind, case.fp32) for shape, kind in case.inputs]
     # ML programs take no bool inputs: a "bool" input is a float one, made bool by x > 0 on both sides
     flags = [kind == "bool" for _, kind in case.inputs]
@@ -65,10 +73,7 @@ def _run_case(case: Case, tmp_path) -> tuple[MILProgram, list, list]:
 
     def bools(*xs):
         return case.build(*[mb.greater(x=x, y=_zero(x)) if f else x for x, f in zip(xs, flags)])
-    # a closure over exactly len(feeds) vars: mb.program names the inputs after the function's parameters
-    names = [f"x{k}" for k in range(len(feeds))]
-    build = eval(f"lambda {', '.join(names)}: BUILD({', '.join(names)})", {"BUILD": bools})  # noqa: S307
-    program = save_program(build, feeds, tmp_path / f"{case.id}.mlpackage")
+    program = save_program(bools, feeds)
     (inputs, outputs) = program.function_io("main")
     got, _ = program.run("main", {name: v for (name, _, _), v in zip(inputs, feeds)})
     tensors = [torch.from_numpy(v.astype(np.float32) if v.dtype.kind == "f" else v.astype(np.int64)) for v in feeds]
@@ -95,9 +100,9 @@ def assert_close(got: np.ndarray, ref: torch.Tensor, *, fp32: bool, accumulates:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_op_matches_torch(case: Case, tmp_path):
-    program, got, ref = _run_case(case, tmp_path)
-    assert set(case.ops) <= set(program.op_types("main")), "the saved program lacks an op this case claims to test"
+def test_op_matches_torch(case: Case):
+    program, got, ref = _run_case(case)
+    assert set(case.ops) <= set(program.op_types("main")), "the program lacks an op this case claims to test"
     assert len(got) == len(ref)
     for g, r in zip(got, ref):
         assert_close(g, r, fp32=case.fp32, accumulates=case.accumulates)
@@ -114,14 +119,14 @@ def test_fp16_rounds_once_after_each_op(tmp_path):
 
     x, y = np.array([1.0 + 2.0 ** -10], np.float16), np.array([1024.0], np.float16)
     program = save_program(lambda a, b: mb.sub(x=mb.add(x=a, y=b), y=b), [x, y], tmp_path / "p.mlpackage")
-    got, kept = program.run("main", {"a": x, "b": y}, keep=True)
+    got, kept = program.run("main", {"x0": x, "x1": y}, keep=True)
     assert got[next(iter(got))][0] == np.float16(1.0)  # 1025.0009765625 rounds to 1025 in fp16 (ulp 1)
     assert {v.dtype for v in kept.values()} == {np.dtype(np.float16)} and len(kept) == 2
     add = next(name for name in kept if name not in got)
-    assert program.run("main", {"a": x, "b": y}, keep=[add])[1] == {add: np.float16(1025.0)}
-    assert program.run("main", {"a": x, "b": y})[1] == {}
+    assert program.run("main", {"x0": x, "x1": y}, keep=[add])[1] == {add: np.float16(1025.0)}
+    assert program.run("main", {"x0": x, "x1": y})[1] == {}
     with pytest.raises(InputError) as err:
-        program.run("main", {"a": x, "b": y}, keep=["nope"])
+        program.run("main", {"x0": x, "x1": y}, keep=["nope"])
     assert "['nope']" in _one_line(err)
 
 
@@ -139,9 +144,9 @@ def test_multifunction_package(tmp_path):
     program = MILProgram.load(tmp_path / "both.mlpackage")
     assert set(program.functions) == {"relu", "triple"}
     assert program.op_types("triple")["mul"] == 1 and program.op_types()["relu"] == 1
-    got, _ = program.run("relu", {"a": x})
+    got, _ = program.run("relu", {"x0": x})
     np.testing.assert_array_equal(next(iter(got.values())), np.maximum(x, 0))
-    got, _ = program.run("triple", {"a": x})
+    got, _ = program.run("triple", {"x0": x})
     np.testing.assert_array_equal(next(iter(got.values())), (x.astype(np.float64) * 3).astype(np.float16))
 
 
@@ -159,7 +164,7 @@ def test_unknown_op_is_one_line(tmp_path, monkeypatch):
     program = save_program(lambda a: mb.relu(x=a), [x], tmp_path / "p.mlpackage")
     monkeypatch.setattr(coreml_executor, "SUPPORTED_OPS", SUPPORTED_OPS - {"relu"})
     with pytest.raises(ArtifactError) as err:
-        program.run("main", {"a": x})
+        program.run("main", {"x0": x})
     assert "'relu'" in _one_line(err) and "'main'" in str(err.value) and "'softmax'" in str(err.value)
 
 
@@ -168,13 +173,13 @@ def test_bad_feeds_are_one_line(tmp_path):
 
     x = np.ones((2, 3), np.float16)
     program = save_program(lambda a: mb.relu(x=a), [x], tmp_path / "p.mlpackage")
-    for feeds, words in [({"b": x}, "expected exactly ['a']"), ({"a": x[:1]}, "float16[1, 3], expected float16[2, 3]"),
-                         ({"a": x.astype(np.float32)}, "float32[2, 3], expected float16[2, 3]")]:
+    for feeds, words in [({"x1": x}, "expected exactly ['x0']"), ({"x0": x[:1]}, "float16[1, 3], expected float16[2, 3]"),
+                         ({"x0": x.astype(np.float32)}, "float32[2, 3], expected float16[2, 3]")]:
         with pytest.raises(InputError) as err:
             program.run("main", feeds)
         assert words in _one_line(err)
     with pytest.raises(InputError) as err:
-        program.run("nope", {"a": x})
+        program.run("nope", {"x0": x})
     assert "has no function 'nope'" in _one_line(err)
 
 
