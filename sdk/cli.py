@@ -158,9 +158,10 @@ def parity(
     scenes: Annotated[Optional[int], typer.Option(min=0, help="Demo scenes to compare on besides the photos (default 24).")] = None,
     all_photos: Annotated[bool, typer.Option("--all-photos", help="Every colour photo scikit-image ships, not only four.")] = False,
 ) -> None:
-    """Run a build through its real runtime next to the reference, per graph, host step and task, against named
-    tolerances, and audit every weight it stores against the reference; print the table, write parity_report.json
-    into the build, exit 1 if any check fails."""
+    """Run a build through its real runtime (a Core ML build off macOS: the SDK's ML-program executor) next to the
+    reference, per graph, host step, task and (Core AI, Core ML) layer, against named tolerances, and audit the
+    weights it stores (ExecuTorch, TFLite, Core AI) against the reference; print the table, write
+    parity_report.json into the build, exit 1 if any check fails."""
     from tqdm import tqdm
 
     from minivlm import parity as lib
