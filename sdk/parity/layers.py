@@ -8,7 +8,7 @@ asset does, so a layer's PSNR measures the lowering alone; Core ML: `minivlm.con
 so an fp16 layer also carries float16's rounding up to it), run by torch's FX interpreter; the graph rows
 measure the precision's whole error.
 The call is the graph's export call of the first parity image (the batched step: that call and the next ones,
-stacked). `coreai_layers.CoreAILayers` does the pairing and the comparison.
+stacked). `coreai_layers.CoreAILayers` and `coreml_layers.compare` do the pairing and the comparison.
 """
 
 from __future__ import annotations
