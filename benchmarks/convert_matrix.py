@@ -5,7 +5,7 @@
     python benchmarks/convert_matrix.py --parity           # and `minivlm parity` on each build
 
 Each build is one `minivlm-convert` process, timed from outside (imports included), run one after another on
-an otherwise idle machine. With `--parity`, `minivlm parity` then runs on each build (not timed) and its
+an otherwise idle machine (each row records the 1-minute load average at its start). With `--parity`, `minivlm parity` then runs on each build (not timed) and its
 `parity_report.json` gives the worst graph output and the task agreement. The results go to
 `benchmarks/results/convert_matrix.json`, which `scripts/update_readme.py` turns into the README's build table.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -48,17 +49,21 @@ def run_build(target: str, precision: str, delegate: str | None, out: Path) -> d
            "--out", str(out)]
     if delegate:
         cmd += ["--delegate", delegate]
+    load = os.getloadavg()[0]  # other processes on the cores stretch the wall time: recorded with it
     started = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     row = {"target": target, "precision": precision, "delegate": delegate or _default_delegate(target),
-           "seconds": round(seconds, 1), "exit": result.returncode}
+           "seconds": round(seconds, 1), "exit": result.returncode, "load_average": round(load, 2),
+           "date": time.strftime("%Y-%m-%d")}
     if result.returncode != 0:
         row["error"] = _cli_error(result.stderr)
         return row
     manifest = json.loads((out / "manifest.json").read_text())
     suffix = TARGETS[target].suffix
-    row["graph_bytes"] = _folder_bytes(out, suffix)
+    # A build whose graphs share one weights file (ExecuTorch's `weights.ptd`) names it in its manifest.
+    weights = manifest.get("weights_file")
+    row["graph_bytes"] = _folder_bytes(out, suffix) + ((out / weights).stat().st_size if weights else 0)
     row["golden_bytes"] = sum(f.stat().st_size for f in (out / "golden").rglob("*") if f.is_file())
     row["graphs"] = {name: g.get("ops") for name, g in manifest["graphs"].items()}
     return row
@@ -113,15 +118,16 @@ def _parity_cell(p: dict | None) -> str:
 
 def markdown(rows: list[dict]) -> str:
     parity = any("parity" in r for r in rows)
-    lines = ["| target | precision | delegate | build time (s) | graph files (MB) | goldens (MB) |"
+    lines = ["| target | precision | delegate | build time (s) | load average | graphs + weights (MB) | goldens (MB) |"
              + (" parity (`minivlm parity`, 4 photos + 24 scenes) |" if parity else ""),
-             "|---|---|---|---:|---:|---:|" + ("---|" if parity else "")]
+             "|---|---|---|---:|---:|---:|---:|" + ("---|" if parity else "")]
     for r in rows:
         if r["exit"] != 0:
-            lines.append(f"| {r['target']} | {r['precision']} | {r['delegate'] or ''} | failed: {r['error']} | | |"
+            lines.append(f"| {r['target']} | {r['precision']} | {r['delegate'] or ''} | failed: {r['error']} | | | |"
                          + (" |" if parity else ""))
             continue
-        lines.append(f"| {r['target']} | {r['precision']} | {r['delegate'] or ''} | {r['seconds']:.0f} | "
+        load = f"{r['load_average']:.1f}" if "load_average" in r else "–"
+        lines.append(f"| {r['target']} | {r['precision']} | {r['delegate'] or ''} | {r['seconds']:.0f} | {load} | "
                      f"{r['graph_bytes'] / 1e6:.1f} | {r['golden_bytes'] / 1e6:.1f} |"
                      + (f" {_parity_cell(r.get('parity'))} |" if parity else ""))
     return "\n".join(lines)
@@ -148,7 +154,7 @@ def main() -> None:
         rank = {(t, p, d or _default_delegate(t)): i for i, (t, p, d) in enumerate(BUILDS)}
         rows = sorted(kept + rows, key=lambda r: rank.get((r["target"], r["precision"], r["delegate"]), len(rank)))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
+    RESULTS.write_text(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                                    "builds": rows}, indent=1) + "\n")
     print(markdown(rows))
 

@@ -162,6 +162,15 @@ def training_time(meta: dict[str, str]) -> str:
             f"({parts} min), as recorded in the weights' metadata.")
 
 
+def _loads(rows: list[dict]) -> str:
+    """The load averages the build times were taken at (rows of older runs recorded none)."""
+    if not any("load_average" in r for r in rows):
+        return ""
+    dates = sorted({r["date"] for r in rows if "date" in r})
+    return (f" Each build's row gives the 1-minute load average at its start (– where an older run recorded none; "
+            f"runs of {', '.join(dates)}): other processes on the cores stretch a build's wall time.")
+
+
 def build_table() -> str:
     """Sizes and wall times of every build, from `benchmarks/convert_matrix.py`'s last run."""
     import sys
@@ -181,7 +190,7 @@ def build_table() -> str:
         f"one `minivlm-convert` process at a time, timed from outside ({results['machine']}), then runs "
         f"`minivlm parity` on each build. The default build of each target "
         f"({names}) "
-        f"took {sum(r['seconds'] for r in defaults):.0f} s together.", "",
+        f"took {sum(r['seconds'] for r in defaults):.0f} s together.{_loads(results['builds'])}", "",
         markdown(results["builds"]),
     ])
 
