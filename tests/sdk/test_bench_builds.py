@@ -54,6 +54,7 @@ def test_bench_times_eager_onnxruntime_and_both_tiny_builds_at_two_thread_counts
         assert rt["size_bytes"] == sum((build.path / f).stat().st_size for f in build_files(manifest))
     decoding = report["runtimes"][0]["by_threads"]["1"]["caption_decoding"]
     assert decoding["cached"]["caption"] == decoding["uncached"]["caption"]  # the same decode, two ways
+    assert decoding["vocab_head"]["median_ms"] > 0 and decoding["speedup_bound"] > 0  # what caching could gain
     with Image.open(png) as img:
         assert img.format == "PNG" and img.size[0] > 300
 
