@@ -20,9 +20,10 @@ from .specs import GraphSpec
 # (`_own_output_dequantize`), 35 dB PSNR at its worst output (p6; objectness 43 dB), but on the demo model's parity
 # images no RPN proposal list stays the same (the objectness logits share one int8 scale across levels, so the
 # top-k order changes), and on the photos (every scene agrees) that reaches the tags (2 of 4 photos: 92.9 %) and
-# captions (3 of 4: 89.3 %), below the 95 % int8 agreement bars. It is not faster either: XNNPACKQuantizer has no
-# int8 pattern for sigmoid (48 of them: SiLU is x * sigmoid(x) in every MBConv and BiFPN node, and the
-# squeeze-excite gates), so each runs in fp32 between a dequantize and a quantize (811 q/dq nodes around 87 convs)
+# captions (3 of 4: 89.3 %), below the 95 % int8 agreement bars. It is not faster either: sigmoid has no int8 form
+# in XNNPACKQuantizer's patterns nor in XNNPACK's partitioner (`SigmoidConfig`: fp32 only), and there are 48 (SiLU
+# is x * sigmoid(x) in every MBConv and BiFPN node, and the squeeze-excite gates), so each runs in fp32 between a
+# dequantize and a quantize (811 q/dq nodes around 87 convs)
 # and the graph took 1.26x the fp32 graph's time (median of 5 interleaved rounds of 20 runs, 1 thread; 1.47x in
 # another run). Keeping parts of it fp32 (the RPN head, the stem) would only add conversions, and XNNPACK rejects an
 # fp32 conv that reads a dequantized output ("Weight and Input should both be quantized"); dynamic int8 convs (the
