@@ -15,10 +15,20 @@ from .specs import GraphSpec
 # time: dynamic int8 MiniLM was measured at 0.038 max error). The RoI head too: calibrated static int8
 # gave its attribute logits 29 dB PSNR and a worst-call cosine of 0.95 on the parity images, dynamic 44 dB and
 # 0.993 (and converts in 28 s instead of 70). Static (calibrated on the int8 calibration photos and scenes)
-# remains available per graph. tee_stage1 stays fp32 (FP32_PARTS): static int8 (per-channel weights, activations
-# calibrated on the build's 16 calibration images) now runs fully delegated in XNNPACK (`_own_output_dequantize`),
-# 35 dB PSNR at its worst output, but on the demo model's parity images it moved the RoI head's input enough that
-# tags (92.9 %) and captions (89.3 %) fell below the 95 % int8 agreement bars.
+# remains available per graph. tee_stage1 stays fp32 (FP32_PARTS): static int8 (per-channel min-max weights,
+# histogram-observed activations calibrated on the build's 16 calibration images) runs fully delegated in XNNPACK
+# (`_own_output_dequantize`), 35 dB PSNR at its worst output (p6; objectness 43 dB), but on the demo model's parity
+# images no RPN proposal list stays the same (the objectness logits share one int8 scale across levels, so the
+# top-k order changes), and on the photos (every scene agrees) that reaches the tags (2 of 4 photos: 92.9 %) and
+# captions (3 of 4: 89.3 %), below the 95 % int8 agreement bars. It is not faster either: sigmoid has no int8 form
+# in XNNPACKQuantizer's patterns nor in XNNPACK's partitioner (`SigmoidConfig`: fp32 only), and there are 48 (SiLU
+# is x * sigmoid(x) in every MBConv and BiFPN node, and the squeeze-excite gates), so each runs in fp32 between a
+# dequantize and a quantize (811 q/dq nodes around 87 convs)
+# and the graph took 1.26x the fp32 graph's time (median of 5 interleaved rounds of 20 runs, 1 thread; 1.47x in
+# another run). Keeping parts of it fp32 (the RPN head, the stem) would only add conversions, and XNNPACK rejects an
+# fp32 conv that reads a dequantized output ("Weight and Input should both be quantized"); dynamic int8 convs (the
+# TFLite build's dynamic-range scheme, 2.9x its fp32 tee_stage1 time there) lower but fail at execute in
+# executorch 1.5.1 ("Propagating input shapes failed").
 # Keyed by graph name, over every family's graphs (MiniVLM's six, then EfficientVLM's vision and text_feature:
 # transformers like the fusion graphs; match, vqa and caption_step are names both families use; and the
 # batched graphs, `Family.batched`).
@@ -31,7 +41,8 @@ INT8_ACTIVATIONS = {"tee_stage1": "fp32", "tee_stage2": "dynamic", "caption_pref
 # every transformer graph.
 FP32_PARTS = {
     "tee_stage1": "whole graph: static int8 runs in XNNPACK (35 dB PSNR) but costs the demo model 7 % of its tags "
-                  "and 11 % of its captions on the parity images (95 % bars)",
+                  "and 11 % of its captions on the parity images (95 % bars), and is slower than fp32 (SiLU and "
+                  "sigmoid have no int8 pattern: each runs fp32 between dequantize and quantize)",
     "tee_stage2 RoIAlign": "its separable bilinear-sampling matmuls (dynamic int8 covers linear layers only)",
     "transformer graphs": "embeddings, LayerNorm, softmax, attention matmuls (dynamic int8 covers linear layers only)",
 }
