@@ -36,15 +36,15 @@ INT8_ACTIVATIONS = {"tee_stage1": "fp32", "tee_stage2": "dynamic", "caption_pref
                     "caption_step": "dynamic", "vqa": "dynamic", "match": "dynamic",
                     "vision": "dynamic", "text_feature": "dynamic", "caption_step_beam": "dynamic"}
 
-# What int8 leaves in fp32 on purpose, and why (recorded in the manifest). Embeddings, LayerNorm, softmax and
-# attention matmuls are not in XNNPACKQuantizer's dynamic patterns (only conv/linear are) and run fp32 in
-# every transformer graph.
+# What int8 leaves in fp32 on purpose, and why (recorded in the manifest). LayerNorm, softmax and attention
+# matmuls are not in XNNPACKQuantizer's dynamic patterns (only conv/linear are) and run fp32 in every transformer
+# graph. Embedding lookups read int8 tables (`_int8_lookups`).
 FP32_PARTS = {
     "tee_stage1": "whole graph: static int8 runs in XNNPACK (35 dB PSNR) but costs the demo model 7 % of its tags "
                   "and 11 % of its captions on the parity images (95 % bars), and is slower than fp32 (SiLU and "
                   "sigmoid have no int8 pattern: each runs fp32 between dequantize and quantize)",
     "tee_stage2 RoIAlign": "its separable bilinear-sampling matmuls (dynamic int8 covers linear layers only)",
-    "transformer graphs": "embeddings, LayerNorm, softmax, attention matmuls (dynamic int8 covers linear layers only)",
+    "transformer graphs": "LayerNorm, softmax, attention matmuls (dynamic int8 covers linear layers only)",
 }
 # The graphs each of FP32_PARTS concerns, so that a manifest lists only the parts its build has.
 _FP32_PART_GRAPHS = {"tee_stage1": {"tee_stage1"}, "tee_stage2 RoIAlign": {"tee_stage2"},
@@ -58,7 +58,7 @@ def fp32_parts(graphs) -> dict[str, str]:
 
 # Ops whose weights XNNPACK's int8 kernels take; every other op is annotated by the quantizer's own patterns
 # (add, mul, cat, pooling) only when its inputs are activations, see `_is_activation_op`.
-_WEIGHTED_OPS = ("conv1d", "conv2d", "linear")
+_WEIGHTED_OPS = ("conv1d", "conv2d", "linear", "embedding")
 
 
 def _is_activation_op(node) -> bool:
@@ -93,12 +93,14 @@ def _scalars_as_vectors(model) -> None:
 
 
 def _untie_weights(model) -> None:
-    """Give every conv/linear its own `get_attr` node for a shared weight or bias.
+    """Give every conv/linear/embedding its own `get_attr` node for a shared weight or bias.
 
     XNNPACK's conv/linear annotators skip an op whose weight node is already annotated, so of the RPN head's
     1x1 convs, shared by every pyramid level, only the first would be quantized; the others would then read
     the shared (quantized) weight with an fp32 input, which XNNPACK rejects ("Weight and Input should both be
-    quantized"). Separate nodes for the same attribute let each op be annotated; the tensor is not copied.
+    quantized"). Separate nodes for the same attribute let each op be annotated; the tensor is not copied. The
+    word-embedding lookup and the MLM decoder tied to it get one node each, so each gets its own int8 weight
+    (equal values, stored once by `executorch_weights.merge`).
     """
     graph = model.graph
     for node in list(graph.nodes):
@@ -147,8 +149,57 @@ def _quantizer(dynamic: bool):
             _scalars_as_vectors(model)
             return model
 
+        def annotate(self, model):
+            super().annotate(model)
+            _annotate_lookups(model, config.weight)
+            return model
+
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
     return Quantizer().set_global(config).set_filter_function(_is_activation_op)
+
+
+def _annotate_lookups(model, weight_spec) -> None:
+    """Quantize every embedding lookup's table as XNNPACK's quantizer quantizes a linear layer's weight: int8
+    per row (the table's axis 0, as a linear weight's output channels), symmetric, scale = max|row| / 127, by the
+    same observer. The word embeddings' table is the tied MLM decoder's weight, so both become the same int8
+    tensor and its scales, which the build's weights file then stores once."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    for node in model.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.embedding.default \
+                and node.args[0].op == "get_attr" and "quantization_annotation" not in node.meta:
+            node.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map={node.args[0]: weight_spec},
+                                                                          _annotated=True)
+
+
+def _int8_lookups(model) -> None:
+    """Turn each `dequantize_per_channel(int8 table) -> embedding` into ExecuTorch's `quantized_decomposed.
+    embedding_byte` (its quantized kernels; XNNPACK has no lookup), which reads the int8 table and its row scales
+    directly: the lookup then keeps no fp32 table. Zero points are all zero (symmetric) and passed as None."""
+    from executorch.exir.passes import _quant_patterns_and_replacements  # noqa: F401  (defines embedding_byte)
+
+    graph = model.graph
+    dequantize = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.embedding.default:
+            continue
+        table = node.args[0]
+        if not isinstance(table, torch.fx.Node) or table.target != dequantize:
+            continue
+        weight, scales, zero_points, axis, qmin, qmax, _ = table.args
+        assert axis == 0 and not torch.any(_attribute(model, zero_points)), "embedding tables quantize per row, symmetric"
+        with graph.inserting_before(node):
+            lookup = graph.call_function(torch.ops.quantized_decomposed.embedding_byte.default,
+                                         (weight, scales, None, qmin, qmax, node.args[1]))
+        lookup.meta.update(node.meta)
+        node.replace_all_uses_with(lookup)
+        graph.erase_node(node)
+        if not table.users:
+            graph.erase_node(table)
+        if not zero_points.users:  # else torch.export would still lift the unread zeros into the build
+            graph.erase_node(zero_points)
+            _delete_attribute(model, zero_points.target)
+    model.recompile()
 
 
 def quantized_module(spec: GraphSpec) -> nn.Module:
@@ -161,8 +212,22 @@ def quantized_module(spec: GraphSpec) -> nn.Module:
         for inputs in spec.calibration if not dynamic else spec.calibration[:1]:
             prepared(*inputs)
     converted = convert_pt2e(prepared)
+    _int8_lookups(converted)
     _own_output_dequantize(converted)
     return converted
+
+
+def _attribute(model, node) -> torch.Tensor:
+    """The tensor a `get_attr` node reads."""
+    value = model
+    for name in node.target.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def _delete_attribute(model, target: str) -> None:
+    owner, _, name = target.rpartition(".")
+    delattr(model.get_submodule(owner) if owner else model, name)
 
 
 def _own_output_dequantize(model) -> None:

@@ -7,7 +7,9 @@ graph's constants, each distinct tensor once.
 name two different tensors alike would silently read one of them: `by_graph` puts the graph's name in front of
 every constant's name, and `merge` refuses a name that would stand for two different tensors. XNNPACK names its
 delegate's constants by the sha256 of their bytes, which is unique by construction. Tensors are stored once by
-content (sha256 of their bytes): the word embeddings every fusion graph reads, and the decoder weight tied to them.
+content (sha256 of their bytes): the word embeddings every fusion graph reads, and the decoder weight tied to them
+(in int8, the lookups' int8 table and XNNPACK's per-channel decoder weight are the same bytes, their scales too:
+`executorch_quant._annotate_lookups`).
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ let package = Package(
                 .product(name: "backend_xnnpack", package: "executorch"),
                 .product(name: "backend_coreml", package: "executorch"),
                 .product(name: "kernels_optimized", package: "executorch"),
+                // int8 builds look their embeddings up with quantized_decomposed::embedding_byte
+                .product(name: "kernels_quantized", package: "executorch"),
             ],
             path: "Sources/MiniVLM"
         ),

@@ -261,6 +261,9 @@ def load_error(path: Path, runtime: str, err: BaseException) -> ArtifactError:
 def load_executorch(path: Path, weights: Path):
     """The program in a `.pte` with its build's `weights` file (`.ptd`), and its method's inputs and outputs (read
     without loading the method, so this works for a Core ML delegated program on Linux too)."""
+    # Registers ExecuTorch's quantized kernels with the runtime (int8 builds' `embedding_byte` lookups); the
+    # runtime's own operator set has the portable kernels only.
+    import executorch.kernels.quantized  # noqa: F401
     from executorch.runtime import Runtime, Verification
 
     try:

@@ -3,7 +3,9 @@ the program (`executorch.exir._serialize._program.deserialize_pte_binary`: const
 named data inside the `.pte`), an external `weights.ptd` (`executorch.extension.flat_tensor.serialize
 .serialize.FlatTensorSerializer.deserialize`), and each XNNPACK delegate's payload (its header as
 `backends/xnnpack/serialization/xnnpack_graph_serialize.py` `XNNHeader` writes it, its flatbuffer decoded by
-executorch's `flatc` against `backends/xnnpack/serialization/schema.fbs`).
+executorch's `flatc` against `backends/xnnpack/serialization/schema.fbs`). The int8 table of a
+`quantized_decomposed::embedding_byte` lookup is read with its row scales (axis 0, zero point 0), as XNNPACK's
+per-channel weights are; the scales are its quantization, not a constant of their own.
 
 One stored copy per storage slot: a program constant buffer of one `.pte`, a delegate's inline constant of one
 payload, or a named-data buffer of the file holding it (so every key naming one buffer of `weights.ptd`, read by
@@ -58,24 +60,55 @@ def executorch_constants(folder: Path, manifest: dict) -> list[StoredConstant]:
                 named[key] = (f"{file} named data buffer {data_entry.buffer_index}",
                               bytes(pte.named_data.buffers[data_entry.buffer_index]))
         for plan in program.execution_plan:
+            tables = _int8_lookup_tables(plan)
+            row_scales = set(tables.values())  # a table's scales are its quantization, not a constant of their own
             for i, value in enumerate(plan.values):
-                tensor = value.val
-                if type(tensor).__name__ != "Tensor":
+                found = _stored(plan, i, program, named, folder / file) if i not in row_scales else None
+                if found is None:
                     continue
-                info = tensor.extra_tensor_info
-                if info is not None and info.location == 1 and info.fully_qualified_name:  # EXTERNAL
-                    where, data = _named(named, info.fully_qualified_name, folder / file)
-                elif tensor.data_buffer_idx > 0:
-                    where, data = f"{file} constant buffer {tensor.data_buffer_idx}", program.constant_buffer[tensor.data_buffer_idx].storage
-                else:
-                    continue
-                _add(copies, where, graph, f"value {i}", int(tensor.scalar_type), tensor.sizes, data, None)
+                quant = None
+                if i in tables:
+                    scales = plan.values[tables[i]].val
+                    data = _stored(plan, tables[i], program, named, folder / file)[1]
+                    quant = np.frombuffer(bytes(data), _ET_DTYPES[int(scales.scalar_type)]).astype(np.float64), 0
+                _add(copies, found[0], graph, f"value {i}", int(value.val.scalar_type), value.val.sizes, found[1], quant)
             for k, delegate in enumerate(plan.delegates):
                 if "xnnpack" not in delegate.id.lower():
                     continue
                 blob = program.backend_delegate_data[delegate.processed.index].data
                 _xnnpack(copies, f"{file} delegate {k}", graph, bytes(blob), named, folder / file)
     return list(copies.values())
+
+
+def _stored(plan, i: int, program, named, path: Path) -> tuple[str, bytes] | None:
+    """Where value `i` of `plan` is stored and its bytes; None if it is no constant tensor."""
+    tensor = plan.values[i].val
+    if type(tensor).__name__ != "Tensor":
+        return None
+    info = tensor.extra_tensor_info
+    if info is not None and info.location == 1 and info.fully_qualified_name:  # EXTERNAL
+        return _named(named, info.fully_qualified_name, path)
+    if tensor.data_buffer_idx > 0:
+        return f"{path.name} constant buffer {tensor.data_buffer_idx}", program.constant_buffer[tensor.data_buffer_idx].storage
+    return None
+
+
+def _int8_lookup_tables(plan) -> dict[int, int]:
+    """The int8 tables the plan's `quantized_decomposed::embedding_byte` kernels read (value index -> value index of
+    their per-row scales): stored int8, they mean (q - 0) * scale of their row, as XNNPACK's per-channel weights."""
+    tables = {}
+    for chain in plan.chains:
+        for instruction in chain.instructions:
+            call = instruction.instr_args
+            if type(call).__name__ != "KernelCall":
+                continue
+            if plan.operators[call.op_index].name == "quantized_decomposed::embedding_byte":
+                weight, scales, zero_points = call.args[:3]
+                if type(plan.values[zero_points].val).__name__ == "Tensor":
+                    raise ArtifactError(f"an embedding_byte lookup (value {weight}) has zero points; the weight audit "
+                                        f"reads symmetric int8 tables only")
+                tables[weight] = scales
+    return tables
 
 
 def _named(named: dict[str, tuple[str, bytes]], key: str, path: Path) -> tuple[str, bytes]:
@@ -98,6 +131,11 @@ def _flat_tensor(path: Path) -> dict[str, tuple[int, bytes]]:
 def _add(copies: dict[str, StoredConstant], where: str, graph: str, name: str, dtype_name, shape, data: bytes,
          quant) -> None:
     dtype = _XNN_DTYPES.get(dtype_name) if isinstance(dtype_name, str) else _ET_DTYPES.get(dtype_name)
+    if where in copies and quant is not None and copies[where].quantized \
+            and not np.array_equal(copies[where].scale, quant[0]):
+        # One stored int8 tensor read with other scales (a lookup and a delegate's weight) is another value: audit
+        # it as its own copy.
+        where = f"{where} read with other scales"
     if where in copies:
         copies[where].users.append((graph, name))
         return

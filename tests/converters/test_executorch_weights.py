@@ -3,6 +3,7 @@ name kept, and two graphs whose private weights have equal names never reading e
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -83,3 +84,86 @@ def test_two_graphs_with_equal_weight_names_keep_their_own_weights(tmp_path: Pat
         assert module.inner[1].weight.detach().numpy().tobytes() not in (tmp_path / f"{name}.pte").read_bytes()
     keys = set(read_data(tmp_path / WEIGHTS_FILE).named_data)
     assert {"a.inner.0.weight", "b.inner.0.weight"} <= keys  # the lookups, named by graph
+
+
+class _TiedStep(nn.Module):
+    """A caption step in small: a word-embedding lookup and an output layer tied to its table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.words = nn.Embedding(300, 16)
+        self.decoder = nn.Linear(16, 300)
+        self.decoder.weight = self.words.weight
+
+    def forward(self, ids):
+        return (self.decoder(torch.tanh(self.words(ids))),)
+
+    def example_inputs(self, batch: int = 1):
+        return (torch.zeros(batch, 5, dtype=torch.int64),)
+
+
+class _Prefix(nn.Module):
+    """A graph that only looks the words up (as caption_prefix does), without the tied layer."""
+
+    def __init__(self, words: nn.Embedding) -> None:
+        super().__init__()
+        self.words = words
+
+    def forward(self, ids):
+        return (self.words(ids) * 2,)
+
+    def example_inputs(self, batch: int = 1):
+        return (torch.zeros(batch, 5, dtype=torch.int64),)
+
+
+@pytest.mark.build
+def test_int8_lookup_and_tied_decoder_share_one_int8_table(tmp_path: Path):
+    """int8: the lookup reads the per-row int8 table that XNNPACK's per-channel decoder weight is, so the weights
+    file holds it once (no fp32 table), the lookup computes with it, and the weight audit traces it to the
+    embedding with one copy."""
+    from minivlm.build_checks import load_executorch
+    from minivlm.parity.executorch_constants import executorch_constants
+    from minivlm.parity.reference_constants import reference_tensors
+    from minivlm.parity.weight_audit import audit
+
+    step = _TiedStep().eval()
+    graphs = {"caption_step": step, "caption_prefix": _Prefix(step.words).eval()}
+    options = resolve_options("executorch", "int8", "xnnpack")
+    builds = [convert_graph(_spec(name, m), options, tmp_path, lambda s: None) for name, m in graphs.items()]
+    pack(builds, options, tmp_path)
+    for build in builds:  # the lookup runs outside XNNPACK as embedding_byte, as the fp32 lookup did as embedding
+        assert build.details["not_delegated_by_op"] == {"quantized_decomposed_embedding_byte_default": 1}
+
+    table = step.words.weight.detach().numpy()
+    scale = np.abs(table).max(axis=1) / 127  # symmetric per row, computed here
+    data = read_data(tmp_path / WEIGHTS_FILE)
+    stored = [np.frombuffer(bytes(b), np.int8).reshape(table.shape) for b in data.buffers if len(bytes(b)) == table.size]
+    assert len(stored) == 1, f"{len(stored)} int8 copies of the word table"
+    q = stored[0]
+    assert np.all(np.abs(q * scale[:, None] - table) <= scale[:, None] * (0.5 + 1e-3))
+    blob = (tmp_path / WEIGHTS_FILE).read_bytes()
+    assert table.tobytes()[:256] not in blob  # no fp32 table
+    for name in graphs:
+        assert q.tobytes()[:256] not in (tmp_path / f"{name}.pte").read_bytes()
+
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    program, _ = load_executorch(tmp_path / "caption_prefix.pte", tmp_path / WEIGHTS_FILE)  # registers the kernels
+    got = program.load_method("forward").execute([ids])[0].numpy()
+    want = 2 * (q.astype(np.float64) * scale[:, None])[ids.numpy()]
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-6), np.abs(got - want).max()
+
+    manifest = {"weights_file": WEIGHTS_FILE, "graphs": {n: {"file": f"{n}.pte"} for n in graphs}}
+    result = audit(executorch_constants(tmp_path, manifest), reference_tensors(step, graphs, {}), one_weights_file=True)
+    assert result.passed and not result.duplicates, result.reason() or result.duplicates
+    words = [s for s in executorch_constants(tmp_path, manifest) if s.q is not None and s.shape == table.shape]
+    assert len(words) == 1 and {g for g, _ in words[0].users} == set(graphs)
+    # Edited int8 rows (20 values moved by 3 steps): the lookup's table is audited like any stored weight.
+    raw = bytearray(blob)
+    middle = raw.find(q.tobytes()) + q.size // 2
+    values = q.reshape(-1)[q.size // 2:q.size // 2 + 20].astype(np.int16)
+    raw[middle:middle + 20] = np.where(values > 0, values - 3, values + 3).astype(np.int8).tobytes()
+    (tmp_path / WEIGHTS_FILE).write_bytes(bytes(raw))
+    result = audit(executorch_constants(tmp_path, manifest), reference_tensors(step, graphs, {}), one_weights_file=True)
+    assert not result.passed and result.unmatched[0].nearest == "words.weight", result.reason()
+    assert result.unmatched[0].bad_values == 20 and "caption_prefix/caption_step" in result.reason(), result.reason()
