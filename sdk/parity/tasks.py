@@ -63,8 +63,9 @@ def host_and_task_checks(runs: list[tuple[ImageRun, ImageRun]], tol: Tolerance) 
         total += len(ref.detections) + len(got.detections)
         score_diffs += [abs(ref.detections[i].score - got.detections[j].score) for i, j, _ in pairs]
         match_diffs += [abs(a - b) for a, b in zip(ref.match, got.match)]
+        swapped = same_proposals(ref, got, tol.proposal_max_shift.value, score_bound(tol))
         flags = {
-            "proposals": _same_proposals(ref, got, tol.proposal_max_shift.value),
+            "proposals": swapped is not None,
             "region_selection": ref.labels == got.labels and ref.proposal_indices == got.proposal_indices,
             "question_packing": len(ref.packed) == len(got.packed) and all(
                 all(torch.equal(a, b) for a, b in zip(pr, pg) if not a.is_floating_point()) for pr, pg in zip(ref.packed, got.packed)),
@@ -90,6 +91,7 @@ def host_and_task_checks(runs: list[tuple[ImageRun, ImageRun]], tol: Tolerance) 
             "answers": {"reference": list(ref.answers), "build": list(got.answers)},
             "match": {"reference": list(ref.match), "build": list(got.match)},
             "host_steps_identical": {k: flags[k] for k in ("proposals", "region_selection", "question_packing")},
+            "proposals_swapped_at_a_cut": swapped,
         })
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     checks = [
@@ -112,9 +114,41 @@ def host_and_task_checks(runs: list[tuple[ImageRun, ImageRun]], tol: Tolerance) 
     return checks, per_image
 
 
-def _same_proposals(ref: ImageRun, got: ImageRun, max_shift: float) -> bool:
-    """The same RPN proposals kept, in the same order: the valid rows agree and each box is within `max_shift` px."""
-    return bool(torch.equal(ref.valid, got.valid)) and float((ref.proposals - got.proposals).abs().max()) <= max_shift
+def score_bound(tol: Tolerance) -> float:
+    """How far a build's objectness may be from the reference's, relative to its peak: the row's per-graph
+    max-abs bound (fp32), else no bound (the proposals step is judged only in fp32)."""
+    return tol.graph_max_abs.value if tol.graph_max_abs is not None else float("inf")
+
+
+def same_proposals(ref: ImageRun, got: ImageRun, max_shift: float, max_rel_score: float) -> int | None:
+    """The same RPN proposals, compared by the anchor each came from: as many kept, each anchor kept by both
+    within `max_shift` px of the reference's box, and every anchor kept by one run only a near-tie at one of the
+    reference's top-k cuts. Returns how many anchors were swapped at a cut, or None when the proposals differ.
+
+    A near-tie: its reference objectness within 2 d of a cut's score, d the largest difference between the two
+    runs' objectness on this image, capped at `max_rel_score` x the reference's peak (the graph bound). Two
+    anchors a (kept by the reference) and b (kept by the build) can only swap when s(a) >= cut >= s(b) and the
+    build orders them the other way, which needs s(a) - s(b) <= 2 d. Anything else is a real difference.
+    """
+    if int(ref.valid.sum()) != int(got.valid.sum()):
+        return None
+    ref_row = {a: i for i, a in enumerate(ref.anchors[ref.valid].tolist())}
+    got_row = {a: i for i, a in enumerate(got.anchors[got.valid].tolist())}
+    common = sorted(ref_row.keys() & got_row.keys())
+    if common:
+        shift = (ref.proposals[[ref_row[a] for a in common]] - got.proposals[[got_row[a] for a in common]]).abs().max()
+        if float(shift) > max_shift:
+            return None
+    swapped = ref_row.keys() ^ got_row.keys()
+    if not swapped:
+        return 0
+    peak = float(ref.objectness.abs().max())
+    band = 2 * min(float((got.objectness - ref.objectness).abs().max()), max_rel_score * peak)
+    scores = ref.objectness[sorted(swapped)].double()
+    cuts = torch.tensor(ref.cuts, dtype=torch.float64)
+    if not len(cuts) or not bool(((scores[:, None] - cuts[None, :]).abs() <= band).any(dim=1).all()):
+        return None
+    return len(swapped)
 
 
 def _first(first: dict[str, str], key: str) -> str:
