@@ -34,7 +34,6 @@ class ImageRun:
     valid: torch.Tensor  # (K,) bool
     anchors: torch.Tensor  # (K,) int64 the anchor each proposal came from, -1 on padding rows
     objectness: torch.Tensor  # (N,) the stage-1 objectness logits the proposals were chosen by
-    cuts: tuple[float, ...]  # objectness at each top-k cut the proposals went through (`proposal_cuts`)
     labels: tuple[int, ...]  # host step "region_selection"
     proposal_indices: tuple[int, ...]
     packed: tuple[tuple[torch.Tensor, ...], ...]  # host step "question_packing", one per question
@@ -61,25 +60,12 @@ def run_image(pipeline: Pipeline, sample: ParityImage, ranges: RangeRecorder | N
     caption = greedy(traced.graphs.caption, traced.tokenizer, traced.pack(found, "", require_text=False))
     return ImageRun(
         sample.name, traced.detections_of(found), found.tags, proposals, valid, anchors, objectness,
-        proposal_cuts(objectness, anchors, pipeline.level_sizes, tee.rpn.pre_nms_top_n),
         tuple(found.regions.labels.tolist()), tuple(found.regions.proposal_indices.tolist()),
         tuple(traced.pack(found, q).as_tuple() for q in sample.questions),
         tuple(caption.token_ids), traced.tokenizer.decode(list(caption.token_ids)),
         tuple(traced.answer_of(found, q) for q in sample.questions),
         tuple(traced.match_of(found, t) for t in sample.texts), calls,
     )
-
-
-def proposal_cuts(objectness: torch.Tensor, anchors: torch.Tensor, level_sizes: tuple[int, ...],
-                  pre_nms_top_n: int) -> tuple[float, ...]:
-    """The objectness at every top-k cut `select_proposals` made: the `pre_nms_top_n`-th score of each level
-    that has more anchors, and the last kept proposal's score when every one of the K rows is filled (the cut
-    after NMS). Anchors whose scores nearly tie at a cut may swap between two runs that differ by rounding."""
-    cuts = [float(torch.topk(level, pre_nms_top_n).values[-1]) for level in objectness.split(level_sizes)
-            if len(level) > pre_nms_top_n]
-    if bool((anchors >= 0).all()):
-        cuts.append(float(objectness[anchors].min()))
-    return tuple(cuts)
 
 
 # How parity runs one image through a pipeline (reference or build), by model family.

@@ -1,58 +1,64 @@
 """The parity check of the proposals host step (sdk/parity/tasks.py `same_proposals`): two runs keep the same RPN
-proposals up to anchors that swap at a top-k cut where the reference's scores tie within the runs' own
-difference. Cases built by hand: eight disjoint anchors (no NMS suppression), zero deltas, so each proposal is
-its anchor's box and the kept set follows from the scores alone."""
+proposals up to anchors that trade places as near-ties (at a top-k cut, or in an NMS decision between two
+overlapping boxes) whose reference scores lie within the runs' own difference. Cases built by hand: eight
+anchors, disjoint unless a case overlaps two, zero deltas, so each proposal is its anchor's box and the kept set
+follows from the scores alone."""
 
 import torch
 
-from minivlm.parity.reference import ImageRun, proposal_cuts
+from minivlm.parity.reference import ImageRun
 from minivlm.parity.tasks import same_proposals
 from minivlm.python_ref.config import RPNConfig
 from minivlm.python_ref.postprocess import proposal_anchors, select_proposals
 
-ANCHORS = torch.tensor([[8 * i, 0, 8 * i + 6, 6] for i in range(8)], dtype=torch.float32)
+DISJOINT = torch.tensor([[8 * i, 0, 8 * i + 6, 6] for i in range(8)], dtype=torch.float32)
 LEVELS = (6, 2)
 CFG = RPNConfig(pre_nms_top_n=3, post_nms_top_n=5)  # level 0 cut at its 3rd score; 3 + 2 = 5 rows, all filled
 MAX_SHIFT, MAX_REL = 0.5, 1e-4
 TIE = float(torch.tensor(0.3).nextafter(torch.tensor(1.0)))  # 0.3 and the next float32 above it: a near-tie
-REF = [0.9, 0.8, 0.3, TIE, 0.1, 0.0, 0.7, 0.6]  # level 0 keeps anchors 0, 1, 3 (its cut: anchor 3's score)
+REF = [0.9, 0.8, 0.3, TIE, 0.1, 0.0, 0.7, 0.6]  # level 0 keeps anchors 0, 1, 3 (its cut between 3 and 2)
 
 
-def _run(scores, deltas=None):
+def _run(scores, deltas=None, anchors=DISJOINT):
     objectness = torch.tensor(scores, dtype=torch.float32)
     deltas = torch.zeros(8, 4) if deltas is None else deltas
-    boxes, valid = select_proposals(objectness, deltas, ANCHORS, LEVELS, CFG, image_size=64)
-    anchors = proposal_anchors(objectness, deltas, ANCHORS, LEVELS, CFG, image_size=64)
-    return ImageRun("scene", [], (), boxes, valid, anchors, objectness, proposal_cuts(objectness, anchors, LEVELS, 3),
-                    (), (), (), (), "", (), ())
-
-
-def test_the_reference_cuts_and_anchors_by_hand():
-    ref = _run(REF)
-    assert ref.anchors.tolist() == [0, 1, 6, 7, 3]
-    assert ref.cuts == (TIE, TIE)  # level 0's 3rd score; the 5th kept score (every row filled)
+    boxes, valid = select_proposals(objectness, deltas, anchors, LEVELS, CFG, image_size=64)
+    kept = proposal_anchors(objectness, deltas, anchors, LEVELS, CFG, image_size=64)
+    return ImageRun("scene", [], (), boxes, valid, kept, objectness, (), (), (), (), "", (), ())
 
 
 def test_two_anchors_tied_at_the_cut_swapped_by_rounding_count_as_the_same_proposals():
     ref = _run(REF)
     got = _run([0.9, 0.8, TIE, 0.3, 0.1, 0.0, 0.7, 0.6])  # the build rounds anchors 2 and 3 the other way
-    assert got.anchors.tolist() == [0, 1, 6, 7, 2]
+    assert ref.anchors.tolist() == [0, 1, 6, 7, 3] and got.anchors.tolist() == [0, 1, 6, 7, 2]
     assert not torch.equal(ref.proposals, got.proposals)  # box by box they differ (anchor 2's box is not 3's)
+    assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) == 2
+
+
+def test_two_overlapping_anchors_tied_in_nms_swapped_by_rounding_count_as_the_same_proposals():
+    anchors = DISJOINT.clone()
+    anchors[1] = torch.tensor([0, 0, 6, 6.5])  # over anchor 0 [0, 0, 6, 6]: IoU 36 / 39 = 0.92 > 0.7
+    top = float(torch.tensor(0.9).nextafter(torch.tensor(1.0)))
+    ref = _run([top, 0.9, 0.3, TIE, 0.1, 0.0, 0.7, 0.6], anchors=anchors)  # NMS keeps 0, drops 1: far above the cut
+    got = _run([0.9, top, 0.3, TIE, 0.1, 0.0, 0.7, 0.6], anchors=anchors)  # the build keeps 1, drops 0
+    assert 0 in ref.anchors.tolist() and 1 not in ref.anchors.tolist()
+    assert 1 in got.anchors.tolist() and 0 not in got.anchors.tolist()
     assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) == 2
 
 
 def test_the_same_proposals_in_another_order_are_the_same():
     ref = _run(REF)
-    got = _run([0.8, 0.9, 0.3, TIE, 0.1, 0.0, 0.7, 0.6])  # anchors 0 and 1 trade places, both far above the cut
+    got = _run([0.8, 0.9, 0.3, TIE, 0.1, 0.0, 0.7, 0.6])  # anchors 0 and 1 trade places, both kept
+    assert got.anchors.tolist() != ref.anchors.tolist()
     assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) == 0
 
 
-def test_an_anchor_far_below_the_cut_kept_by_the_build_fails():
+def test_an_anchor_tied_with_no_dropped_one_fails():
     ref = _run(REF)
     got = _run([0.9, 0.8, 0.3, TIE, 0.95, 0.0, 0.7, 0.6])  # anchor 4 (0.1, far below the cut) is kept instead of 3
     assert got.anchors.tolist() == [4, 0, 1, 6, 7]
     assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) is None
-    # the same swap with a build whose scores all moved by a tiny amount: anchor 4 still is no tie at the cut
+    # the same swap with a build whose other scores all moved by a tiny amount: 4 still ties with nothing dropped
     close = _run([s + 1e-6 if i != 4 else 0.95 for i, s in enumerate(REF)])
     assert same_proposals(ref, close, MAX_SHIFT, MAX_REL) is None
 
@@ -61,8 +67,8 @@ def test_a_swap_wider_than_the_graph_bound_allows_fails():
     ref = _run([0.9, 0.8, 0.3, 0.3001, 0.1, 0.0, 0.7, 0.6])  # anchors 2 and 3 are 1e-4 apart: no rounding swaps them
     got = _run([0.9, 0.8, 0.3002, 0.3001, 0.1, 0.0, 0.7, 0.6])  # anchor 2 moved by 2e-4 and is kept instead of 3
     assert sorted(set(ref.anchors.tolist()) ^ set(got.anchors.tolist())) == [2, 3]
-    # band = 2 min(2e-4, bound x 0.9): a graph bound of 1e-4 gives 1.8e-4 >= 1e-4 (a build within it may swap
-    # them); one of 1e-5 gives 1.8e-5, and the swap is a real difference
+    # band = 2 min(2e-4, bound x 0.9): a graph bound of 1e-4 gives 1.8e-4 >= 1e-4 (a build within that bound may
+    # swap them); one of 1e-5 gives 1.8e-5, and the swap is a real difference
     assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) == 2
     assert same_proposals(ref, got, MAX_SHIFT, 1e-5) is None
 
