@@ -34,6 +34,7 @@ class ImageRun:
     valid: torch.Tensor  # (K,) bool
     anchors: torch.Tensor  # (K,) int64 the anchor each proposal came from, -1 on padding rows
     objectness: torch.Tensor  # (N,) the stage-1 objectness logits the proposals were chosen by
+    deltas: torch.Tensor  # (N, 4) the stage-1 box deltas
     labels: tuple[int, ...]  # host step "region_selection"
     proposal_indices: tuple[int, ...]
     packed: tuple[tuple[torch.Tensor, ...], ...]  # host step "question_packing", one per question
@@ -42,6 +43,8 @@ class ImageRun:
     answers: tuple[str, ...]
     match: tuple[float, ...]
     calls: dict[str, list[Call]] = field(repr=False, default_factory=dict)
+    # (objectness, deltas) -> (boxes, valid, anchors): this run's proposal step on other graph outputs
+    choose_proposals: Callable | None = field(repr=False, default=None)
 
 
 @torch.no_grad()
@@ -59,12 +62,14 @@ def run_image(pipeline: Pipeline, sample: ParityImage, ranges: RangeRecorder | N
     anchors = proposal_anchors(objectness, deltas, pipeline.anchors, pipeline.level_sizes, tee.rpn, tee.image_size)
     caption = greedy(traced.graphs.caption, traced.tokenizer, traced.pack(found, "", require_text=False))
     return ImageRun(
-        sample.name, traced.detections_of(found), found.tags, proposals, valid, anchors, objectness,
+        sample.name, traced.detections_of(found), found.tags, proposals, valid, anchors, objectness, deltas,
         tuple(found.regions.labels.tolist()), tuple(found.regions.proposal_indices.tolist()),
         tuple(traced.pack(found, q).as_tuple() for q in sample.questions),
         tuple(caption.token_ids), traced.tokenizer.decode(list(caption.token_ids)),
         tuple(traced.answer_of(found, q) for q in sample.questions),
         tuple(traced.match_of(found, t) for t in sample.texts), calls,
+        lambda o, d: (*select_proposals(o, d, pipeline.anchors, pipeline.level_sizes, tee.rpn, tee.image_size),
+                      proposal_anchors(o, d, pipeline.anchors, pipeline.level_sizes, tee.rpn, tee.image_size)),
     )
 
 

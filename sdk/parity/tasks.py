@@ -121,33 +121,26 @@ def score_bound(tol: Tolerance) -> float:
 
 
 def same_proposals(ref: ImageRun, got: ImageRun, max_shift: float, max_rel_score: float) -> int | None:
-    """The same RPN proposals, compared by the anchor each came from: as many kept, each anchor kept by both
-    within `max_shift` px of the reference's box, and the anchors kept by one run only paired off, one kept by
-    each run, as near-ties. Returns how many anchors were swapped, or None when the proposals differ.
+    """The same RPN proposals up to near-ties: the build's proposals are what the reference's own proposal step
+    chooses from the reference's boxes (its deltas) with scores within the graph bound of the reference's.
+    Returns how many anchors differ from the reference's (swapped as near-ties), or None when they differ else.
 
-    Two anchors a (kept by the reference) and b (kept by the build) trade places only when the build orders them
-    the other way, at a top-k cut or as an NMS decision between two overlapping boxes: s(a) >= s(b) in the
-    reference, the other way in the build, so s(a) - s(b) <= 2 d, d the largest difference between the two runs'
-    objectness on this image (capped at `max_rel_score` x the reference's peak, the graph bound). Pairing the
-    reference scores of both sides in sorted order minimises the largest gap, so the proposals agree iff that
-    pairing keeps every gap within 2 d. An untrained model's near-equal scores need this; a box moved, or an
-    anchor kept whose score ties none of the dropped ones, is a real difference.
+    The witness scores are the build's objectness clipped to the reference's +- `max_rel_score` x its peak. With
+    an untrained model's near-equal scores, rounding reorders anchors at a top-k cut or in NMS (and what a swapped
+    NMS winner suppresses next), so tens of anchors differ while every detection agrees; the witness, chosen by
+    the reference's code on the reference's boxes, must then keep exactly the build's anchors in the build's
+    order, and every build box must be within `max_shift` px of the witness's. A build whose scores leave the
+    bound, whose boxes move, or whose host step differs yields other anchors or boxes and fails.
     """
-    if int(ref.valid.sum()) != int(got.valid.sum()):
+    assert ref.choose_proposals is not None, "a reference run records its proposal step"
+    cap = max_rel_score * float(ref.objectness.abs().max())
+    witness = torch.minimum(torch.maximum(got.objectness, ref.objectness - cap), ref.objectness + cap)
+    boxes, valid, anchors = ref.choose_proposals(witness, ref.deltas)
+    if not (torch.equal(valid, got.valid) and torch.equal(anchors, got.anchors)):
         return None
-    ref_row = {a: i for i, a in enumerate(ref.anchors[ref.valid].tolist())}
-    got_row = {a: i for i, a in enumerate(got.anchors[got.valid].tolist())}
-    common = sorted(ref_row.keys() & got_row.keys())
-    if common:
-        shift = (ref.proposals[[ref_row[a] for a in common]] - got.proposals[[got_row[a] for a in common]]).abs().max()
-        if float(shift) > max_shift:
-            return None
-    dropped, added = sorted(ref_row.keys() - got_row.keys()), sorted(got_row.keys() - ref_row.keys())
-    if not dropped:
-        return 0
-    band = 2 * min(float((got.objectness - ref.objectness).abs().max()), max_rel_score * float(ref.objectness.abs().max()))
-    gaps = ref.objectness[dropped].double().sort().values - ref.objectness[added].double().sort().values
-    return 2 * len(dropped) if float(gaps.abs().max()) <= band else None
+    if float((boxes - got.proposals).abs().max()) > max_shift:
+        return None
+    return len(set(ref.anchors[ref.valid].tolist()) ^ set(got.anchors[got.valid].tolist()))
 
 
 def _first(first: dict[str, str], key: str) -> str:

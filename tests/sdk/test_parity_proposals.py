@@ -1,8 +1,8 @@
-"""The parity check of the proposals host step (sdk/parity/tasks.py `same_proposals`): two runs keep the same RPN
-proposals up to anchors that trade places as near-ties (at a top-k cut, or in an NMS decision between two
-overlapping boxes) whose reference scores lie within the runs' own difference. Cases built by hand: eight
-anchors, disjoint unless a case overlaps two, zero deltas, so each proposal is its anchor's box and the kept set
-follows from the scores alone."""
+"""The parity check of the proposals host step (sdk/parity/tasks.py `same_proposals`): the build's proposals must be
+what the reference's proposal step keeps from the reference's boxes with scores within the graph bound of the
+reference's, so anchors may trade places only as near-ties (at a top-k cut, or in an NMS decision between two
+overlapping boxes). Cases built by hand: eight anchors, disjoint unless a case overlaps two, zero deltas, so each
+proposal is its anchor's box and the kept set follows from the scores alone."""
 
 import torch
 
@@ -19,12 +19,16 @@ TIE = float(torch.tensor(0.3).nextafter(torch.tensor(1.0)))  # 0.3 and the next 
 REF = [0.9, 0.8, 0.3, TIE, 0.1, 0.0, 0.7, 0.6]  # level 0 keeps anchors 0, 1, 3 (its cut between 3 and 2)
 
 
-def _run(scores, deltas=None, anchors=DISJOINT):
+def _run(scores, deltas=None, anchors=DISJOINT, cfg=CFG):
     objectness = torch.tensor(scores, dtype=torch.float32)
     deltas = torch.zeros(8, 4) if deltas is None else deltas
-    boxes, valid = select_proposals(objectness, deltas, anchors, LEVELS, CFG, image_size=64)
-    kept = proposal_anchors(objectness, deltas, anchors, LEVELS, CFG, image_size=64)
-    return ImageRun("scene", [], (), boxes, valid, kept, objectness, (), (), (), (), "", (), ())
+
+    def choose(o, d):
+        return (*select_proposals(o, d, anchors, LEVELS, cfg, image_size=64),
+                proposal_anchors(o, d, anchors, LEVELS, cfg, image_size=64))
+
+    boxes, valid, kept = choose(objectness, deltas)
+    return ImageRun("scene", [], (), boxes, valid, kept, objectness, deltas, (), (), (), (), "", (), (), {}, choose)
 
 
 def test_two_anchors_tied_at_the_cut_swapped_by_rounding_count_as_the_same_proposals():
@@ -46,19 +50,28 @@ def test_two_overlapping_anchors_tied_in_nms_swapped_by_rounding_count_as_the_sa
     assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) == 2
 
 
-def test_the_same_proposals_in_another_order_are_the_same():
+def test_kept_anchors_reordered_by_scores_beyond_the_bound_fail():
     ref = _run(REF)
-    got = _run([0.8, 0.9, 0.3, TIE, 0.1, 0.0, 0.7, 0.6])  # anchors 0 and 1 trade places, both kept
-    assert got.anchors.tolist() != ref.anchors.tolist()
-    assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) == 0
+    got = _run([0.8, 0.9, 0.3, TIE, 0.1, 0.0, 0.7, 0.6])  # anchors 0 and 1 trade places: scores moved by 0.1
+    assert sorted(got.anchors.tolist()) == sorted(ref.anchors.tolist())
+    assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) is None
 
 
-def test_an_anchor_tied_with_no_dropped_one_fails():
+def test_a_build_whose_nms_differs_fails():
+    anchors = DISJOINT.clone()
+    anchors[1] = torch.tensor([0, 0, 6, 6.5])  # over anchor 0: IoU 0.92
+    ref = _run(REF, anchors=anchors)
+    got = _run(REF, anchors=anchors, cfg=RPNConfig(pre_nms_top_n=3, post_nms_top_n=5, nms_threshold=0.95))
+    assert 1 in got.anchors.tolist() and 1 not in ref.anchors.tolist()  # same scores, a laxer NMS keeps both
+    assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) is None
+
+
+def test_an_anchor_far_below_the_cut_kept_by_the_build_fails():
     ref = _run(REF)
     got = _run([0.9, 0.8, 0.3, TIE, 0.95, 0.0, 0.7, 0.6])  # anchor 4 (0.1, far below the cut) is kept instead of 3
     assert got.anchors.tolist() == [4, 0, 1, 6, 7]
     assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) is None
-    # the same swap with a build whose other scores all moved by a tiny amount: 4 still ties with nothing dropped
+    # the same swap with a build whose other scores all moved by a tiny amount: 4 is still far below the cut
     close = _run([s + 1e-6 if i != 4 else 0.95 for i, s in enumerate(REF)])
     assert same_proposals(ref, close, MAX_SHIFT, MAX_REL) is None
 
@@ -67,10 +80,10 @@ def test_a_swap_wider_than_the_graph_bound_allows_fails():
     ref = _run([0.9, 0.8, 0.3, 0.3001, 0.1, 0.0, 0.7, 0.6])  # anchors 2 and 3 are 1e-4 apart: no rounding swaps them
     got = _run([0.9, 0.8, 0.3002, 0.3001, 0.1, 0.0, 0.7, 0.6])  # anchor 2 moved by 2e-4 and is kept instead of 3
     assert sorted(set(ref.anchors.tolist()) ^ set(got.anchors.tolist())) == [2, 3]
-    # band = 2 min(2e-4, bound x 0.9): a graph bound of 1e-4 gives 1.8e-4 >= 1e-4 (a build within that bound may
-    # swap them); one of 1e-5 gives 1.8e-5, and the swap is a real difference
-    assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) == 2
-    assert same_proposals(ref, got, MAX_SHIFT, 1e-5) is None
+    # the witness moves anchor 2 by at most bound x peak (0.9): 9e-5 < 1e-4 with the fp32 bound, so it keeps 3;
+    # a bound of 1e-3 (9e-4) would allow the build's scores, and then its proposals
+    assert same_proposals(ref, got, MAX_SHIFT, MAX_REL) is None
+    assert same_proposals(ref, got, MAX_SHIFT, 1e-3) == 2
 
 
 def test_a_kept_box_moved_by_more_than_half_a_pixel_fails():
