@@ -105,6 +105,28 @@ def select_proposals(objectness: torch.Tensor, deltas: torch.Tensor, anchors: to
     `min_box_size`, NMS at `nms_threshold`; then the best `post_nms_top_n` over all levels by objectness.
     Returns boxes (post_nms_top_n, 4) float32 and valid (post_nms_top_n,) bool; padding rows are zero boxes.
     """
+    boxes, _ = _kept_proposals(objectness, deltas, anchors, level_sizes, rpn_cfg, image_size)
+    k = rpn_cfg.post_nms_top_n
+    out = torch.zeros(k, 4, dtype=torch.float32)
+    out[: len(boxes)] = boxes.to(torch.float32)
+    valid = torch.arange(k) < len(boxes)
+    return out, valid
+
+
+def proposal_anchors(objectness: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor,
+                     level_sizes: tuple[int, ...], rpn_cfg: RPNConfig, image_size: int) -> torch.Tensor:
+    """The anchor (index into the N anchors) each row of `select_proposals` came from: (post_nms_top_n,) int64,
+    -1 on padding rows. Parity compares two runs' proposals by anchor (a near-tie may swap two at a cut)."""
+    _, index = _kept_proposals(objectness, deltas, anchors, level_sizes, rpn_cfg, image_size)
+    out = torch.full((rpn_cfg.post_nms_top_n,), -1, dtype=torch.int64)
+    out[: len(index)] = index
+    return out
+
+
+def _kept_proposals(objectness: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor,
+                    level_sizes: tuple[int, ...], rpn_cfg: RPNConfig,
+                    image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`select_proposals` before padding: the kept boxes (M, 4) and their anchors' indices (M,), best first."""
     n = int(sum(level_sizes))
     if objectness.shape != (n,) or deltas.shape != (n, 4) or anchors.shape != (n, 4):
         raise InputError(
@@ -112,23 +134,22 @@ def select_proposals(objectness: torch.Tensor, deltas: torch.Tensor, anchors: to
             f"expected ({n},), ({n}, 4), ({n}, 4) for level sizes {tuple(level_sizes)}"
         )
     coder = BoxCoder(rpn_cfg.box_coder_weights)
-    boxes_per_level, scores_per_level = [], []
+    boxes_per_level, scores_per_level, index_per_level = [], [], []
+    first = 0
     for level_scores, level_deltas, level_anchors in zip(objectness.split(level_sizes), deltas.split(level_sizes),
                                                          anchors.split(level_sizes)):
         top = _stable_descending(level_scores)[: rpn_cfg.pre_nms_top_n]
         boxes = clip_boxes(coder.decode(level_deltas[top], level_anchors[top]), image_size, image_size)
         wide = (boxes[:, 2] - boxes[:, 0] >= rpn_cfg.min_box_size) & (boxes[:, 3] - boxes[:, 1] >= rpn_cfg.min_box_size)
-        boxes, scores = boxes[wide], level_scores[top][wide]
+        boxes, scores, index = boxes[wide], level_scores[top][wide], top[wide] + first
         keep = nms(boxes, scores, rpn_cfg.nms_threshold)
         boxes_per_level.append(boxes[keep])
         scores_per_level.append(scores[keep])
+        index_per_level.append(index[keep])
+        first += len(level_scores)
     boxes, scores = torch.cat(boxes_per_level), torch.cat(scores_per_level)
     best = _stable_descending(scores)[: rpn_cfg.post_nms_top_n]  # ties: lower level, then lower anchor
-    k = rpn_cfg.post_nms_top_n
-    out = torch.zeros(k, 4, dtype=torch.float32)
-    out[: len(best)] = boxes[best].to(torch.float32)
-    valid = torch.arange(k) < len(best)
-    return out, valid
+    return boxes[best], torch.cat(index_per_level)[best]
 
 
 @dataclass(frozen=True)

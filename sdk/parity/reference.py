@@ -17,7 +17,7 @@ from minivlm.loading import ReferencePipeline
 from minivlm.python_ref.families import family_of
 from minivlm.python_ref.generate import greedy
 from minivlm.python_ref.pipeline import Detection, Pipeline
-from minivlm.python_ref.postprocess import select_proposals
+from minivlm.python_ref.postprocess import proposal_anchors, select_proposals
 
 from .efficientvlm_run import run_efficientvlm_image
 from .images import ParityImage, parity_images
@@ -32,6 +32,9 @@ class ImageRun:
     tags: tuple[str, ...]
     proposals: torch.Tensor  # (K, 4) kept RPN proposals (host step "proposals")
     valid: torch.Tensor  # (K,) bool
+    anchors: torch.Tensor  # (K,) int64 the anchor each proposal came from, -1 on padding rows
+    objectness: torch.Tensor  # (N,) the stage-1 objectness logits the proposals were chosen by
+    deltas: torch.Tensor  # (N, 4) the stage-1 box deltas
     labels: tuple[int, ...]  # host step "region_selection"
     proposal_indices: tuple[int, ...]
     packed: tuple[tuple[torch.Tensor, ...], ...]  # host step "question_packing", one per question
@@ -40,6 +43,8 @@ class ImageRun:
     answers: tuple[str, ...]
     match: tuple[float, ...]
     calls: dict[str, list[Call]] = field(repr=False, default_factory=dict)
+    # (objectness, deltas) -> (boxes, valid, anchors): this run's proposal step on other graph outputs
+    choose_proposals: Callable | None = field(repr=False, default=None)
 
 
 @torch.no_grad()
@@ -52,16 +57,19 @@ def run_image(pipeline: Pipeline, sample: ParityImage, ranges: RangeRecorder | N
     tee = pipeline.cfg.tee
     found = traced.regions(sample.image)
     (_,), stage1 = calls["tee_stage1"][0]
-    proposals, valid = select_proposals(stage1[-2][0], stage1[-1][0], pipeline.anchors, pipeline.level_sizes, tee.rpn,
-                                        tee.image_size)
+    objectness, deltas = stage1[-2][0], stage1[-1][0]
+    proposals, valid = select_proposals(objectness, deltas, pipeline.anchors, pipeline.level_sizes, tee.rpn, tee.image_size)
+    anchors = proposal_anchors(objectness, deltas, pipeline.anchors, pipeline.level_sizes, tee.rpn, tee.image_size)
     caption = greedy(traced.graphs.caption, traced.tokenizer, traced.pack(found, "", require_text=False))
     return ImageRun(
-        sample.name, traced.detections_of(found), found.tags, proposals, valid,
+        sample.name, traced.detections_of(found), found.tags, proposals, valid, anchors, objectness, deltas,
         tuple(found.regions.labels.tolist()), tuple(found.regions.proposal_indices.tolist()),
         tuple(traced.pack(found, q).as_tuple() for q in sample.questions),
         tuple(caption.token_ids), traced.tokenizer.decode(list(caption.token_ids)),
         tuple(traced.answer_of(found, q) for q in sample.questions),
         tuple(traced.match_of(found, t) for t in sample.texts), calls,
+        lambda o, d: (*select_proposals(o, d, pipeline.anchors, pipeline.level_sizes, tee.rpn, tee.image_size),
+                      proposal_anchors(o, d, pipeline.anchors, pipeline.level_sizes, tee.rpn, tee.image_size)),
     )
 
 

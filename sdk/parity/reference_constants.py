@@ -7,7 +7,8 @@
   lifted scalars, masks, position ids); layout-only ops (view, permute, transpose, ...) keep their source's name;
   and the constant part of a re-associated sum, `(x + a) + b` -> `a + b` (`_reassociated_sum`);
 - each convolution followed by an inference BatchNorm, folded as converters fold it (`torch.nn.utils.fusion
-  .fuse_conv_bn_weights`): the weight and bias a build stores instead of the raw four BN vectors.
+  .fuse_conv_bn_weights`): the weight and bias a build stores instead of the raw four BN vectors; the folded
+  bias comes from the convolution's own bias too, when it has one (the BiFPN's pointwise convolutions).
 Each entry knows the parameters it comes from (`sources`), so an audit can say which weights a build covers.
 """
 
@@ -173,6 +174,12 @@ def _fold_batch_norm(node, env) -> list[tuple[str, np.ndarray, set[str]]]:
     gamma, beta, mean, var = (env[a.name][0] for a in bn)
     with torch.no_grad():
         fw, fb = fuse_conv_bn_weights(w, b, mean, var, eps, gamma, beta)
-    sources = set().union(env[weight.name][1], *(env[a.name][1] for a in bn))
+    # The folded weight is w * gamma / sqrt(var + eps); the folded bias (b - mean) * gamma / sqrt(var + eps) + beta
+    # also carries the convolution's own bias (the BiFPN's pointwise convolutions have one), which no stored
+    # constant holds on its own once folded.
+    conv_bias = env[bias.name][1] if b is not None else set()
+    gamma_var = env[bn[0].name][1] | env[bn[3].name][1]
+    mean_beta = env[bn[1].name][1] | env[bn[2].name][1]
     name = env[weight.name][2]
-    return [(f"batch-norm-folded {name}", _numpy(fw), sources), (f"batch-norm-folded bias of {name}", _numpy(fb), sources)]
+    return [(f"batch-norm-folded {name}", _numpy(fw), env[weight.name][1] | gamma_var),
+            (f"batch-norm-folded bias of {name}", _numpy(fb), conv_bias | gamma_var | mean_beta)]

@@ -63,8 +63,9 @@ def host_and_task_checks(runs: list[tuple[ImageRun, ImageRun]], tol: Tolerance) 
         total += len(ref.detections) + len(got.detections)
         score_diffs += [abs(ref.detections[i].score - got.detections[j].score) for i, j, _ in pairs]
         match_diffs += [abs(a - b) for a, b in zip(ref.match, got.match)]
+        swapped = same_proposals(ref, got, tol.proposal_max_shift.value, score_bound(tol))
         flags = {
-            "proposals": _same_proposals(ref, got, tol.proposal_max_shift.value),
+            "proposals": swapped is not None,
             "region_selection": ref.labels == got.labels and ref.proposal_indices == got.proposal_indices,
             "question_packing": len(ref.packed) == len(got.packed) and all(
                 all(torch.equal(a, b) for a, b in zip(pr, pg) if not a.is_floating_point()) for pr, pg in zip(ref.packed, got.packed)),
@@ -90,6 +91,7 @@ def host_and_task_checks(runs: list[tuple[ImageRun, ImageRun]], tol: Tolerance) 
             "answers": {"reference": list(ref.answers), "build": list(got.answers)},
             "match": {"reference": list(ref.match), "build": list(got.match)},
             "host_steps_identical": {k: flags[k] for k in ("proposals", "region_selection", "question_packing")},
+            "proposals_swapped": swapped,
         })
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     checks = [
@@ -112,9 +114,33 @@ def host_and_task_checks(runs: list[tuple[ImageRun, ImageRun]], tol: Tolerance) 
     return checks, per_image
 
 
-def _same_proposals(ref: ImageRun, got: ImageRun, max_shift: float) -> bool:
-    """The same RPN proposals kept, in the same order: the valid rows agree and each box is within `max_shift` px."""
-    return bool(torch.equal(ref.valid, got.valid)) and float((ref.proposals - got.proposals).abs().max()) <= max_shift
+def score_bound(tol: Tolerance) -> float:
+    """How far a build's objectness may be from the reference's, relative to its peak: the row's per-graph
+    max-abs bound (fp32), else no bound (the proposals step is judged only in fp32)."""
+    return tol.graph_max_abs.value if tol.graph_max_abs is not None else float("inf")
+
+
+def same_proposals(ref: ImageRun, got: ImageRun, max_shift: float, max_rel_score: float) -> int | None:
+    """The same RPN proposals up to near-ties: the build's proposals are what the reference's own proposal step
+    chooses from the reference's boxes (its deltas) with scores within the graph bound of the reference's.
+    Returns how many anchors differ from the reference's (swapped as near-ties), or None when they differ else.
+
+    The witness scores are the build's objectness clipped to the reference's +- `max_rel_score` x its peak. With
+    an untrained model's near-equal scores, rounding reorders anchors at a top-k cut or in NMS (and what a swapped
+    NMS winner suppresses next), so tens of anchors differ while every detection agrees; the witness, chosen by
+    the reference's code on the reference's boxes, must then keep exactly the build's anchors in the build's
+    order, and every build box must be within `max_shift` px of the witness's. A build whose scores leave the
+    bound, whose boxes move, or whose host step differs yields other anchors or boxes and fails.
+    """
+    assert ref.choose_proposals is not None, "a reference run records its proposal step"
+    cap = max_rel_score * float(ref.objectness.abs().max())
+    witness = torch.minimum(torch.maximum(got.objectness, ref.objectness - cap), ref.objectness + cap)
+    boxes, valid, anchors = ref.choose_proposals(witness, ref.deltas)
+    if not (torch.equal(valid, got.valid) and torch.equal(anchors, got.anchors)):
+        return None
+    if float((boxes - got.proposals).abs().max()) > max_shift:
+        return None
+    return len(set(ref.anchors[ref.valid].tolist()) ^ set(got.anchors[got.valid].tolist()))
 
 
 def _first(first: dict[str, str], key: str) -> str:

@@ -80,6 +80,7 @@ class AuditResult:
     duplicates: list[str] = field(default_factory=list)
     duplicates_fail: bool = False
     missing: list[str] = field(default_factory=list)
+    covered: set[str] = field(default_factory=set)  # reference parameters some matched constant comes from
     worst_error: float = 0.0
     worst_where: str = ""
 
@@ -148,7 +149,7 @@ def audit(stored: list[StoredConstant], refs: dict[str, RefTensor], *, one_weigh
     for names, ms in copies.items():
         if len(ms) > len(names):
             result.duplicates.append(f"{sorted(names)[0]} x{len(ms)} ({', '.join(m.stored.where for m in ms)})")
-    covered = set().union(*(refs[n].sources for m in matches for n in m.refs)) if matches else set()
+    covered = result.covered = set().union(*(refs[n].sources for m in matches for n in m.refs)) if matches else set()
     # An all-zero or all-one reference tensor (an untrained bias or LayerNorm scale) may be dropped by a
     # converter (an add of zero, a multiply by one): nothing needs storing.
     result.missing = sorted(r.name for r in refs.values() if not r.derived and r.graphs and r.name not in covered

@@ -13,8 +13,8 @@ from minivlm.python_ref.errors import ConfigError
 from minivlm.errors import InputError
 from minivlm.python_ref.config import RoIHeadConfig, RPNConfig
 from minivlm.python_ref.losses import match
-from minivlm.python_ref.postprocess import (Regions, batched_nms, box_iou, nms, region_geometry, region_tokens,
-                                            select_proposals, select_regions)
+from minivlm.python_ref.postprocess import (Regions, batched_nms, box_iou, nms, proposal_anchors, region_geometry,
+                                            region_tokens, select_proposals, select_regions)
 
 
 def _naive_iou(a, b) -> float:
@@ -176,6 +176,12 @@ def test_select_proposals_by_hand():
     assert torch.equal(boxes, want)
     assert valid.tolist() == [True, True, True, False]
     assert boxes.dtype == torch.float32 and valid.dtype == torch.bool
+
+
+def test_proposal_anchors_by_hand():
+    cfg = RPNConfig(pre_nms_top_n=2, nms_threshold=0.5, post_nms_top_n=4, min_box_size=1.0)
+    # the rows of test_select_proposals_by_hand: anchor 1 (3.0), anchor 3 (2.5, clipped), anchor 2 (2.0), padding
+    assert proposal_anchors(*_proposal_case(), cfg, image_size=64).tolist() == [1, 3, 2, -1]
 
 
 def test_select_proposals_nms_and_truncation():

@@ -3,8 +3,10 @@ scales, duplicates, the small-constant rule. Expected int8 values come from nump
 here, not from the code under test."""
 
 import numpy as np
+import torch
 
-from minivlm.parity.reference_constants import RefTensor
+from minivlm.parity.reference_constants import RefTensor, reference_tensors
+from minivlm.python_ref.bifpn import SeparableConvBN
 from minivlm.parity.stored_constants import StoredConstant, dequantized
 from minivlm.parity.weight_audit import SMALL, audit
 
@@ -87,3 +89,46 @@ def test_small_untraced_constants_are_counted_not_failed_and_derived_constants_g
     result = audit([shape_operand, _fp32(folded)], refs, one_weights_file=False)
     assert result.passed and result.untraced_bytes == 16 and result.matched == 1
     assert not audit([_fp32(w * 1.001)], refs, one_weights_file=False).passed
+
+
+class _SeparableConv(torch.nn.Module):
+    """The BiFPN's separable convolution (depthwise 3x3 -> pointwise 1x1 with bias -> BN) at the paper's width,
+    with BN statistics a trained model would have."""
+
+    def __init__(self, channels=SMALL):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = SeparableConvBN(channels, bn_eps=1e-3)
+        bn = self.conv.bn
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            self.conv.conv_pw.bias.normal_()
+
+    def forward(self, x):
+        return (self.conv(x),)
+
+    def example_inputs(self, batch):
+        return (torch.randn(batch, self.conv.conv_pw.in_channels, 8, 8),)
+
+
+def test_a_pointwise_conv_bias_folded_through_its_batch_norm_is_traced_and_one_dropped_fails():
+    model = _SeparableConv().eval()
+    refs = reference_tensors(model, {"g": model}, {"g": 1})
+    c = model.conv
+    w, b = c.conv_pw.weight.detach().double().numpy(), c.conv_pw.bias.detach().double().numpy()
+    gamma, beta, mean, var = (t.detach().double().numpy() for t in (c.bn.weight, c.bn.bias, c.bn.running_mean, c.bn.running_var))
+    scale = gamma / np.sqrt(var + 1e-3)  # the fold written out here in float64, as a converter folds it
+    folded_w = (w * scale[:, None, None, None]).astype(np.float32).transpose(0, 2, 3, 1)  # OHWI, as TFLite stores it
+    folded_b = ((b - mean) * scale + beta).astype(np.float32)
+    dw = c.conv_dw.weight.detach().numpy().transpose(1, 2, 3, 0)  # depthwise 1HWC
+    result = audit([_fp32(dw, "f buffer 1"), _fp32(folded_w, "f buffer 2"), _fp32(folded_b, "f buffer 3")], refs,
+                   one_weights_file=True)
+    assert result.passed and not result.unmatched and not result.missing, result.reason()
+    # the BN folded without the convolution's bias: the bias is lost, and the stored one traces to nothing
+    dropped = ((0 - mean) * scale + beta).astype(np.float32)
+    result = audit([_fp32(dw, "f buffer 1"), _fp32(folded_w, "f buffer 2"), _fp32(dropped, "f buffer 3")], refs,
+                   one_weights_file=True)
+    assert not result.passed and "f buffer 3" in result.reason() and "conv.conv_pw.bias" in result.missing

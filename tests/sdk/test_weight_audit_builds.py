@@ -48,3 +48,12 @@ def test_edited_word_embeddings_with_a_rehashed_manifest_fail_the_audit(request,
     assert f"nearest fusion.encoder.embeddings.word_embeddings.weight: {edited} of" in reason, reason
     row = audit_check(result)
     assert row.status == "FAIL" and row.where == reason
+
+
+@pytest.mark.parametrize("fixture", ["tiny_tflite_build", "tiny_executorch_build"])
+def test_every_bifpn_pointwise_bias_is_traced_through_its_folded_batch_norm(request, tiny_reference, fixture):
+    # The tiny BiFPN is the paper's (depthwise -> pointwise with bias -> BN) at 16 channels, below the audit's
+    # SMALL, so a bias left untraced would not fail the audit here: each must be covered by a matched constant.
+    result = _audit(request.getfixturevalue(fixture).path, tiny_reference)
+    biases = [n for n, _ in tiny_reference.pipeline.model.named_parameters() if n.endswith("conv_pw.bias")]
+    assert biases and not [n for n in biases if n not in result.covered]
