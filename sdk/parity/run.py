@@ -47,7 +47,7 @@ from .reference import ReferenceRun, run_image_of, run_reference
 from .report import ParityReport, write_report
 from .statistics import ErrorStats
 from .tasks import host_and_task_checks
-from .weight_audit import AUDITED_TARGETS, AuditResult, audit_build, audit_check
+from .weight_audit import AuditResult, audit_build, audit_check, not_audited
 
 # The host-step and task rows of a build, by model family: (reference run, build run) per image -> rows, per image JSON.
 TASK_CHECKS = {"minivlm": host_and_task_checks, "efficientvlm": efficientvlm_task_checks}
@@ -79,12 +79,12 @@ def check_parity(build: str | Path, ref: ReferenceRun, *, progress: Callable[[It
     checks = [structural("build", "files", f"sha256 of {len(manifest['files'])} files", True, "= manifest", "")]
     not_checked: list[str] = []
     audit: AuditResult | None = None
-    if manifest["target"] in AUDITED_TARGETS:
+    if (why := not_audited(manifest)) is None:
         pipe = ref.reference.pipeline
         audit = audit_build(folder, manifest, pipe.model, pipe.graphs.modules())
         checks.append(audit_check(audit))
     else:
-        not_checked.append(f"weight audit: {manifest['target']} builds have no constant reader yet (weight_audit.py)")
+        not_checked.append(f"weight audit: {why}")
     range_report = None
     if manifest["target"] == "coreml":
         checks += coreml_spec_checks(folder, manifest)

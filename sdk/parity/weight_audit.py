@@ -41,6 +41,8 @@ from .reference_constants import RefTensor
 from .stored_constants import StoredConstant
 
 AUDITED_TARGETS = ("tflite", "executorch", "coreai")
+# ExecuTorch delegates whose payloads the reader understands (`portable`: no delegate, the program's own constants).
+AUDITED_EXECUTORCH_DELEGATES = ("xnnpack", "portable")
 SMALL = 64  # elements; below this an untraced constant is counted, not failed
 DERIVED_ULPS = 16  # float32 ulps a converter's own arithmetic may move a derived constant
 SCALED_ULPS = 64  # float32 ulps for a weight times a derived scalar (`_scaled_match`)
@@ -314,6 +316,17 @@ def _is_fill_values(values: np.ndarray) -> bool:
 def one_weights_file(manifest: dict) -> bool:
     """True when the build keeps one copy of the weights by layout: a shared `weights_file`, or one graph file."""
     return bool(manifest.get("weights_file")) or len({e["file"] for e in manifest["graphs"].values()}) == 1
+
+
+def not_audited(manifest: dict) -> str | None:
+    """Why the build cannot be audited here (a `not checked` line of the parity report), or None."""
+    if manifest["target"] not in AUDITED_TARGETS:
+        return f"{manifest['target']} builds have no constant reader yet (weight_audit.py)"
+    delegate = manifest.get("delegate")
+    if manifest["target"] == "executorch" and delegate not in AUDITED_EXECUTORCH_DELEGATES:
+        return (f"the executorch {delegate} delegate keeps its weights inside its own payloads, which the audit's "
+                "reader does not open (executorch_constants.py)")
+    return None
 
 
 def read_constants(folder: Path, manifest: dict) -> list[StoredConstant]:

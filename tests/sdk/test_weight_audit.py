@@ -8,7 +8,7 @@ import torch
 from minivlm.parity.reference_constants import RefTensor, reference_tensors
 from minivlm.python_ref.bifpn import SeparableConvBN
 from minivlm.parity.stored_constants import StoredConstant, dequantized
-from minivlm.parity.weight_audit import SMALL, audit
+from minivlm.parity.weight_audit import SMALL, audit, not_audited
 
 RNG = np.random.default_rng(0)
 
@@ -132,3 +132,13 @@ def test_a_pointwise_conv_bias_folded_through_its_batch_norm_is_traced_and_one_d
     result = audit([_fp32(dw, "f buffer 1"), _fp32(folded_w, "f buffer 2"), _fp32(dropped, "f buffer 3")], refs,
                    one_weights_file=True)
     assert not result.passed and "f buffer 3" in result.reason() and "conv.conv_pw.bias" in result.missing
+
+
+def test_builds_whose_weights_the_audit_cannot_open_are_not_checked_rather_than_failed():
+    # The ExecuTorch Core ML delegate keeps its weights inside Core ML payloads, which no reader here opens: the
+    # audit would find none of them and fail a correct build, so parity lists it as not checked instead.
+    assert not_audited({"target": "executorch", "delegate": "xnnpack"}) is None
+    assert not_audited({"target": "executorch", "delegate": "portable"}) is None
+    assert not_audited({"target": "tflite", "delegate": "xnnpack"}) is None
+    assert "coreml delegate" in not_audited({"target": "executorch", "delegate": "coreml"})
+    assert "coreml builds have no constant reader" in not_audited({"target": "coreml", "delegate": None})
