@@ -22,7 +22,7 @@ from minivlm.training.vlm_settings import VLMTrainSettings
 
 # Every stage name a run can have, in a fixed order: its index seeds the stage's steps. MiniVLM's stages come
 # first, so their seeds are those of runs made before EfficientVLM's stage existed.
-SEEDED_STAGES = (*STAGES, "vlm", "vlm-vision")
+SEEDED_STAGES = (*STAGES, "vlm", "vlm-vision", "prune")
 
 log = logging.getLogger(__name__)
 
