@@ -100,7 +100,7 @@ def load_prunable(model: str) -> tuple[EfficientVLM, dict[str, str]]:
     from minivlm.loading import bundled_weights, load
 
     loaded = load(model)
-    net = getattr(loaded, "model", None)
+    net = loaded.pipeline.model
     if not isinstance(net, EfficientVLM):
         raise ConfigError(f"{model!r} is not an EfficientVLM; `minivlm prune` prunes EfficientVLM models")
     path = Path(model) if Path(model).suffix == ".safetensors" else bundled_weights(model)
@@ -174,7 +174,7 @@ def prune_run(settings: PruneSettings, workdir: str | Path, *, progress: bool = 
     load_checkpoint(ckpt, objective, None)
     if rank == 0:
         pruned = prune(model.eval(), gates.deterministic())
-        expected = float(gates.expected_sparsity()), gates.expected_by_modality()
+        expected = float(gates.expected_sparsity().detach()), gates.expected_by_modality()
         report = pruning_report(model, pruned, settings, expected)
         log.info("%s", format_report(report))
         seconds = time.monotonic() - started
