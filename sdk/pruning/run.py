@@ -56,8 +56,8 @@ class PruneSettings:
     model: str  # the weights file (or preset with bundled weights) of the EfficientVLM to prune
     task: str = "caption"  # the task it keeps: caption, vqa or match
     sparsity: float = 0.25  # t: the fraction of the prunable (head and neuron) parameters to remove
-    steps: int = 600
-    warmup_steps: int = 200  # the target rises from 0 to t over these steps
+    steps: int = 400
+    warmup_steps: int = 150  # the target rises from 0 to t over these steps, then holds for the rest
     batch: int = 32  # scenes per step
     questions_per_scene: int = 2
     lr: float = 2e-4  # the model's peak learning rate (fine-tuning a trained model)
