@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     student = bundled_weights(STUDENT)
-    finals = {(task, t): prune_run(PruneSettings(model=str(student), task=task, sparsity=t, steps=args.steps),
+    finals = {(task, t): prune_run(PruneSettings(model=STUDENT, task=task, sparsity=t, steps=args.steps),
                                    out / f"{task}-{t:g}") for task, t in RUNS}
     models = {"unpruned": _score(STUDENT, student, args.n)}
     models.update({f"{task} t={t:g}": _score(f"{task} t={t:g}", final, args.n) for (task, t), final in finals.items()})
