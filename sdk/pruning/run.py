@@ -173,9 +173,11 @@ def prune_run(settings: PruneSettings, workdir: str | Path, *, progress: bool = 
         barrier()
     load_checkpoint(ckpt, objective, None)
     if rank == 0:
-        pruned = prune(model.eval(), gates.deterministic())
+        masks, offset = gates.deterministic(settings.sparsity)
+        pruned = prune(model.eval(), masks)
         expected = float(gates.expected_sparsity().detach()), gates.expected_by_modality()
         report = pruning_report(model, pruned, settings, expected)
+        report["mask_offset"] = offset  # `PruningGates.deterministic`'s calibration of the masks to the target
         log.info("%s", format_report(report))
         seconds = time.monotonic() - started
         meta = {k: v for k, v in metadata.items() if k in ("preset", "family", "vocabularies")}
