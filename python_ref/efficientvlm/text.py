@@ -70,7 +70,7 @@ class Attention(nn.Module):
         if self.heads == 0:  # a pruned-away attention: a constant (the config fixes it, not the data)
             if self.record is not None:
                 self.record.append(x.new_zeros(b, 0, t, s))
-            return self.out.bias.expand(b, t, self.hidden)
+            return torch.zeros_like(x) + self.out.bias  # not a view of the bias: a new (B, T, H) tensor
         q = split_heads(self.query(x), self.heads).reshape(b * self.heads, t, self.head_dim)
         k = split_heads(self.key(context), self.heads).reshape(b * self.heads, s, self.head_dim)
         v = split_heads(self.value(context), self.heads).reshape(b * self.heads, s, self.head_dim)
