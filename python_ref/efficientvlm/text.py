@@ -50,7 +50,7 @@ class Attention(nn.Module):
     def __init__(self, hidden: int, heads: int, kv_width: int, head_dim: int | None = None) -> None:
         super().__init__()
         self.hidden, self.heads = hidden, heads
-        self.head_dim = hidden // heads if head_dim is None else head_dim
+        self.head_dim = (hidden // heads if heads else 0) if head_dim is None else head_dim
         self.record: list[torch.Tensor] | None = None
         self.head_mask: torch.Tensor | None = None
         inner = heads * self.head_dim

@@ -152,6 +152,7 @@ def test_a_zero_head_attention_is_its_out_bias_and_a_zero_neuron_ffn_its_output_
         full.out.bias.copy_(empty.out.bias)
     x, ctx = torch.randn(2, 3, 8), torch.randn(2, 5, 6)
     assert torch.equal(empty(x, ctx), full(x, ctx))
+    assert torch.equal(Attention(8, 0, 6).out.bias, torch.zeros(8))  # no head_dim needed without heads
     model = _model(PRUNED)
     layer = model.text.layers[0]  # 0 heads and 0 neurons: attention and FFN are their biases
     x = torch.randn(2, 4, BASE.text.hidden_size)
