@@ -130,6 +130,6 @@ def format_report(reports: list[PartReport]) -> str:
     return "\n".join(lines)
 
 
-def info_report(preset: str, image_size: int | None = None) -> str:
-    """What `minivlm info` prints for a MiniVLM preset: the table of `profile_model`."""
+def info_report(preset: str | MiniVLMConfig, image_size: int | None = None) -> str:
+    """What `minivlm info` prints for a MiniVLM preset or config: the table of `profile_model`."""
     return format_report(profile_model(preset, image_size=image_size))
