@@ -62,7 +62,8 @@ def info(
     """Parameters and FLOPs per part, counted by running the model (512x512, 50 regions, 70 text+tag tokens for the
     paper preset; EfficientVLM: one image and one text of max_text_len tokens, a student's ratios to its teacher,
     and the heads and FFN widths of every layer of a structurally pruned weights file)."""
-    from minivlm.loading import model_config
+    from minivlm.loading import model_config, model_weights
+    from minivlm.pruning.report import format_report, pruning_of
     from minivlm.python_ref import profile
     from minivlm.python_ref.efficientvlm import profile as efficientvlm_profile
     from minivlm.python_ref.families import family_of
@@ -70,6 +71,10 @@ def info(
     cfg = model_config(model)
     report = {"minivlm": profile.info_report, "efficientvlm": efficientvlm_profile.info_report}[family_of(cfg).name]
     typer.echo(report(cfg, image_size=image_size))
+    weights = model_weights(model)
+    pruning = None if weights is None else pruning_of(weights)
+    if pruning is not None:
+        typer.echo("pruning report (`minivlm prune`):\n" + format_report(pruning))
 
 
 @app.command()

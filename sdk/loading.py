@@ -172,10 +172,20 @@ def weights_config(path: str | Path):
 
 
 def model_config(model: str):
-    """The config of `model`: a preset name of any family, or a `.safetensors` weights file (`weights_config`)."""
+    """The config of `model`: a preset name of any family (with the structure of its bundled weights, if they
+    are structurally pruned, as `load` builds it), or a `.safetensors` weights file (`weights_config`)."""
     if model not in PRESET_FAMILIES and Path(model).suffix == ".safetensors":
         return weights_config(model)
-    return get_config(model)  # ConfigError for an unknown name, listing the presets
+    cfg = get_config(model)  # ConfigError for an unknown name, listing the presets
+    weights = bundled_weights(model)
+    return cfg if weights is None else structured_config(cfg, read_metadata(weights), weights)
+
+
+def model_weights(model: str) -> Path | None:
+    """The weights file of `model`: the file itself, or the one shipped for a preset (None if none ships)."""
+    if model not in PRESET_FAMILIES and Path(model).suffix == ".safetensors":
+        return Path(model)
+    return bundled_weights(model)
 
 
 def structured_config(cfg, metadata: dict[str, str], path: Path):

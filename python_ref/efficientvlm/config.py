@@ -197,6 +197,13 @@ def efficientvlm_demo_student() -> EfficientVLMConfig:
         text=replace(teacher.text, text_layers=2, cross_layers=2, intermediate_size=3 * teacher.text.hidden_size))
 
 
+def efficientvlm_demo() -> EfficientVLMConfig:
+    """The default EfficientVLM demo model: the demo student after modal-adaptive pruning for captioning
+    (`minivlm prune`, docs/PRUNING.md). This is its architecture before pruning; the heads and feed-forward
+    widths each layer kept are the bundled weights' `structure` (`minivlm.load` applies them)."""
+    return replace(efficientvlm_demo_student(), name="efficientvlm-demo")
+
+
 def efficientvlm_demo_tiny() -> EfficientVLMConfig:
     """The demo teacher's task (vocabulary, answers, text length) on a model small enough for tests to train
     and distil in seconds: 32² images with 8-px patches, 2 / 2 / 2 layers at width 32."""
@@ -286,6 +293,7 @@ PRESETS: dict[str, Callable[[], EfficientVLMConfig]] = {
     "efficientvlm-tiny": efficientvlm_tiny,
     "efficientvlm-demo-teacher": efficientvlm_demo_teacher,
     "efficientvlm-demo-student": efficientvlm_demo_student,
+    "efficientvlm-demo": efficientvlm_demo,
     "efficientvlm-demo-tiny": efficientvlm_demo_tiny,
 }
 
@@ -294,10 +302,11 @@ PRESETS: dict[str, Callable[[], EfficientVLMConfig]] = {
 TEACHERS: dict[str, str] = {
     "efficientvlm-paper": "efficientvlm-teacher",
     "efficientvlm-demo-student": "efficientvlm-demo-teacher",
+    "efficientvlm-demo": "efficientvlm-demo-teacher",
 }
 
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "DEMO_VOCAB", "EfficientVLMConfig", "PRESETS", "STRUCTURE_FIELDS", "TEACHERS",
-           "TextConfig", "ViTConfig", "efficientvlm_demo_student", "efficientvlm_demo_teacher", "efficientvlm_demo_tiny",
+           "TextConfig", "ViTConfig", "efficientvlm_demo", "efficientvlm_demo_student", "efficientvlm_demo_teacher", "efficientvlm_demo_tiny",
            "efficientvlm_paper", "efficientvlm_teacher", "efficientvlm_tiny", "is_pruned", "structure", "vocab_path",
            "with_structure"]
