@@ -28,9 +28,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "convert_matrix.json"
 # scripts/train_efficientvlm_demo.py --install writes it: the chain's scores and times, and the weights' sha256.
 EFFICIENTVLM_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "efficientvlm_demo.json"
-# `minivlm bench ... --json` writes them (docs/BENCHMARKS.md): the demo model's, and the paper preset's if run.
+# `minivlm bench ... --json` writes them (docs/BENCHMARKS.md): the demo model's, the paper preset's if run, and
+# the EfficientVLM demo student against its teacher (`--versus`) if run.
 BENCH_REPORTS = tuple(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"bench_{name}.json"
-                      for name in ("demo", "paper"))
+                      for name in ("demo", "paper", "efficientvlm_compare"))
 # The budget derived from the MiniVLM authors' configs (arXiv 2012.06946), for comparison with what we count.
 PAPER_BUDGET = {"backbone (EfficientNet)": "≈ 3.6", "BiFPN": "≈ 0.2", "box head fc6+fc7": "≈ 2.1",
                 "predictors (cls, box)": "≈ 8.2", "attribute head": "≈ 1.0", "tee/total": "≈ 15",

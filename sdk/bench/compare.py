@@ -127,4 +127,29 @@ def comparison_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["RATIO", "add_comparison", "comparison_table", "is_comparison", "model_report", "runtime_kind"]
+def comparison_markdown(report: dict, threads: int = 1) -> str:
+    """The README's table of a comparison at one thread count: per kind of runtime each task's median ms per model
+    (× the baseline's in brackets), then parameters and sizes. Graphs are in the JSON and the console table."""
+    c, s, machine = report["comparison"], report["settings"], report["machine"]
+    t = str(threads)
+    names = list(c["models"])
+    lines = [f"`{report['command']}` on {machine['cpu']} ({machine['usable_cores']} cores usable, load average "
+             f"{machine['load_average_start'][0]:.1f} at the start), {report['created'][:10]}: {t} thread(s), median ms "
+             f"of {s['task_runs']} runs per task on `{s['image']}`, end to end (× the baseline `{c['baseline']}`'s, "
+             "same runtime, in brackets; below 1 is faster).", "",
+             "| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---:|" * len(names),
+             "| parameters (M) | " + " | ".join(f"{c['models'][n]['parameters'] / 1e6:.2f} "
+                                              f"({c['models'][n]['parameters_vs_baseline']:.2f}×)" for n in names) + " |"]
+    for entry in c["runtimes"]:
+        for task, row in entry["by_threads"].get(t, {}).get("tasks", {}).items():
+            lines.append(f"| {entry['runtime']}: {task} | " + " | ".join(
+                f"{row['median_ms'][n]:.2f} ({row['vs_baseline'][n]:.2f}×)" if n in row["median_ms"] else "-"
+                for n in names) + " |")
+        lines.append(f"| {entry['runtime']}: size (MB) | " + " | ".join(
+            f"{entry['size_bytes'][n] / 1e6:.1f} ({entry['size_vs_baseline'][n]:.2f}×)" if n in entry["size_bytes"] else "-"
+            for n in names) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["RATIO", "add_comparison", "comparison_markdown", "comparison_table", "is_comparison", "model_report",
+           "runtime_kind"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from minivlm.converters.atomic import atomic_file
 
-from .compare import comparison_table, is_comparison, model_report
+from .compare import comparison_markdown, comparison_table, is_comparison, model_report
 
 PEERS = {"onnxruntime": "vs_onnxruntime", "eager": "vs_eager"}
 
@@ -127,7 +127,10 @@ def table(report: dict) -> str:
 
 def markdown(report: dict, threads: int = 1) -> str:
     """The README's table of one report at one thread count: median ms per graph and task (× ONNX Runtime),
-    GFLOP per graph, load time, peak RSS and size per runtime."""
+    GFLOP per graph, load time, peak RSS and size per runtime. A report of several models: its comparison
+    (`compare.comparison_markdown`)."""
+    if is_comparison(report):
+        return comparison_markdown(report, threads)
     m, s, machine = report["model"], report["settings"], report["machine"]
     t = str(threads)
     runtimes = report["runtimes"]

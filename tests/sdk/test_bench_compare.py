@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from minivlm.bench.compare import add_comparison, comparison_table, model_report
-from minivlm.bench.report import table
+from minivlm.bench.report import markdown, table
 from minivlm.cli import app
 
 runner = CliRunner()
@@ -95,6 +95,10 @@ def test_the_table_of_a_comparison_shows_each_model_then_the_comparison():
     assert lines[et + 1].split() == ["task:", "caption", "12.50", "0.25x", "50.00", "1.00x"]
     assert lines[-2] == "  tflite fp32 (not timed: the baseline's did not run)"
     assert lines[-1].split() == ["size", "(MB)", "3.5", "0.37x", "9.5", "1.00x"]
+    md = markdown(report).splitlines()
+    assert md[2] == "| | `student` | `teacher` |" and md[4] == "| parameters (M) | 1.00 (0.25×) | 4.00 (1.00×) |"
+    assert "| executorch fp32: caption | 12.50 (0.25×) | 50.00 (1.00×) |" in md
+    assert md[-1] == "| tflite fp32: size (MB) | 3.5 (0.37×) | 9.5 (1.00×) |"
     # Each model's part reads as a one-model report.
     assert model_report(report, 1)["model"]["name"] == "teacher" and model_report(report, 1)["settings"]["runs"] == 5
 
