@@ -131,8 +131,8 @@ def _models(model: str, builds: Sequence[str], versus: Sequence[str], versus_bui
     families = [family_of(m.reference.config).name for m in models]
     for m, fam in zip(models[1:], families[1:]):
         if fam != families[0]:
-            raise InputError(f"{m.name} is an {fam} model and {model} a {families[0]} one: bench compares models of "
-                             "one family (their tasks and graphs differ)")
+            raise InputError(f"{m.name} is a model of the {fam} family and {model} of the {families[0]} family: bench "
+                             "compares models of one family (their tasks and graphs differ)")
     hint = "BUILD arguments are builds of --model; give a --versus model's builds with --versus-build" if versus else None
     for folder in builds:  # every bad folder is refused before anything is measured
         check_build(folder, models[0].reference.config, hint)
@@ -198,6 +198,9 @@ def run_bench(model: str = "minivlm-demo", builds: Sequence[str] = (), *, versus
     json_out = _check_output(json_path, ".json", "--json")
     plot_out = _check_output(plot_path, ".png", "--plot")
     machine_start = machine_info()
+    if not isinstance(versus, str) and not isinstance(versus_builds, str):
+        model, builds = os.fspath(model), [os.fspath(b) for b in builds]
+        versus, versus_builds = [os.fspath(v) for v in versus], [os.fspath(b) for b in versus_builds]
     models = _models(model, builds, versus, versus_builds, random_init)
     for m in models:
         progress(f"tracing {m.name} on the sample image")

@@ -113,7 +113,8 @@ runner_args = ["bench", "--random-init", "--runs", "1"]
      "efficientvlm-demo-tiny is given twice"),
     (["--model", "efficientvlm-tiny", "--versus-build", "out/x"], "--versus-build out/x is given without --versus"),
     (["--model", "minivlm-tiny", "--versus", "efficientvlm-tiny"],
-     "efficientvlm-tiny is an efficientvlm model and minivlm-tiny a minivlm one: bench compares models of one family"),
+     "efficientvlm-tiny is a model of the efficientvlm family and minivlm-tiny of the minivlm family: bench compares "
+     "models of one family"),
 ])
 def test_bad_combinations_are_one_line_errors(args, expected):
     result = runner.invoke(app, [*runner_args, *args])
