@@ -30,15 +30,16 @@ MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "conve
 EFFICIENTVLM_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "efficientvlm_demo.json"
 # scripts/prune_efficientvlm_demo.py --install writes it: the pruned students' reports and scores.
 PRUNING_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "efficientvlm_pruning.json"
-# `minivlm bench ... --json` writes them (docs/BENCHMARKS.md): the demo model's, and the paper preset's if run.
+# `minivlm bench ... --json` writes them (docs/BENCHMARKS.md): the demo model's, the paper preset's if run, and
+# the EfficientVLM demo student against its teacher (`--versus`) if run.
 BENCH_REPORTS = tuple(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"bench_{name}.json"
-                      for name in ("demo", "paper"))
+                      for name in ("demo", "paper", "efficientvlm_compare"))
 # The budget derived from the MiniVLM authors' configs (arXiv 2012.06946), for comparison with what we count.
 PAPER_BUDGET = {"backbone (EfficientNet)": "≈ 3.6", "BiFPN": "≈ 0.2", "box head fc6+fc7": "≈ 2.1",
                 "predictors (cls, box)": "≈ 8.2", "attribute head": "≈ 1.0", "tee/total": "≈ 15",
                 "word embeddings": "11.7", "fusion/total": "≈ 33 (without task heads)"}
 # EfficientVLM's abstract (Wang et al. 2022, arXiv 2210.07795): the distilled 6/3/3 student after modal-adaptive
-# pruning has 93 M parameters, 44.3 % of the teacher's. Quoted as reported (the SDK does not prune), as a row
+# pruning has 93 M parameters, 44.3 % of the teacher's. Quoted as reported (no pruned paper-size weights exist here), as a row
 # below efficientvlm-paper's.
 EFFICIENTVLM_PAPER_STUDENT_M, EFFICIENTVLM_PAPER_STUDENT_SHARE = 93, 0.443
 
@@ -97,7 +98,7 @@ def efficientvlm_table() -> str:
               f"teacher). The paper's {EFFICIENTVLM_PAPER_STUDENT_M} M at {EFFICIENTVLM_PAPER_STUDENT_SHARE:.1%} "
               f"implies a teacher of ≈ {EFFICIENTVLM_PAPER_STUDENT_M / EFFICIENTVLM_PAPER_STUDENT_SHARE:.0f} M; the "
               f"gap from {without_vqa[student] / 1e6:.2f} M to {EFFICIENTVLM_PAPER_STUDENT_M} M is the paper's "
-              f"modal-adaptive pruning, which the SDK does not do."]
+              f"modal-adaptive pruning (`minivlm prune`, docs/PRUNING.md; the paper's own pruned weights are not available)."]
     return "\n".join(lines)
 
 
