@@ -161,12 +161,15 @@ def efficientvlm_pruning_table() -> str:
     pruned = [m for m in models.values() if m["pruning"] is not None]
     score = {"caption": "caption_exact_match", "vqa": "vqa_accuracy", "match": "retrieval_r1"}
     scores = lambda m: " | ".join(f"{100 * m[k]:.1f} %" for k in score.values())  # noqa: E731
+    minutes = lambda seconds: "–" if seconds is None else f"{seconds / 60:.1f}"  # noqa: E731
     lines = ["## Pruned EfficientVLM demo models", "",
              "Made by `python scripts/prune_efficientvlm_demo.py --install` (docs/PRUNING.md): "
              "`minivlm prune --model efficientvlm-demo-student` for each task and target t, one after the other; "
              f"scored by `minivlm eval` on {base['n']} scenes of a stream no run saw. Sparsity is the share of the "
              "attention-head and feed-forward-neuron parameters removed, counted on the saved models; "
-             f"`efficientvlm-demo` (bundled, the default EfficientVLM model) is the {report['bundled']} model.", "",
+             f"`efficientvlm-demo` (bundled, the default EfficientVLM model) is the {report['bundled']} model. "
+             "Pruning time is the steps' wall time as the weights record it (– where a run's last checkpoint "
+             "predates that record).", "",
              "| model | sparsity reached | vision / text / cross | parameters (M) | pruning (min) | caption exact match "
              "| VQA | image→text R@1 | task score / unpruned |", "|---|---:|---|---:|---:|---:|---:|---:|---:|",
              f"| unpruned student (`efficientvlm-demo-student`) | | | {pruned[0]['pruning']['params_before'] / 1e6:.3f} | | "
@@ -176,7 +179,7 @@ def efficientvlm_pruning_table() -> str:
         by = " / ".join(f"{v:.3f}" for v in p["sparsity_by_modality"].values())
         ratio = m[score[p["task"]]] / base[score[p["task"]]]
         lines.append(f"| {p['task']}, t = {p['target']:g} | {p['sparsity']:.3f} | {by} | {p['params_after'] / 1e6:.3f} | "
-                     f"{m['training_seconds'] / 60:.1f} | {scores(m)} | {ratio:.3f} |")
+                     f"{minutes(m['training_seconds'])} | {scores(m)} | {ratio:.3f} |")
     return "\n".join(lines)
 
 
