@@ -23,7 +23,7 @@ def test_every_preset_belongs_to_exactly_one_family():
 
 
 def test_unknown_names_are_one_line_config_errors():
-    with pytest.raises(ConfigError, match="unknown model preset 'nope'; known presets: minivlm-demo, .*, minivlm-tiny, efficientvlm-demo-student, "):
+    with pytest.raises(ConfigError, match="unknown model preset 'nope'; known presets: minivlm-demo, .*, minivlm-tiny, efficientvlm-demo, efficientvlm-demo-student, "):
         preset_family("nope")
     with pytest.raises(ConfigError, match="unknown model family 'nope'; this SDK has minivlm, efficientvlm"):
         family_named("nope")
