@@ -156,10 +156,29 @@ class FusionConfig:
     num_answers: int = 3129  # VQA v2 answer vocabulary
     max_caption_tokens: int = 20  # generated tokens, not counting [CLS]/[SEP]
     dropout: float = 0.1  # BERT hidden/attention dropout (training only; identity in eval and in every graph)
+    # A pruned encoder (`minivlm prune`): the heads each layer keeps and each layer's FFN width; empty = num_heads
+    # and intermediate_size in every layer. head_dim stays hidden_size / num_heads; 0 leaves a layer's attention
+    # or FFN with its output bias only.
+    heads_per_layer: tuple[int, ...] = ()
+    ffn_per_layer: tuple[int, ...] = ()
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def layer_heads(self, i: int) -> int:
+        """Attention heads of layer `i`."""
+        return self.heads_per_layer[i] if self.heads_per_layer else self.num_heads
+
+    def layer_ffn(self, i: int) -> int:
+        """FFN width (neurons) of layer `i`."""
+        return self.ffn_per_layer[i] if self.ffn_per_layer else self.intermediate_size
+
+    @property
+    def cache_heads(self) -> int:
+        """Heads of the caption graphs' K/V tensors: the most any layer has (num_heads unless pruned), at least
+        1 so that no tensor is empty. Layer i fills its first `layer_heads(i)`; the others stay zero."""
+        return max(1, *(self.layer_heads(i) for i in range(self.num_layers)))
 
     @property
     def max_tags_len(self) -> int:
@@ -174,6 +193,12 @@ class FusionConfig:
             )
         if self.max_caption_tokens + 2 > self.max_text_len:
             raise ConfigError(f"max_caption_tokens {self.max_caption_tokens} + 2 specials exceed max_text_len {self.max_text_len}")
+        for name, most in (("heads_per_layer", self.num_heads), ("ffn_per_layer", self.intermediate_size)):
+            counts = getattr(self, name)
+            if not isinstance(counts, tuple) or (counts and len(counts) != self.num_layers) or not all(
+                    isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= most for n in counts):
+                raise ConfigError(f"{name} is {counts!r}, expected () or a tuple of {self.num_layers} integers "
+                                  f"in 0..{most}, one per layer")
 
 
 @dataclass(frozen=True)
