@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from minivlm.errors import ConfigError
+from minivlm.python_ref.config import FusionConfig
 from minivlm.python_ref.efficientvlm.config import EfficientVLMConfig
 from minivlm.python_ref.efficientvlm.model import EfficientVLM
+from minivlm.python_ref.fusion import Fusion
 
 from .units import Unit, feed_forward_layers, prunable_units
 
@@ -54,8 +56,16 @@ def _efficientvlm_config(cfg: EfficientVLMConfig, counts: dict[str, int]) -> Eff
     return dataclasses.replace(cfg, vision=vision, text=text)
 
 
+def _fusion_config(cfg: FusionConfig, counts: dict[str, int]) -> FusionConfig:
+    layers = range(cfg.num_layers)
+    return dataclasses.replace(
+        cfg, heads_per_layer=tuple(counts.get(f"encoder.layers.{i}.attn", cfg.layer_heads(i)) for i in layers),
+        ffn_per_layer=tuple(counts.get(f"encoder.layers.{i}", cfg.layer_ffn(i)) for i in layers))
+
+
 # Model type -> its config with given kept counts (by unit name); the model type is built from that config.
-STRUCTURES: dict[type, Callable[[Any, dict[str, int]], Any]] = {EfficientVLM: _efficientvlm_config}
+STRUCTURES: dict[type, Callable[[Any, dict[str, int]], Any]] = {EfficientVLM: _efficientvlm_config,
+                                                                 Fusion: _fusion_config}
 
 
 def _head_rows(mask: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -98,7 +108,8 @@ def prune(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
         layers = ("query", "key", "value", "out") if unit.kind == "heads" else feed_forward_layers(module)
         for key in [f"{prefix}{layer}.{p}" for layer in layers for p in ("weight", "bias")]:
             state.pop(key, None)
-        state.update({prefix + k: v for k, v in _pruned_tensors(unit, module, masks[unit.name]).items()})
+        # A layer left with no heads or neurons keeps its output bias only: no empty tensor is kept.
+        state.update({prefix + k: v for k, v in _pruned_tensors(unit, module, masks[unit.name]).items() if v.numel()})
     pruned.load_state_dict(state, strict=True)
     return pruned.eval()
 
