@@ -164,9 +164,10 @@ class SelfAttention(nn.Module):
         # A view, not unsqueeze(1): XNNPACK takes unsqueeze on the trailing dim only.
         key_mask = mask.view(mask.shape[0], 1, mask.shape[1], s)
         scores = scores.view(b, heads, t, s) / math.sqrt(self.head_dim) + key_mask
-        probs = self.dropout(torch.softmax(scores, dim=-1))
+        probs = torch.softmax(scores, dim=-1)
         if self.record is not None:
             self.record.append(probs)
+        probs = self.dropout(probs)
         ctx = torch.bmm(probs.view(b * heads, t, s), v.reshape(b * heads, s, self.head_dim))  # (B*heads, T, head_dim)
         ctx = ctx.view(b, heads, t, self.head_dim)
         if self.head_mask is not None:

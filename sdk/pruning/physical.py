@@ -58,9 +58,11 @@ def _efficientvlm_config(cfg: EfficientVLMConfig, counts: dict[str, int]) -> Eff
 
 def _fusion_config(cfg: FusionConfig, counts: dict[str, int]) -> FusionConfig:
     layers = range(cfg.num_layers)
-    return dataclasses.replace(
-        cfg, heads_per_layer=tuple(counts.get(f"encoder.layers.{i}.attn", cfg.layer_heads(i)) for i in layers),
-        ffn_per_layer=tuple(counts.get(f"encoder.layers.{i}", cfg.layer_ffn(i)) for i in layers))
+    heads = tuple(counts.get(f"encoder.layers.{i}.attn", cfg.layer_heads(i)) for i in layers)
+    ffn = tuple(counts.get(f"encoder.layers.{i}", cfg.layer_ffn(i)) for i in layers)
+    # Full layers everywhere are stored as (), as `python_ref.config.with_structure` does: one config per structure.
+    return dataclasses.replace(cfg, heads_per_layer=() if set(heads) == {cfg.num_heads} else heads,
+                               ffn_per_layer=() if set(ffn) == {cfg.intermediate_size} else ffn)
 
 
 # Model type -> its config with given kept counts (by unit name); the model type is built from that config.
