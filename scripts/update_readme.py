@@ -28,6 +28,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "convert_matrix.json"
 # scripts/train_efficientvlm_demo.py --install writes it: the chain's scores and times, and the weights' sha256.
 EFFICIENTVLM_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "efficientvlm_demo.json"
+# scripts/prune_efficientvlm_demo.py --install writes it: the pruned students' reports and scores.
+PRUNING_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "efficientvlm_pruning.json"
 # `minivlm bench ... --json` writes them (docs/BENCHMARKS.md): the demo model's, and the paper preset's if run.
 BENCH_REPORTS = tuple(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"bench_{name}.json"
                       for name in ("demo", "paper"))
@@ -150,6 +152,33 @@ def efficientvlm_demo_table() -> str:
     return "\n".join(lines)
 
 
+def efficientvlm_pruning_table() -> str:
+    """The pruned demo students and the unpruned one, from scripts/prune_efficientvlm_demo.py's report."""
+    report = json.loads(PRUNING_REPORT.read_text())
+    models = report["models"]
+    base = models["unpruned"]
+    pruned = [m for m in models.values() if m["pruning"] is not None]
+    score = {"caption": "caption_exact_match", "vqa": "vqa_accuracy", "match": "retrieval_r1"}
+    scores = lambda m: " | ".join(f"{100 * m[k]:.1f} %" for k in score.values())  # noqa: E731
+    lines = ["## Pruned EfficientVLM demo models", "",
+             "Made by `python scripts/prune_efficientvlm_demo.py --install` (docs/PRUNING.md): "
+             "`minivlm prune --model efficientvlm-demo-student` for each task and target t, one after the other; "
+             f"scored by `minivlm eval` on {base['n']} scenes of a stream no run saw. Sparsity is the share of the "
+             "attention-head and feed-forward-neuron parameters removed, counted on the saved models; "
+             f"`efficientvlm-demo` (bundled, the default EfficientVLM model) is the {report['bundled']} model.", "",
+             "| model | sparsity reached | vision / text / cross | parameters (M) | pruning (min) | caption exact match "
+             "| VQA | image→text R@1 | task score / unpruned |", "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+             f"| unpruned student (`efficientvlm-demo-student`) | | | {pruned[0]['pruning']['params_before'] / 1e6:.3f} | | "
+             f"{scores(base)} | |"]
+    for m in pruned:
+        p = m["pruning"]
+        by = " / ".join(f"{v:.3f}" for v in p["sparsity_by_modality"].values())
+        ratio = m[score[p["task"]]] / base[score[p["task"]]]
+        lines.append(f"| {p['task']}, t = {p['target']:g} | {p['sparsity']:.3f} | {by} | {p['params_after'] / 1e6:.3f} | "
+                     f"{m['training_seconds'] / 60:.1f} | {scores(m)} | {ratio:.3f} |")
+    return "\n".join(lines)
+
+
 def training_time(meta: dict[str, str]) -> str:
     """The run's wall time as its weights record it (`minivlm.training.train` writes both fields)."""
     if "stage_seconds" not in meta:
@@ -219,7 +248,8 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 
 # Every table by its marker, in README order; the build table only when convert_matrix.py has run.
-TABLES = ("MODEL-TABLE", "EFFICIENTVLM-TABLE", "EFFICIENTVLM-DEMO-TABLE", "DEMO-TABLE", "BUILD-TABLE", "BENCH-TABLE")
+TABLES = ("MODEL-TABLE", "EFFICIENTVLM-TABLE", "EFFICIENTVLM-DEMO-TABLE", "EFFICIENTVLM-PRUNING-TABLE", "DEMO-TABLE",
+          "BUILD-TABLE", "BENCH-TABLE")
 
 
 def main() -> None:
@@ -228,11 +258,12 @@ def main() -> None:
     parser.add_argument("--only", choices=TABLES, action="append", help="regenerate only this table (repeatable)")
     args = parser.parse_args()
     makers = {"MODEL-TABLE": model_table, "EFFICIENTVLM-TABLE": efficientvlm_table,
-              "EFFICIENTVLM-DEMO-TABLE": efficientvlm_demo_table,
+              "EFFICIENTVLM-DEMO-TABLE": efficientvlm_demo_table, "EFFICIENTVLM-PRUNING-TABLE": efficientvlm_pruning_table,
               "DEMO-TABLE": lambda: demo_table(args.n), "BUILD-TABLE": build_table, "BENCH-TABLE": bench_table}
     text = README.read_text()
     for name in args.only or TABLES:
-        source = {"BUILD-TABLE": MATRIX, "EFFICIENTVLM-DEMO-TABLE": EFFICIENTVLM_REPORT, "BENCH-TABLE": BENCH_REPORTS[0]}.get(name)
+        source = {"BUILD-TABLE": MATRIX, "EFFICIENTVLM-DEMO-TABLE": EFFICIENTVLM_REPORT,
+                  "EFFICIENTVLM-PRUNING-TABLE": PRUNING_REPORT, "BENCH-TABLE": BENCH_REPORTS[0]}.get(name)
         if source is None or source.exists():
             text = replace_section(text, name, makers[name]())
     README.write_text(text)

@@ -265,8 +265,8 @@ def prune(
     model: ModelOpt = "efficientvlm-demo-student",
     task: Annotated[Optional[PruneTask], typer.Option(help="EfficientVLM: the task the pruned model keeps, its loss and the logits distilled (default caption). A MiniVLM's fusion is pruned for captions and VQA at once: no --task.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Working folder: checkpoints and the final model.safetensors (default runs/prune-<task>-<t>).")] = None,
-    steps: Annotated[int, typer.Option(help="Fine-tuning steps under the gates.")] = 600,
-    warmup_steps: Annotated[int, typer.Option(help="Steps over which the target rises from 0 to t.")] = 200,
+    steps: Annotated[int, typer.Option(help="Fine-tuning steps under the gates.")] = 400,
+    warmup_steps: Annotated[int, typer.Option(help="Steps over which the target rises from 0 to t.")] = 150,
     seed: Annotated[int, typer.Option(help="Scene stream and gate initialisation seed.")] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with ŝ, t, λ₁, λ₂ and the losses.")] = True,
 ) -> None:

@@ -81,18 +81,18 @@ def _pruned_tensors(unit: Unit, module: torch.nn.Module, mask: torch.Tensor) -> 
     if unit.kind == "heads":
         rows = _head_rows(mask, module.head_dim)
         scale = mask[mask != 0].repeat_interleave(module.head_dim)  # each kept column times its head's mask
-        for name in ("query", "key", "value"):
-            linear = getattr(module, name)
-            out[f"{name}.weight"], out[f"{name}.bias"] = linear.weight[rows], linear.bias[rows]
-        if len(rows):
+        if len(rows):  # a layer left with no heads keeps only the output bias
+            for name in ("query", "key", "value"):
+                linear = getattr(module, name)
+                out[f"{name}.weight"], out[f"{name}.bias"] = linear.weight[rows], linear.bias[rows]
             out["out.weight"] = module.out.weight[:, rows] * scale
         out["out.bias"] = module.out.bias
     else:
         first, second = feed_forward_layers(module)
         keep = torch.nonzero(mask).flatten()
         fc_in, fc_out = getattr(module, first), getattr(module, second)
-        out[f"{first}.weight"], out[f"{first}.bias"] = fc_in.weight[keep], fc_in.bias[keep]
-        if len(keep):
+        if len(keep):  # a layer left with no neurons keeps only the output bias
+            out[f"{first}.weight"], out[f"{first}.bias"] = fc_in.weight[keep], fc_in.bias[keep]
             out[f"{second}.weight"] = fc_out.weight[:, keep] * mask[keep]
         out[f"{second}.bias"] = fc_out.bias
     return out
@@ -110,8 +110,7 @@ def prune(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
         layers = ("query", "key", "value", "out") if unit.kind == "heads" else feed_forward_layers(module)
         for key in [f"{prefix}{layer}.{p}" for layer in layers for p in ("weight", "bias")]:
             state.pop(key, None)
-        # A layer left with no heads or neurons keeps its output bias only: no empty tensor is kept.
-        state.update({prefix + k: v for k, v in _pruned_tensors(unit, module, masks[unit.name]).items() if v.numel()})
+        state.update({prefix + k: v for k, v in _pruned_tensors(unit, module, masks[unit.name]).items()})
     pruned.load_state_dict(state, strict=True)
     return pruned.eval()
 

@@ -62,8 +62,8 @@ class PruneSettings:
     model: str  # the weights file (or preset with bundled weights) of the EfficientVLM or MiniVLM to prune
     task: str = "caption"  # the task it keeps: caption, vqa or match (EfficientVLM); MINIVLM_TASK for a MiniVLM
     sparsity: float = 0.25  # t: the fraction of the prunable (head and neuron) parameters to remove
-    steps: int = 600
-    warmup_steps: int = 200  # the target rises from 0 to t over these steps
+    steps: int = 400
+    warmup_steps: int = 150  # the target rises from 0 to t over these steps, then holds for the rest
     batch: int = 32  # scenes per step
     questions_per_scene: int = 2
     lr: float = 2e-4  # the model's peak learning rate (fine-tuning a trained model)
@@ -124,9 +124,7 @@ def load_prunable(model: str) -> tuple[nn.Module, dict[str, str]]:
     from minivlm.loading import bundled_weights, load
 
     loaded = load(model)
-    net = getattr(loaded, "model", None)
-    if net is None:  # MiniVLM's public object keeps its eager model on its pipeline
-        net = getattr(loaded.pipeline, "model", None)
+    net = loaded.pipeline.model
     if not isinstance(net, (EfficientVLM, MiniVLM)):
         raise ConfigError(f"{model!r} is neither an EfficientVLM nor a MiniVLM; `minivlm prune` prunes those")
     path = Path(model) if Path(model).suffix == ".safetensors" else bundled_weights(model)

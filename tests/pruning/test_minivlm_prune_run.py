@@ -17,6 +17,8 @@ from minivlm.pruning.fusion_objective import recording
 from minivlm.pruning.report import pruning_of
 from minivlm.pruning.run import MINIVLM_TASK, PruneSettings, prune_run, task_for
 
+pytestmark = pytest.mark.model  # a whole (short) fine-tuning run of the demo fusion, about a minute
+
 TARGET = 0.5
 INITIAL = 0.112  # ŝ of freshly initialised gates on the demo fusion (neurons at log α = 0 keep with P = 0.83)
 

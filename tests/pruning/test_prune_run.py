@@ -1,5 +1,6 @@
-"""`minivlm prune` on a tiny model: the Lagrangian drives the expected sparsity to the target, the saved model is
-physically smaller, loads back with `minivlm.load` and carries its report; bad settings fail in one line."""
+"""`minivlm prune` on a tiny model: with the task and distillation losses pulling the other way, the Lagrangian
+drives the expected sparsity to the target; the saved model is physically smaller, loads back with
+`minivlm.load` and carries its report; a finished run is returned as it is, other settings are refused."""
 
 import json
 
@@ -15,6 +16,8 @@ from minivlm.python_ref.weights import read_metadata
 from minivlm.pruning.report import pruning_of
 from minivlm.pruning.run import PruneSettings, prune_run
 from minivlm.training.vlm import vlm_metadata
+
+pytestmark = pytest.mark.model  # a whole fine-tuning run, if a tiny one (about a minute)
 
 TARGET = 0.5
 
@@ -48,7 +51,7 @@ def test_pruned_model_is_smaller_and_loads_back(pruned_run, tiny_weights):
     report = pruning_of(final)
     assert report["params_after"] < report["params_before"]
     loaded = minivlm.load(str(final))
-    assert sum(p.numel() for p in loaded.model.parameters()) == report["params_after"]
+    assert sum(p.numel() for p in loaded.pipeline.model.parameters()) == report["params_after"]
     assert read_metadata(final)["preset"] == read_metadata(tiny_weights)["preset"]
     assert json.loads(read_metadata(final)["training"])["sparsity"] == TARGET
 
@@ -64,11 +67,3 @@ def test_other_settings_in_the_same_folder_are_refused(pruned_run):
     settings, out, _ = pruned_run
     with pytest.raises(ConfigError, match="sparsity"):
         prune_run(PruneSettings(**{**settings.__dict__, "sparsity": 0.3}), out, progress=False)
-
-
-@pytest.mark.parametrize("field, value, words", [("sparsity", 1.5, "fraction"), ("task", "detect", "caption"),
-                                                 ("warmup_steps", 700, "steps"), ("lr", -1.0, "> 0")])
-def test_bad_settings_fail_in_one_line(field, value, words):
-    with pytest.raises(ConfigError, match=words) as err:
-        PruneSettings(model="efficientvlm-demo-student", **{field: value})
-    assert "\n" not in str(err.value) and repr(value) in str(err.value)
