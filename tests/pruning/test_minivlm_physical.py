@@ -197,3 +197,21 @@ def test_uniform_counts_are_the_unpruned_model():
     assert FusionConfig().cache_heads == 12
     cfg = dataclasses.replace(CFG, heads_per_layer=(4, 4, 4), ffn_per_layer=(64, 64, 64))
     assert {k: v.shape for k, v in Fusion(cfg).state_dict().items()} == {k: v.shape for k, v in Fusion(CFG).state_dict().items()}
+
+
+def test_structure_round_trip_and_strictness(pair):
+    from minivlm.python_ref.config import MiniVLMConfig, is_pruned, structure, with_structure
+
+    _, _, pruned = pair
+    base = MiniVLMConfig(name="minivlm-tiny", tee=tiny().tee, fusion=CFG)
+    cfg = dataclasses.replace(base, fusion=pruned.cfg)
+    described = structure(cfg)
+    assert described == {"fusion": {"heads": [0, 2, 3], "ffn": [61, 0, 64]}}
+    assert with_structure(base, described) == cfg and is_pruned(cfg) and not is_pruned(base)
+    assert with_structure(base, structure(base)) == base  # full lists are stored as ()
+    for bad, words in (({"fusion": {"heads": [0, 2, 3]}}, "exactly the keys"), ({"tee": {}}, "fusion"),
+                       ({"fusion": {"heads": [9, 2, 3], "ffn": [1, 1, 1]}}, "heads_per_layer"),
+                       ({"fusion": {"heads": "all", "ffn": [1, 1, 1]}}, "list")):
+        with pytest.raises(ConfigError, match=words) as err:
+            with_structure(base, bad)
+        assert "\n" not in str(err.value)
