@@ -270,18 +270,16 @@ def prune(
     seed: Annotated[int, typer.Option(help="Scene stream and gate initialisation seed.")] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with ŝ, t, λ₁, λ₂ and the losses.")] = True,
 ) -> None:
-    """Prune an EfficientVLM, or a MiniVLM's fusion encoder, to a target sparsity: fine-tune under hard-concrete
-    gates on every attention head and feed-forward neuron (task loss 0.6 + distillation from the unpruned model 0.4
-    + a Lagrangian holding the expected sparsity at t), then remove what the gates zero and save the smaller model
-    with its report. Resumes from the checkpoints in --out."""
+    """Prune an EfficientVLM, or a MiniVLM's fusion encoder, to a target sparsity: fine-tune under hard-concrete gates
+    on every attention head and FFN neuron (task loss 0.6 + distillation from the unpruned model 0.4 + a Lagrangian
+    holding the expected sparsity at t), then remove what the gates zero and save the smaller model with its report.
+    Resumes from the checkpoints in --out."""
     from minivlm.pruning.report import format_report, pruning_of
     from minivlm.pruning.run import PruneSettings, prune_run, task_for
-    chosen = task_for(model, None if task is None else task.value)
-    settings = PruneSettings(model=model, task=chosen, sparsity=sparsity, steps=steps, warmup_steps=warmup_steps,
-                             seed=seed)
+    chosen = task_for(model, task and task.value)
+    settings = PruneSettings(model, chosen, sparsity, steps=steps, warmup_steps=warmup_steps, seed=seed)
     final = prune_run(settings, out or f"runs/prune-{chosen}-{sparsity:g}", progress=progress)
-    typer.echo(format_report(pruning_of(final)))
-    typer.echo(f"wrote {final}")
+    typer.echo(f"{format_report(pruning_of(final))}\nwrote {final}")
 
 
 # --- convert (also the `minivlm-convert` command) --------------------------------------------------------------
