@@ -215,6 +215,37 @@ void manifest_inputs(check::Suite& s, const std::string& text, const std::string
   fails_with(s, mvlm_manifest_parse(order.data(), order.size(), nullptr, &m), MVLM_BAD_FILE, "unknown region order", "sideways");
   const std::string heads = replace_once(text, "\"num_heads\": ", "\"num_heads\": 7, \"w\": ");
   fails_with(s, mvlm_manifest_parse(heads.data(), heads.size(), nullptr, &m), MVLM_BAD_FILE, "heads not dividing hidden", "num_heads 7");
+  // A pruned encoder: the caption caches carry the most heads a layer keeps, head_dim stays.
+  mvlm_config base{}, pruned_config{};
+  golden::must(mvlm_manifest_parse(text.data(), text.size(), nullptr, &m), "the manifest");
+  golden::must(mvlm_manifest_config(m, &base), "its config");
+  mvlm_manifest_free(m);
+  m = nullptr;
+  std::string per_layer = "[";
+  for (int32_t i = 0; i < base.num_layers; ++i) {
+    per_layer += (i ? ", " : "") + std::to_string(i == 1 ? base.num_heads - 1 : i % 2);  // 0, Hd - 1, 0, 1, ...
+  }
+  const std::string pruned = replace_once(text, "\"num_heads\": ", "\"heads_per_layer\": " + per_layer + "], \"num_heads\": ");
+  golden::must(mvlm_manifest_parse(pruned.data(), pruned.size(), nullptr, &m), "a pruned encoder's manifest");
+  golden::must(mvlm_manifest_config(m, &pruned_config), "its config");
+  s.ok(pruned_config.num_heads == base.num_heads - 1 && pruned_config.head_dim == base.head_dim,
+       "a pruned encoder's caches carry the most heads a layer keeps, head_dim unchanged");
+  mvlm_manifest_free(m);
+  m = nullptr;
+  const std::string empty = replace_once(text, "\"num_heads\": ", "\"heads_per_layer\": [], \"num_heads\": ");
+  golden::must(mvlm_manifest_parse(empty.data(), empty.size(), nullptr, &m), "an empty heads_per_layer");
+  golden::must(mvlm_manifest_config(m, &pruned_config), "its config");
+  s.ok(pruned_config.num_heads == base.num_heads, "an empty heads_per_layer is num_heads in every layer");
+  mvlm_manifest_free(m);
+  m = nullptr;
+  const std::string short_list = replace_once(text, "\"num_heads\": ", "\"heads_per_layer\": [1], \"num_heads\": ");
+  fails_with(s, mvlm_manifest_parse(short_list.data(), short_list.size(), nullptr, &m), MVLM_BAD_FILE,
+             "heads_per_layer of the wrong length", "heads_per_layer has 1 entries");
+  std::string over = "[" + std::to_string(base.num_heads + 1);
+  for (int32_t i = 1; i < base.num_layers; ++i) over += ", 0";
+  const std::string too_many = replace_once(text, "\"num_heads\": ", "\"heads_per_layer\": " + over + "], \"num_heads\": ");
+  fails_with(s, mvlm_manifest_parse(too_many.data(), too_many.size(), nullptr, &m), MVLM_BAD_FILE,
+             "more heads in a layer than num_heads", ("heads_per_layer/0 is " + std::to_string(base.num_heads + 1)).c_str());
   const std::string specials = replace_once(text, "\"[SEP]\": ", "\"[SEP]\": -4, \"v\": ");
   fails_with(s, mvlm_manifest_parse(specials.data(), specials.size(), nullptr, &m), MVLM_BAD_FILE, "negative special id",
              "config.sep_id is -4");
