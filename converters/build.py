@@ -56,6 +56,8 @@ def build_manifest(pipeline, model_name: str, source: str, options: BuildOptions
     cfg = pipeline.cfg
     family = family_of(cfg)
     model = {"name": model_name, "preset": cfg.name, "source": source, "config": dataclasses.asdict(cfg)}
+    if family.pruned(cfg):  # the per-layer widths the config holds, for a reader that knows no preset
+        model["structure"] = family.structure(cfg)
     if random_init is not None:
         model["random_init"] = random_init
     return {

@@ -53,6 +53,9 @@ class Family:
     batched          extra graphs a build adds: name -> (the graph it runs, its batch); the same module and weights
                      exported at a batch of B, which a build runs instead of B single-example calls (MiniVLM's
                      `caption_step_beam`: one call per beam-search step)
+    structure        config -> the JSON of its per-layer widths (heads and neurons each layer keeps after
+                     structured pruning), or None for a family whose layers are always uniform
+    with_structure   (config, that JSON) -> the config with those widths; ConfigError (one line) if it is not one
     """
 
     name: str
@@ -71,6 +74,8 @@ class Family:
     golden_calls: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     slowest: tuple[str, ...] = ()
     batched: Mapping[str, tuple[str, int]] = field(default_factory=lambda: MappingProxyType({}))
+    structure: Callable[[Any], dict] | None = None
+    with_structure: Callable[[Any, Any], Any] | None = None
 
     @property
     def build_graphs(self) -> tuple[str, ...]:
@@ -82,6 +87,17 @@ class Family:
         if preset not in self.presets:
             raise ConfigError(f"unknown {self.name} preset {preset!r}; its presets: {', '.join(sorted(self.presets))}")
         return self.presets[preset]()
+
+    def pruned(self, cfg: Any) -> bool:
+        """Whether `cfg`'s per-layer widths differ from those of its preset (`cfg.name`)."""
+        return self.structure is not None and self.structure(cfg) != self.structure(self.config(cfg.name))
+
+    def restructured(self, cfg: Any, described: Any) -> Any:
+        """`cfg` with the per-layer widths `described` (the JSON of `structure`); ConfigError (one line) if this
+        family has no such thing or `described` is not one of `cfg`'s."""
+        if self.with_structure is None:
+            raise ConfigError(f"{self.name} models have uniform layers; a per-layer structure does not apply to them")
+        return self.with_structure(cfg, described)
 
     def tokenizer(self, cfg: Any) -> Tokenizer:
         """The tokenizer over the config's vocabulary file."""

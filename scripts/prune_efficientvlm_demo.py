@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
+from minivlm.checkpoints import save_weights
 from minivlm.converters.atomic import atomic_path
 from minivlm.converters.manifest import sha256_file
 from minivlm.evaluate_vlm import evaluate_vlm
@@ -47,6 +49,15 @@ def _score(name: str, weights: Path, n: int) -> dict:
             "retrieval_r1": scores.retrieval_r1, "n": scores.n, "seed": scores.seed}
 
 
+def _install(weights: Path, preset: str) -> Path:
+    """Bundle `weights` as `preset`: the same tensors and metadata, the metadata naming `preset`."""
+    meta = {**read_metadata(weights), "preset": preset}
+    with tempfile.TemporaryDirectory() as tmp:
+        renamed = Path(tmp) / "model.safetensors"
+        save_weights(load(str(weights)).pipeline.model, renamed, meta)
+        return install_weights(renamed, preset)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/prune", help="working folder (one run folder per task and sparsity)")
@@ -57,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     student = bundled_weights(STUDENT)
-    finals = {(task, t): prune_run(PruneSettings(model=str(student), task=task, sparsity=t, steps=args.steps),
+    finals = {(task, t): prune_run(PruneSettings(model=STUDENT, task=task, sparsity=t, steps=args.steps),
                                    out / f"{task}-{t:g}") for task, t in RUNS}
     models = {"unpruned": _score(STUDENT, student, args.n)}
     models.update({f"{task} t={t:g}": _score(f"{task} t={t:g}", final, args.n) for (task, t), final in finals.items()})
@@ -66,7 +77,9 @@ def main() -> None:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / 'report.json'}")
     if args.install:
-        print(f"installed {install_weights(finals[BUNDLED_RUN], BUNDLED)}")
+        installed = _install(finals[BUNDLED_RUN], BUNDLED)
+        report["bundled_sha256"] = sha256_file(installed)
+        print(f"installed {installed}")
         with atomic_path(REPORT) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {REPORT}: run `python scripts/update_readme.py --only EFFICIENTVLM-PRUNING-TABLE`")

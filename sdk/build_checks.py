@@ -25,7 +25,7 @@ from minivlm.converters.coreml_spec import function_io, function_names
 from minivlm.converters.manifest import (GOLDEN_DIR, MANIFEST, MANIFEST_DIGEST, SCHEMA_VERSION,
                                          manifest_digest, sha256_file)
 from minivlm.converters.targets import TARGETS
-from minivlm.errors import ArtifactError
+from minivlm.errors import ArtifactError, ConfigError
 from minivlm.graph_io import TensorIO, check_model_io, check_runtime_io
 from minivlm.python_ref.families import FAMILIES, PRESET_FAMILIES, family_named
 from minivlm.python_ref.family import Family
@@ -96,6 +96,7 @@ def check_manifest(manifest: Any, path: Path) -> dict:
     need(model, "preset", "model", _text, "a preset name")
     need(model, "config", "model", is_dict, "the model's config as an object")
     need(model, "source", "model", lambda v: isinstance(v, str), "a string (the weights it was built from)", optional=True)
+    need(model, "structure", "model", is_dict, "an object (the per-layer widths of a pruned model)", optional=True)
     target = need(manifest, "target", "", _one_of(TARGETS), f"one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
     need(manifest, "precision", "", _one_of(spec.precisions), f"one of {target}'s precisions: {', '.join(spec.precisions)}")
@@ -239,6 +240,11 @@ def _config(manifest: dict):
     if PRESET_FAMILIES[model["preset"]] is not family:
         raise ArtifactError(f"the build's preset {model['preset']} is not of its manifest's family {family.name}")
     cfg = family.config(model["preset"])
+    if "structure" in model:  # a structurally pruned model: the preset with the per-layer widths it records
+        try:
+            cfg = family.restructured(cfg, model["structure"])
+        except ConfigError as err:
+            raise ArtifactError(f"the build's model.structure is not one of {model['preset']}: {first_line(err)}") from None
     if json.loads(json.dumps(dataclasses.asdict(cfg))) != model["config"]:
         raise ArtifactError(f"the build's {model['preset']} config differs from this SDK's; rebuild it with this version")
     return cfg

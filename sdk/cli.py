@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="MiniVLM SDK:
 
 ModelArg = Annotated[str, typer.Argument(help="A model preset: minivlm-demo, minivlm-paper, minivlm-minilm-l6, minivlm-tiny, "
                                                 "or efficientvlm-teacher, efficientvlm-paper, efficientvlm-tiny, "
-                                                "efficientvlm-demo-teacher, efficientvlm-demo-student, efficientvlm-demo-tiny.")]
+                                                "efficientvlm-demo-teacher, efficientvlm-demo-student, efficientvlm-demo-tiny; or a .safetensors weights file.")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset with bundled weights (MiniVLM or EfficientVLM), or a .safetensors file from `minivlm train`.")]
 ImageArg = Annotated[str, typer.Argument(help="An image file (any size; grayscale, RGBA and palette images are converted).")]
 
@@ -60,13 +60,21 @@ def info(
     image_size: Annotated[Optional[int], typer.Option(help="Square input side (default: the preset's).")] = None,
 ) -> None:
     """Parameters and FLOPs per part, counted by running the model (512x512, 50 regions, 70 text+tag tokens for the
-    paper preset; EfficientVLM: one image and one text of max_text_len tokens, and a student's ratios to its teacher)."""
+    paper preset; EfficientVLM: one image and one text of max_text_len tokens, a student's ratios to its teacher,
+    and the heads and FFN widths of every layer of a structurally pruned weights file)."""
+    from minivlm.loading import model_config, model_weights
+    from minivlm.pruning.report import format_report, pruning_of
     from minivlm.python_ref import profile
-    from minivlm.python_ref.families import preset_family
     from minivlm.python_ref.efficientvlm import profile as efficientvlm_profile
+    from minivlm.python_ref.families import family_of
 
-    report = {"minivlm": profile.info_report, "efficientvlm": efficientvlm_profile.info_report}[preset_family(model).name]
-    typer.echo(report(model, image_size=image_size))
+    cfg = model_config(model)
+    report = {"minivlm": profile.info_report, "efficientvlm": efficientvlm_profile.info_report}[family_of(cfg).name]
+    typer.echo(report(cfg, image_size=image_size))
+    weights = model_weights(model)
+    pruning = None if weights is None else pruning_of(weights)
+    if pruning is not None:
+        typer.echo("pruning report (`minivlm prune`):\n" + format_report(pruning))
 
 
 @app.command()

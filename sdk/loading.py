@@ -129,17 +129,7 @@ def load(model: str = DEFAULT_MODEL, *, random_init: bool = False,
     path = Path(model)
     presets = known_presets()
     if model not in PRESET_FAMILIES and path.suffix == ".safetensors":
-        if path.is_dir():
-            raise WeightsError(f"{model!r} is a directory; --model takes a .safetensors file written by `minivlm train`")
-        if not path.is_file():
-            raise WeightsError(f"weights file {model!r} does not exist")
-        preset = read_metadata(path).get("preset")
-        if preset is None:
-            raise WeightsError(f"{path} names no 'preset' in its metadata")
-        if preset not in PRESET_FAMILIES:
-            raise WeightsError(f"{path} names preset {preset!r} in its metadata, which this SDK does not have "
-                               f"(presets: {presets})")
-        return _from_file(get_config(preset), path)
+        return _from_file(weights_config(path), path)
     if model not in PRESET_FAMILIES and (path.suffix or os.sep in model or path.exists()):
         raise WeightsError(f"{model!r} is neither a model preset nor a weights file: a weights file must be a "
                            f".safetensors file written by `minivlm train` (pickled .pt/.bin checkpoints are never "
@@ -159,7 +149,56 @@ def load(model: str = DEFAULT_MODEL, *, random_init: bool = False,
             f"no weights ship for {model!r}; pass random_init=True for an untrained model of that architecture "
             f"(bundled: {', '.join(sorted(p.stem for p in WEIGHTS_DIR.glob('*.safetensors'))) or 'none'})"
         )
-    return _from_file(cfg, weights)
+    return _from_file(structured_config(cfg, read_metadata(weights), weights), weights)
+
+
+def weights_config(path: str | Path):
+    """The config of a weights file written by `minivlm train` or `minivlm.checkpoints.save_weights`: the preset
+    its metadata names, with the per-layer widths of its "structure" entry if it has one (`structured_config`).
+    WeightsError (one line) for a missing file, a folder, or metadata naming no preset this SDK has."""
+    path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{str(path)!r} is a directory; --model takes a .safetensors file written by `minivlm train`")
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} does not exist")
+    metadata = read_metadata(path)
+    preset = metadata.get("preset")
+    if preset is None:
+        raise WeightsError(f"{path} names no 'preset' in its metadata")
+    if preset not in PRESET_FAMILIES:
+        raise WeightsError(f"{path} names preset {preset!r} in its metadata, which this SDK does not have "
+                           f"(presets: {known_presets()})")
+    return structured_config(get_config(preset), metadata, path)
+
+
+def model_config(model: str):
+    """The config of `model`: a preset name of any family (with the structure of its bundled weights, if they
+    are structurally pruned, as `load` builds it), or a `.safetensors` weights file (`weights_config`)."""
+    if model not in PRESET_FAMILIES and Path(model).suffix == ".safetensors":
+        return weights_config(model)
+    cfg = get_config(model)  # ConfigError for an unknown name, listing the presets
+    weights = bundled_weights(model)
+    return cfg if weights is None else structured_config(cfg, read_metadata(weights), weights)
+
+
+def model_weights(model: str) -> Path | None:
+    """The weights file of `model`: the file itself, or the one shipped for a preset (None if none ships)."""
+    if model not in PRESET_FAMILIES and Path(model).suffix == ".safetensors":
+        return Path(model)
+    return bundled_weights(model)
+
+
+def structured_config(cfg, metadata: dict[str, str], path: Path):
+    """The config of a weights file: its preset's `cfg`, with the per-layer widths of its "structure" metadata
+    (a structurally pruned model) if it has one. WeightsError (one line) if that entry is not a structure of `cfg`."""
+    if "structure" not in metadata:
+        return cfg
+    try:
+        return family_of(cfg).restructured(cfg, json.loads(metadata["structure"]))
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"{path}: its 'structure' metadata is not JSON ({err.msg} at character {err.pos})") from None
+    except ConfigError as err:
+        raise WeightsError(f"{path}: its 'structure' metadata does not fit preset {cfg.name}: {err}") from None
 
 
 def _from_file(cfg, path: Path) -> ReferencePipeline | EfficientVLMReference:

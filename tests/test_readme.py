@@ -65,3 +65,21 @@ def test_the_bench_table_is_current_with_its_reports():
     report = json.loads(demo.read_text())
     assert report["model"]["preset"] == "minivlm-demo" and not report["model"]["random_init"]
     assert [rt["kind"] for rt in report["runtimes"][:2]] == ["eager", "onnxruntime"]
+
+
+def test_the_pruning_table_is_current_with_its_report():
+    """The README's pruned-models table is what scripts/update_readme.py makes from the pruning script's report,
+    and the bundled efficientvlm-demo is the file that report installed."""
+    import json
+
+    from minivlm.converters.manifest import sha256_file
+    from minivlm.loading import WEIGHTS_DIR
+
+    script = _script()
+    bundled = WEIGHTS_DIR / "efficientvlm-demo.safetensors"
+    if not script.PRUNING_REPORT.exists():
+        assert not bundled.exists(), "efficientvlm-demo ships without its pruning report"
+        return
+    _assert_current("EFFICIENTVLM-PRUNING-TABLE", "efficientvlm_pruning_table")
+    report = json.loads(script.PRUNING_REPORT.read_text())
+    assert sha256_file(bundled) == report["bundled_sha256"], f"{bundled.name} is not the file the report installed"

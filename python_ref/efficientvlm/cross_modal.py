@@ -19,15 +19,18 @@ from .text import Attention, FeedForward, causal_padding_mask, padding_mask
 
 
 class CrossModalLayer(nn.Module):
-    """One xbert layer with cross-attention; all masks additive (see `text.padding_mask`)."""
+    """One xbert layer with cross-attention; all masks additive (see `text.padding_mask`). Cross-modal layer
+    `index` of the config: its self-attention and FFN are global layer `text_layers + index` of the per-layer
+    widths, its cross-attention entry `index` of `cross_heads_per_layer`."""
 
-    def __init__(self, cfg: TextConfig, vision_width: int) -> None:
+    def __init__(self, cfg: TextConfig, vision_width: int, index: int = 0) -> None:
         super().__init__()
-        self.attn = Attention(cfg.hidden_size, cfg.heads, cfg.hidden_size)
+        layer = cfg.text_layers + index
+        self.attn = Attention(cfg.hidden_size, cfg.layer_self_heads(layer), cfg.hidden_size, cfg.head_dim)
         self.attn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
-        self.cross_attn = Attention(cfg.hidden_size, cfg.heads, vision_width)
+        self.cross_attn = Attention(cfg.hidden_size, cfg.layer_cross_heads(index), vision_width, cfg.head_dim)
         self.cross_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
-        self.ffn = FeedForward(cfg)
+        self.ffn = FeedForward(cfg, cfg.layer_ffn(layer))
 
     def forward(
         self, x: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor, image_mask: torch.Tensor
@@ -45,7 +48,7 @@ class CrossModalEncoder(nn.Module):
     def __init__(self, cfg: TextConfig, vision_width: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.layers = nn.ModuleList(CrossModalLayer(cfg, vision_width) for _ in range(cfg.cross_layers))
+        self.layers = nn.ModuleList(CrossModalLayer(cfg, vision_width, j) for j in range(cfg.cross_layers))
         self.apply(init_bert)
 
     def forward(

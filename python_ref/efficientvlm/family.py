@@ -11,7 +11,7 @@ import torch
 
 from ..family import Family, same_as_traced
 from ..fusion import MASK_VALUE
-from .config import PRESETS, EfficientVLMConfig, vocab_path
+from .config import PRESETS, EfficientVLMConfig, structure, vocab_path, with_structure
 from .generate import PROMPT
 from .graphs import GRAPH_NAMES, export_graphs
 from .model import EfficientVLM
@@ -109,6 +109,8 @@ EFFICIENTVLM = Family(
     record=record_host_steps,
     describe=describe,
     slowest=("vision", "caption_step"),
+    structure=structure,
+    with_structure=with_structure,
 )
 
 __all__ = ["EFFICIENTVLM", "HOST_STEPS", "describe", "record_host_steps"]

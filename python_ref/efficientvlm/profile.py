@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..profile import MAX_IMAGE_SIZE, PartReport, count_flops, format_report
-from .config import PRESETS, TEACHERS, EfficientVLMConfig
+from .config import PRESETS, TEACHERS, EfficientVLMConfig, is_pruned, structure
 from .model import EfficientVLM
 
 
@@ -137,14 +137,35 @@ def profile_efficientvlm(
     return EfficientVLMProfile(cfg, tuple(reports), vocabulary)
 
 
-def info_report(preset: str, image_size: int | None = None) -> str:
-    """What `minivlm info` prints for an EfficientVLM preset: the table of `profile_efficientvlm`, the
-    parameters without vocabulary-sized tensors and, for a student (`TEACHERS`), its ratios to its teacher
+def structure_lines(cfg: EfficientVLMConfig) -> list[str]:
+    """The heads and neurons each layer keeps, one line per modality (vision, text, cross-modal)."""
+    s = structure(cfg)
+    show = lambda counts: " ".join(map(str, counts))  # noqa: E731
+    text_layers = cfg.text.text_layers
+    return [
+        f"vision  heads {show(s['vision']['heads'])} (of {cfg.vision.heads}); "
+        f"MLP {show(s['vision']['mlp'])} (of {cfg.vision.width * cfg.vision.mlp_ratio})",
+        f"text    heads {show(s['text']['self_heads'][:text_layers])} (of {cfg.text.heads}); "
+        f"FFN {show(s['text']['ffn'][:text_layers])} (of {cfg.text.intermediate_size})",
+        f"cross   self-attention heads {show(s['text']['self_heads'][text_layers:])}, cross-attention heads "
+        f"{show(s['text']['cross_heads'])}; FFN {show(s['text']['ffn'][text_layers:])}",
+    ]
+
+
+def info_report(preset: str | EfficientVLMConfig, image_size: int | None = None) -> str:
+    """What `minivlm info` prints for an EfficientVLM preset or config: the table of `profile_efficientvlm`, the
+    parameters without vocabulary-sized tensors, for a structurally pruned config the widths of every layer
+    and its parameters against its preset's, and for a student (`TEACHERS`) its ratios to its teacher
     profiled at the same image size."""
     profile = profile_efficientvlm(preset, image_size)
     lines = [format_report(list(profile.rows)),
              f"parameters without vocabulary-sized tensors (word embeddings = MLM decoder, MLM bias): "
              f"{profile.params_without_vocabulary / 1e6:.3f} M"]
+    if is_pruned(profile.cfg):
+        unpruned = profile_efficientvlm(profile.cfg.name, image_size)
+        lines += [f"structurally pruned {profile.cfg.name}: parameters {profile.total.params / 1e6:.3f} M of the "
+                  f"preset's {unpruned.total.params / 1e6:.3f} M, FLOPs {profile.total.flops / unpruned.total.flops:.3f}"
+                  f" of its; per layer:", *structure_lines(profile.cfg)]
     if profile.cfg.name in TEACHERS:
         teacher = profile_efficientvlm(TEACHERS[profile.cfg.name], image_size)
         lines.append(f"{profile.cfg.name} / {teacher.cfg.name}: parameters "
@@ -155,4 +176,4 @@ def info_report(preset: str, image_size: int | None = None) -> str:
 
 
 __all__ = ["EfficientVLMProfile", "config_at", "format_budget", "info_report", "parameter_budget",
-           "profile_efficientvlm"]
+           "profile_efficientvlm", "structure_lines"]

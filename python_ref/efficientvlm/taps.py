@@ -16,7 +16,8 @@ What each stack records, in call order (tensors are not detached, so a student's
 - text: `hidden` = the embedding output, then each `TextLayer`'s output; `attention` = their self-attention.
 - cross: `hidden` = its input (the text states it fuses), then each `CrossModalLayer`'s output; `attention` =
   their text self-attention, `cross_attention` = their attention from the text to the image tokens.
-Probabilities are (B, heads, T, S); a masked key has probability exactly 0 (its additive mask underflows).
+Probabilities are (B, heads, T, S), `heads` being the heads the layer keeps (a structurally pruned layer's:
+(B, 0, T, S) for an attention pruned away); a masked key has probability exactly 0 (its additive mask underflows).
 
 Hidden states come from forward hooks, attention from `text.Attention.record`: with no recording open the
 models run the code they always run, and `torch.export` sees the same graph. One recording holds one pass of

@@ -22,29 +22,55 @@ from ..fusion import LayerNorm, additive_mask, init_bert, split_heads
 from .config import TextConfig
 
 
+class OutputBias(nn.Module):
+    """What is left of an output Linear whose every input was pruned away: its bias, kept under the Linear's
+    own key (`<name>.bias`), so that a pruned model's state dict is a subset of the unpruned one's and no
+    tensor has a zero-size axis (exporters refuse those)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(width))
+
+
 class Attention(nn.Module):
     """X-VLM `BertSelfAttention` + `BertSelfOutput.dense`: queries from the text (B, T, H), keys and values
     from a context (B, S, kv_width) — the text itself (self-attention) or the image tokens (cross-attention,
     where xbert's key/value are Linear(`encoder_width` -> H)). Also the ViT's attention (`vit.py`, no mask):
     HF `CLIPAttention` is the same q/k/v/out Linears and softmax.
 
-    `record` is None, or a list each forward appends its probabilities (B, heads, T, S) to, not detached
-    (`taps.recording` sets it, for distillation); a Python-level branch, so export sees no trace of it."""
+    `heads` is the number of heads kept (structured pruning keeps k <= the config's heads, each `head_dim` wide,
+    by default hidden // heads): q/k/v are Linear(in, heads*head_dim), out Linear(heads*head_dim, hidden).
+    With 0 heads the output is the out bias alone (`OutputBias`: no q/k/v).
 
-    def __init__(self, hidden: int, heads: int, kv_width: int) -> None:
+    Python-level attributes, so export sees no trace of them while they are None:
+    `record` is None, or a list each forward appends its probabilities (B, heads, T, S) to, not detached
+    (`taps.recording` sets it, for distillation); `head_mask` is None, or a (heads,) tensor multiplying each
+    head's context before `out` (pruning's gates; gradients reach it)."""
+
+    def __init__(self, hidden: int, heads: int, kv_width: int, head_dim: int | None = None) -> None:
         super().__init__()
-        self.heads, self.head_dim = heads, hidden // heads
+        self.hidden, self.heads = hidden, heads
+        self.head_dim = (hidden // heads if heads else 0) if head_dim is None else head_dim
         self.record: list[torch.Tensor] | None = None
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(kv_width, hidden)
-        self.value = nn.Linear(kv_width, hidden)
-        self.out = nn.Linear(hidden, hidden)
+        self.head_mask: torch.Tensor | None = None
+        inner = heads * self.head_dim
+        if heads == 0:
+            self.out = OutputBias(hidden)
+            return
+        self.query = nn.Linear(hidden, inner)
+        self.key = nn.Linear(kv_width, inner)
+        self.value = nn.Linear(kv_width, inner)
+        self.out = nn.Linear(inner, hidden)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """`x` (B, T, H) attends to `context` (B, S, kv_width) under additive `mask` (B, T or 1, S), or to
         every context token if `mask` is None (the ViT: a Python-level choice, so export sees no branch)."""
-        b, t, h = x.shape
+        b, t, _ = x.shape
         s = context.shape[1]
+        if self.heads == 0:  # a pruned-away attention: a constant (the config fixes it, not the data)
+            if self.record is not None:
+                self.record.append(x.new_zeros(b, 0, t, s))
+            return torch.zeros_like(x) + self.out.bias  # not a view of the bias: a new (B, T, H) tensor
         q = split_heads(self.query(x), self.heads).reshape(b * self.heads, t, self.head_dim)
         k = split_heads(self.key(context), self.heads).reshape(b * self.heads, s, self.head_dim)
         v = split_heads(self.value(context), self.heads).reshape(b * self.heads, s, self.head_dim)
@@ -54,31 +80,48 @@ class Attention(nn.Module):
         probs = torch.softmax(scores, dim=-1)  # (B, heads, T, S)
         if self.record is not None:
             self.record.append(probs)
-        ctx = torch.bmm(probs.view(b * self.heads, t, s), v)  # (B*heads, T, head_dim)
-        return self.out(ctx.view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, h))
+        ctx = torch.bmm(probs.view(b * self.heads, t, s), v).view(b, self.heads, t, self.head_dim)
+        if self.head_mask is not None:
+            ctx = ctx * self.head_mask.view(1, self.heads, 1, 1)
+        return self.out(ctx.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
-    """`BertIntermediate` + `BertOutput`: Linear -> exact (erf) GELU -> Linear -> residual -> LayerNorm."""
+    """`BertIntermediate` + `BertOutput`: Linear -> exact (erf) GELU -> Linear -> residual -> LayerNorm, with
+    `neurons` hidden units (the config's `intermediate_size` unless pruned; 0: `ffn_out` is its bias alone).
+    `neuron_mask` is None, or a (neurons,) tensor multiplying the GELU's output (pruning's gates, as
+    `Attention.head_mask`)."""
 
-    def __init__(self, cfg: TextConfig) -> None:
+    def __init__(self, cfg: TextConfig, neurons: int | None = None) -> None:
         super().__init__()
-        self.ffn_in = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.ffn_out = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        neurons = cfg.intermediate_size if neurons is None else neurons
+        self.neurons = neurons
+        self.neuron_mask: torch.Tensor | None = None
+        if neurons == 0:
+            self.ffn_out = OutputBias(cfg.hidden_size)
+        else:
+            self.ffn_in = nn.Linear(cfg.hidden_size, neurons)
+            self.ffn_out = nn.Linear(neurons, cfg.hidden_size)
         self.ffn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ffn_norm(x + self.ffn_out(F.gelu(self.ffn_in(x))))
+        if self.neurons == 0:
+            return self.ffn_norm(x + self.ffn_out.bias)
+        act = F.gelu(self.ffn_in(x))
+        if self.neuron_mask is not None:
+            act = act * self.neuron_mask
+        return self.ffn_norm(x + self.ffn_out(act))
 
 
 class TextLayer(nn.Module):
-    """A post-LN BERT layer: self-attention -> residual -> LN -> FFN -> residual -> LN."""
+    """A post-LN BERT layer: self-attention -> residual -> LN -> FFN -> residual -> LN; layer `index` of the
+    config's per-layer heads and FFN widths."""
 
-    def __init__(self, cfg: TextConfig) -> None:
+    def __init__(self, cfg: TextConfig, index: int = 0) -> None:
         super().__init__()
-        self.attn = Attention(cfg.hidden_size, cfg.heads, cfg.hidden_size)
+        self.attn = Attention(cfg.hidden_size, cfg.layer_self_heads(index), cfg.hidden_size, cfg.head_dim)
         self.attn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
-        self.ffn = FeedForward(cfg)
+        self.ffn = FeedForward(cfg, cfg.layer_ffn(index))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.ffn(self.attn_norm(x + self.attn(x, x, mask)))
@@ -120,7 +163,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embeddings = TextEmbeddings(cfg)
-        self.layers = nn.ModuleList(TextLayer(cfg) for _ in range(cfg.text_layers))
+        self.layers = nn.ModuleList(TextLayer(cfg, i) for i in range(cfg.text_layers))
         self.apply(init_bert)
 
     def forward(self, input_ids: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
@@ -140,5 +183,5 @@ class TextEncoder(nn.Module):
         return x
 
 
-__all__ = ["Attention", "FeedForward", "TextEmbeddings", "TextEncoder", "TextLayer", "causal_padding_mask",
+__all__ = ["Attention", "FeedForward", "OutputBias", "TextEmbeddings", "TextEncoder", "TextLayer", "causal_padding_mask",
            "padding_mask"]

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..fusion import LayerNorm
 from .config import ViTConfig
-from .text import Attention
+from .text import Attention, OutputBias
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -33,20 +33,35 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """OpenAI `ResidualAttentionBlock` / HF `CLIPEncoderLayer` (pre-LN): x + attn(ln_1 x), then x + mlp(ln_2 x)."""
+    """OpenAI `ResidualAttentionBlock` / HF `CLIPEncoderLayer` (pre-LN): x + attn(ln_1 x), then x + mlp(ln_2 x).
 
-    def __init__(self, cfg: ViTConfig) -> None:
+    Block `index` of the config's per-layer heads and MLP neurons (0 neurons: `mlp_out` is its bias alone,
+    `text.OutputBias`). `neuron_mask` is None, or a (neurons,) tensor multiplying the quick_gelu output
+    (pruning's gates, as `Attention.head_mask`)."""
+
+    def __init__(self, cfg: ViTConfig, index: int = 0) -> None:
         super().__init__()
+        neurons = cfg.layer_mlp(index)
+        self.neurons = neurons
+        self.neuron_mask: torch.Tensor | None = None
         self.ln_1 = LayerNorm(cfg.width, cfg.layer_norm_eps)
-        self.attn = Attention(cfg.width, cfg.heads, cfg.width)
+        self.attn = Attention(cfg.width, cfg.layer_heads(index), cfg.width, cfg.head_dim)
         self.ln_2 = LayerNorm(cfg.width, cfg.layer_norm_eps)
-        self.mlp_in = nn.Linear(cfg.width, cfg.width * cfg.mlp_ratio)
-        self.mlp_out = nn.Linear(cfg.width * cfg.mlp_ratio, cfg.width)
+        if neurons == 0:
+            self.mlp_out = OutputBias(cfg.width)
+        else:
+            self.mlp_in = nn.Linear(cfg.width, neurons)
+            self.mlp_out = nn.Linear(neurons, cfg.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.ln_1(x)
         x = x + self.attn(h, h)  # no mask: every image token sees every other
-        return x + self.mlp_out(quick_gelu(self.mlp_in(self.ln_2(x))))
+        if self.neurons == 0:
+            return x + self.mlp_out.bias
+        act = quick_gelu(self.mlp_in(self.ln_2(x)))
+        if self.neuron_mask is not None:
+            act = act * self.neuron_mask
+        return x + self.mlp_out(act)
 
 
 class VisionTransformer(nn.Module):
@@ -68,7 +83,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(w))
         self.position_embedding = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
         self.ln_pre = LayerNorm(w, cfg.layer_norm_eps)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.layers))
         self.ln_post = LayerNorm(w, cfg.layer_norm_eps)
         self.input_names = ("images",)
         self.output_names = ("image_tokens",)

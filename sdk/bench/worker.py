@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from minivlm.converters.atomic import atomic_file
-from minivlm.python_ref.families import family_of, get_config
+from minivlm.loading import model_config
+from minivlm.python_ref.families import family_of
 
 from .measure import peak_rss_mb, reset_peak_rss, rss_mb, timed
 from .onnx_graphs import ort_graphs
@@ -54,7 +55,7 @@ def _load(spec: dict, threads: int):
         import onnxruntime  # noqa: F401
 
         start = time.perf_counter()
-        cfg = get_config(spec["preset"])
+        cfg = model_config(spec["model"])  # a weights file's own config: a pruned model's widths included
         family = family_of(cfg)
         graphs = ort_graphs(spec["onnx_files"], spec["io_names"], threads)
         vocab = family.vocabularies_from_json(spec["vocabularies"])

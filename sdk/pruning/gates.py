@@ -43,11 +43,12 @@ def sample(log_alpha: torch.Tensor, generator: torch.Generator | None = None) ->
     return (s * (RIGHT - LEFT) + LEFT).clamp(0.0, 1.0)
 
 
-def deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
+def deterministic(log_alpha: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
     """The fixed mask of one group of gates (1-D): round(E[#zeros]) of them 0 (those with the lowest log α),
-    the others sigmoid(0.8 · log α / β) (close to 1 for a gate that is kept almost surely)."""
+    the others sigmoid(0.8 · log α / β) (close to 1 for a gate that is kept almost surely). `offset` shifts
+    log α for counting the zeros only (`sparsity.PruningGates.deterministic` calibrates it to the target)."""
     with torch.no_grad():
-        zeros = round(len(log_alpha) - float(keep_probability(log_alpha).sum()))
+        zeros = round(len(log_alpha) - float(keep_probability(log_alpha + offset).sum()))
         mask = torch.sigmoid(log_alpha / BETA * DETERMINISTIC_SCALE)
         if zeros > 0:
             mask[torch.topk(mask, zeros, largest=False).indices] = 0.0

@@ -266,9 +266,11 @@ def prune_run(settings: PruneSettings, workdir: str | Path, *, progress: bool = 
         barrier()
     load_checkpoint(ckpt, objective, None)
     if rank == 0:
-        pruned = prune(pruned_module.eval(), gates.deterministic())
+        masks, offset = gates.deterministic(settings.sparsity)
+        pruned = prune(pruned_module.eval(), masks)
         expected = float(gates.expected_sparsity().detach()), gates.expected_by_modality()
         report = pruning_report(pruned_module, pruned, settings, expected)
+        report["mask_offset"] = offset  # `PruningGates.deterministic`'s calibration of the masks to the target
         log.info("%s", format_report(report))
         seconds = time.monotonic() - started
         whole = job.whole(pruned)
@@ -282,14 +284,10 @@ def prune_run(settings: PruneSettings, workdir: str | Path, *, progress: bool = 
 
 def pruned_metadata(pruned: nn.Module, report: dict) -> dict[str, str]:
     """The metadata entries of a pruned model (an EfficientVLM or a whole MiniVLM): its structure (how
-    `minivlm.load` rebuilds it) and report."""
-    if isinstance(pruned, MiniVLM):
-        from minivlm.python_ref.config import structure
-    else:
-        from minivlm.python_ref.efficientvlm.config import structure
+    `minivlm.load` rebuilds it, its family's `structure`) and report."""
+    from minivlm.python_ref.families import family_of
 
-    shape = structure(pruned.cfg)
-    return {"structure": json.dumps(shape), "pruning": json.dumps(report)}
+    return {"structure": json.dumps(family_of(pruned.cfg).structure(pruned.cfg)), "pruning": json.dumps(report)}
 
 
 __all__ = ["MAX_SPARSITY", "MINIVLM_TASK", "PruneSettings", "STAGE", "load_prunable", "prune_run", "pruned_metadata", "task_for"]

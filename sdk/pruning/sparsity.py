@@ -39,9 +39,32 @@ class PruningGates(nn.Module):
         """One draw of every gate (training), by unit name."""
         return {u.name: gates.sample(a, generator) for u, a in zip(self.units, self.log_alpha)}
 
-    def deterministic(self) -> dict[str, torch.Tensor]:
-        """The fixed masks (`gates.deterministic`, one group per unit), by unit name."""
-        return {u.name: gates.deterministic(a.detach()) for u, a in zip(self.units, self.log_alpha)}
+    def deterministic(self, target: float | None = None) -> tuple[dict[str, torch.Tensor], float]:
+        """The fixed masks (`gates.deterministic`, one group per unit) by unit name, and the offset used.
+
+        Upstream counts each group's zeros as round(E[#zeros]); a layer's few heads round coarsely (one head
+        of the demo student is 0.8 % of its prunable parameters), so the masks can miss a target ŝ had met. With
+        `target`, one common offset added to every log α for that count (bisection) makes the masks' sparsity
+        the closest to the target it can be; which gates are kept within a group, and their values, stay
+        upstream's. Without `target` the offset is 0."""
+        if target is None:
+            return self._fixed(0.0), 0.0
+        low, high = -2 * gates.LOG_ALPHA_RANGE[1], 2 * gates.LOG_ALPHA_RANGE[1]  # raising the offset keeps more
+        best = (abs(self.sparsity_of(self._fixed(0.0)) - target), 0.0)
+        for _ in range(40):
+            offset = (low + high) / 2
+            reached = self.sparsity_of(self._fixed(offset))
+            best = min(best, (abs(reached - target), offset))
+            low, high = (offset, high) if reached > target else (low, offset)
+        return self._fixed(best[1]), best[1]
+
+    def _fixed(self, offset: float) -> dict[str, torch.Tensor]:
+        return {u.name: gates.deterministic(a.detach(), offset) for u, a in zip(self.units, self.log_alpha)}
+
+    def sparsity_of(self, masks: dict[str, torch.Tensor]) -> float:
+        """The fraction of the prunable parameters that fixed `masks` remove."""
+        kept = sum(int((masks[u.name] != 0).sum()) * u.unit_params for u in self.units)
+        return 1.0 - kept / self.prunable
 
     def expected_kept(self) -> torch.Tensor:
         """(units,) the expected parameters each unit keeps: Σ P(z ≠ 0) · unit_params."""

@@ -19,7 +19,7 @@ import torch
 
 from minivlm.checkpoints import load_checkpoint, save_weights
 from minivlm.errors import ConfigError
-from minivlm.python_ref.efficientvlm.config import PRESETS, EfficientVLMConfig, vocab_path
+from minivlm.python_ref.efficientvlm.config import PRESETS, EfficientVLMConfig, is_pruned, structure, vocab_path
 from minivlm.python_ref.efficientvlm.generate import prompt_ids
 from minivlm.python_ref.efficientvlm.model import EfficientVLM
 from minivlm.python_ref.scenes import ANSWERS
@@ -50,6 +50,8 @@ def vlm_config(preset: str) -> EfficientVLMConfig:
 def vlm_metadata(cfg: EfficientVLMConfig, settings: VLMTrainSettings | None) -> dict[str, str]:
     """What a weights file says about itself: preset, the answer vocabulary, and the recipe that made it."""
     meta = {"preset": cfg.name, "family": "efficientvlm", "vocabularies": json.dumps({"answers": list(ANSWERS)})}
+    if is_pruned(cfg):  # `minivlm.load` rebuilds the per-layer widths from it
+        meta["structure"] = json.dumps(structure(cfg))
     if settings is not None:
         meta["training"] = json.dumps(dataclasses.asdict(settings))
     return meta

@@ -68,3 +68,27 @@ def test_bad_settings_fail_in_one_line(field, value, words):
     with pytest.raises(ConfigError, match=words) as err:
         PruneSettings(model="efficientvlm-demo-student", **{field: value})
     assert "\n" not in str(err.value) and repr(value) in str(err.value)
+
+
+@pytest.mark.parametrize("target", [0.25, 0.5])
+def test_fixed_masks_calibrated_to_the_target(target):
+    from minivlm.python_ref.efficientvlm.config import efficientvlm_demo_student
+
+    torch.manual_seed(0)
+    g = PruningGates(prunable_units(EfficientVLM(efficientvlm_demo_student())))
+    with torch.no_grad():
+        for a in g.log_alpha:
+            a.copy_(torch.randn(a.shape) * 2)
+    upstream, offset0 = g.deterministic()
+    assert offset0 == 0.0
+    calibrated, offset = g.deterministic(target)
+    assert abs(g.sparsity_of(calibrated) - target) <= min(0.005, abs(g.sparsity_of(upstream) - target))
+    # The sparsity counted independently: zeroed heads and neurons times what each holds.
+    removed = sum(int((calibrated[u.name] == 0).sum()) * u.unit_params for u in g.units)
+    assert g.sparsity_of(calibrated) == pytest.approx(removed / g.prunable)
+    for u, a in zip(g.units, g.log_alpha):  # within a group the zeros are still the lowest log α, values upstream's
+        m = calibrated[u.name]
+        if (m == 0).any() and (m != 0).any():
+            assert float(a[m == 0].max()) <= float(a[m != 0].min())
+        kept = m != 0
+        torch.testing.assert_close(m[kept], torch.sigmoid(a.detach()[kept] / (2 / 3) * 0.8))
