@@ -10,9 +10,9 @@ import torch
 
 import minivlm
 from minivlm.errors import ConfigError
-from minivlm.python_ref.config import get_config, structure
+from minivlm.python_ref.config import structure
 from minivlm.python_ref.pipeline import MiniVLM
-from minivlm.python_ref.weights import load_weights, read_metadata
+from minivlm.python_ref.weights import read_metadata
 from minivlm.pruning.fusion_objective import recording
 from minivlm.pruning.report import pruning_of
 from minivlm.pruning.run import MINIVLM_TASK, PruneSettings, prune_run, task_for
@@ -47,11 +47,9 @@ def test_saved_file_is_the_whole_model_with_its_structure(pruned_run):
     described = json.loads(meta["structure"])
     assert set(described) == {"fusion"}
     bundled = minivlm.load("minivlm-demo").pipeline.model
-    from minivlm.python_ref.config import with_structure
-
-    model = MiniVLM(with_structure(get_config("minivlm-demo"), described))
-    load_weights(model, final)  # strict: every key and shape
-    assert structure(model.cfg) == described
+    model = minivlm.load(str(final)).pipeline.model  # strict: every key and shape of the restored structure
+    assert isinstance(model, MiniVLM) and structure(model.cfg) == described
+    assert model.cfg.fusion != bundled.cfg.fusion and model.cfg.tee == bundled.cfg.tee
     for name, tensor in bundled.tee.state_dict().items():  # the detector is the bundled one
         assert torch.equal(model.tee.state_dict()[name], tensor), name
     fusion_params = sum(p.numel() for p in model.fusion.parameters())
