@@ -44,6 +44,7 @@ def _score(name: str, weights: Path, n: int) -> dict:
     meta = read_metadata(weights)
     return {"weights": str(weights), "sha256": sha256_file(weights), "preset": meta["preset"],
             "training_seconds": float(meta["training_seconds"]) if "training_seconds" in meta else None,
+            "resumed": json.loads(meta["resumed"]) if "resumed" in meta else None,
             "pruning": pruning_of(weights), "caption_exact_match": scores.caption_exact_match,
             "vqa_accuracy": scores.vqa_accuracy, "vqa_by_type": scores.vqa_by_type,
             "retrieval_r1": scores.retrieval_r1, "n": scores.n, "seed": scores.seed}

@@ -30,15 +30,16 @@ MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "conve
 EFFICIENTVLM_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "efficientvlm_demo.json"
 # scripts/prune_efficientvlm_demo.py --install writes it: the pruned students' reports and scores.
 PRUNING_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "efficientvlm_pruning.json"
-# `minivlm bench ... --json` writes them (docs/BENCHMARKS.md): the demo model's, and the paper preset's if run.
+# `minivlm bench ... --json` writes them (docs/BENCHMARKS.md): the demo model's, the paper preset's if run, and
+# the EfficientVLM demo student against its teacher (`--versus`) if run.
 BENCH_REPORTS = tuple(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"bench_{name}.json"
-                      for name in ("demo", "paper"))
+                      for name in ("demo", "paper", "efficientvlm_compare"))
 # The budget derived from the MiniVLM authors' configs (arXiv 2012.06946), for comparison with what we count.
 PAPER_BUDGET = {"backbone (EfficientNet)": "≈ 3.6", "BiFPN": "≈ 0.2", "box head fc6+fc7": "≈ 2.1",
                 "predictors (cls, box)": "≈ 8.2", "attribute head": "≈ 1.0", "tee/total": "≈ 15",
                 "word embeddings": "11.7", "fusion/total": "≈ 33 (without task heads)"}
 # EfficientVLM's abstract (Wang et al. 2022, arXiv 2210.07795): the distilled 6/3/3 student after modal-adaptive
-# pruning has 93 M parameters, 44.3 % of the teacher's. Quoted as reported (the SDK does not prune), as a row
+# pruning has 93 M parameters, 44.3 % of the teacher's. Quoted as reported (no pruned paper-size weights exist here), as a row
 # below efficientvlm-paper's.
 EFFICIENTVLM_PAPER_STUDENT_M, EFFICIENTVLM_PAPER_STUDENT_SHARE = 93, 0.443
 
@@ -97,7 +98,7 @@ def efficientvlm_table() -> str:
               f"teacher). The paper's {EFFICIENTVLM_PAPER_STUDENT_M} M at {EFFICIENTVLM_PAPER_STUDENT_SHARE:.1%} "
               f"implies a teacher of ≈ {EFFICIENTVLM_PAPER_STUDENT_M / EFFICIENTVLM_PAPER_STUDENT_SHARE:.0f} M; the "
               f"gap from {without_vqa[student] / 1e6:.2f} M to {EFFICIENTVLM_PAPER_STUDENT_M} M is the paper's "
-              f"modal-adaptive pruning, which the SDK does not do."]
+              f"modal-adaptive pruning (`minivlm prune`, docs/PRUNING.md; the paper's own pruned weights are not available)."]
     return "\n".join(lines)
 
 
@@ -160,12 +161,15 @@ def efficientvlm_pruning_table() -> str:
     pruned = [m for m in models.values() if m["pruning"] is not None]
     score = {"caption": "caption_exact_match", "vqa": "vqa_accuracy", "match": "retrieval_r1"}
     scores = lambda m: " | ".join(f"{100 * m[k]:.1f} %" for k in score.values())  # noqa: E731
+    minutes = lambda seconds: "–" if seconds is None else f"{seconds / 60:.1f}"  # noqa: E731
     lines = ["## Pruned EfficientVLM demo models", "",
              "Made by `python scripts/prune_efficientvlm_demo.py --install` (docs/PRUNING.md): "
              "`minivlm prune --model efficientvlm-demo-student` for each task and target t, one after the other; "
              f"scored by `minivlm eval` on {base['n']} scenes of a stream no run saw. Sparsity is the share of the "
              "attention-head and feed-forward-neuron parameters removed, counted on the saved models; "
-             f"`efficientvlm-demo` (bundled, the default EfficientVLM model) is the {report['bundled']} model.", "",
+             f"`efficientvlm-demo` (bundled, the default EfficientVLM model) is the {report['bundled']} model. "
+             "Pruning time is the steps' wall time as the weights record it (– where a run's last checkpoint "
+             "predates that record).", "",
              "| model | sparsity reached | vision / text / cross | parameters (M) | pruning (min) | caption exact match "
              "| VQA | image→text R@1 | task score / unpruned |", "|---|---:|---|---:|---:|---:|---:|---:|---:|",
              f"| unpruned student (`efficientvlm-demo-student`) | | | {pruned[0]['pruning']['params_before'] / 1e6:.3f} | | "
@@ -175,7 +179,7 @@ def efficientvlm_pruning_table() -> str:
         by = " / ".join(f"{v:.3f}" for v in p["sparsity_by_modality"].values())
         ratio = m[score[p["task"]]] / base[score[p["task"]]]
         lines.append(f"| {p['task']}, t = {p['target']:g} | {p['sparsity']:.3f} | {by} | {p['params_after'] / 1e6:.3f} | "
-                     f"{m['training_seconds'] / 60:.1f} | {scores(m)} | {ratio:.3f} |")
+                     f"{minutes(m['training_seconds'])} | {scores(m)} | {ratio:.3f} |")
     return "\n".join(lines)
 
 

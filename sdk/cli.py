@@ -187,22 +187,26 @@ def parity(
 @app.command()
 @_one_line_errors
 def bench(
-    builds: Annotated[Optional[list[str]], typer.Argument(help="Build folders written by minivlm-convert, of the same model (a Core ML build off macOS is listed as not runnable).", show_default=False)] = None,
+    builds: Annotated[Optional[list[str]], typer.Argument(help="Build folders written by minivlm-convert, of the --model model (a Core ML build off macOS is listed as not runnable).", show_default=False)] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="A preset (with --random-init for one without weights) or a .safetensors file from `minivlm train`.")] = "minivlm-demo",
-    random_init: Annotated[bool, typer.Option("--random-init", help="An untrained preset (e.g. minivlm-paper), seeded with 0 as the tests' builds are.")] = False,
+    versus: Annotated[Optional[list[str]], typer.Option("--versus", help="Another model of the same family (preset or .safetensors) to measure side by side in this run, interleaved with --model (repeatable). The first --versus model is the baseline: the comparison gives every model's median / the baseline's, same runtime and thread count.", show_default=False)] = None,
+    versus_build: Annotated[Optional[list[str]], typer.Option("--versus-build", help="A build folder of a --versus model (repeatable); it is compared with the --model build of the same target and precision.", show_default=False)] = None,
+    random_init: Annotated[bool, typer.Option("--random-init", help="Untrained presets (e.g. minivlm-paper), seeded with 0 as the tests' builds are (every model given).")] = False,
     threads: Annotated[str, typer.Option(help="Thread counts to measure at, comma-separated; each runtime runs at each.")] = "1",
     runs: Annotated[int, typer.Option(help="Timed runs per graph (after 3 warm-up runs); 20 or more for a median worth quoting.")] = 20,
     task_runs: Annotated[Optional[int], typer.Option(help="Timed runs per end-to-end task (after 1 warm-up run; default: --runs).")] = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the whole report (every run's time, machine, versions) to this .json file.")] = None,
-    plot: Annotated[Optional[str], typer.Option("--plot", help="Draw a bar chart (time / ONNX Runtime per graph and task) to this .png file.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Draw a bar chart (time / ONNX Runtime per graph and task; with --versus, time / the baseline's) to this .png file.")] = None,
 ) -> None:
     """Time a model's graphs (on real recorded inputs) and its tasks end to end in PyTorch eager, ONNX Runtime
     fp32 and each build given, each runtime and thread count in its own process: median, p10/p90, ratios to ONNX
-    Runtime and eager, FLOPs and GFLOP/s, load time, peak RSS and size (docs/BENCHMARKS.md)."""
+    Runtime and eager, FLOPs and GFLOP/s, load time, peak RSS and size. With --versus, other models side by side
+    and a comparison with the baseline (docs/BENCHMARKS.md)."""
     from minivlm.bench import run_bench
     from minivlm.bench.report import table
 
-    report = run_bench(model, builds or (), random_init=random_init, threads=threads, runs=runs, task_runs=task_runs,
+    report = run_bench(model, builds or (), versus=versus or (), versus_builds=versus_build or (),
+                       random_init=random_init, threads=threads, runs=runs, task_runs=task_runs,
                        json_path=json_out, plot_path=plot, progress=lambda line: typer.echo(f"bench: {line}", err=True),
                        command="minivlm bench " + " ".join(sys.argv[2:]))
     typer.echo(table(report))

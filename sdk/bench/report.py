@@ -8,6 +8,8 @@ from pathlib import Path
 
 from minivlm.converters.atomic import atomic_file
 
+from .compare import comparison_markdown, comparison_table, is_comparison, model_report
+
 PEERS = {"onnxruntime": "vs_onnxruntime", "eager": "vs_eager"}
 
 
@@ -98,7 +100,11 @@ def _decoding(report: dict, threads: str) -> str | None:
 
 def table(report: dict) -> str:
     """The console table: per thread count, each graph and task's median ms per runtime with its ratio to ONNX
-    Runtime and to eager, then load time, peak RSS and size; notes for runtimes that did not run."""
+    Runtime and to eager, then load time, peak RSS and size; notes for runtimes that did not run. A report of
+    several models: that table per model, then the comparison (`compare.comparison_table`)."""
+    if is_comparison(report):
+        parts = [table(model_report(report, i)) for i in range(len(report["models"]))]
+        return "\n\n".join([*parts, comparison_table(report)])
     m, s = report["model"], report["settings"]
     runtimes = report["runtimes"]
     width = max(22, *(len(rt["name"]) for rt in runtimes))
@@ -121,7 +127,10 @@ def table(report: dict) -> str:
 
 def markdown(report: dict, threads: int = 1) -> str:
     """The README's table of one report at one thread count: median ms per graph and task (× ONNX Runtime),
-    GFLOP per graph, load time, peak RSS and size per runtime."""
+    GFLOP per graph, load time, peak RSS and size per runtime. A report of several models: its comparison
+    (`compare.comparison_markdown`)."""
+    if is_comparison(report):
+        return comparison_markdown(report, threads)
     m, s, machine = report["model"], report["settings"], report["machine"]
     t = str(threads)
     runtimes = report["runtimes"]

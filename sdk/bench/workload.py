@@ -94,13 +94,15 @@ def prepare(reference, model: str, random_init: bool) -> Workload:
     return Workload(model, random_init, reference, sample, inputs, outputs, flops)
 
 
-def check_build(folder: str | Path, cfg) -> dict:
+def check_build(folder: str | Path, cfg, hint: str | None = None) -> dict:
     """The manifest of a build folder given to `bench` (ArtifactError, one line, if it is not one); InputError if
-    it is a build of another model than the one benchmarked."""
+    it is a build of another model than `cfg`'s, the model it is listed with, ending in `hint` (what to do
+    instead; default: pass --model). `cfg` None checks only that it is a build."""
     manifest = read_manifest(Path(folder))
     preset = manifest["model"]["preset"]
-    if preset != cfg.name:
-        raise InputError(f"{folder} is a build of {preset}, but the model benchmarked is {cfg.name} (pass --model {preset})")
+    if cfg is not None and preset != cfg.name:
+        raise InputError(f"{folder} is a build of {preset}, but the model benchmarked is {cfg.name} "
+                         f"({hint or f'pass --model {preset}'})")
     return manifest
 
 

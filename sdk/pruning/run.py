@@ -233,8 +233,10 @@ def prune_run(settings: PruneSettings, workdir: str | Path, *, progress: bool = 
     model_lr = lambda s: _schedule(s, settings.steps, settings.warmup_fraction)  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [model_lr, lambda s: 1.0, lambda s: 1.0])
     ckpt, start, started = workdir / f"checkpoint-{STAGE}", 0, time.monotonic()
+    before: float | None = 0.0  # seconds the run took before this process (None: a checkpoint that did not say)
     if ckpt.exists():
-        start = load_checkpoint(ckpt, objective, optimizer)["step"]
+        state = load_checkpoint(ckpt, objective, optimizer)
+        start, before = state["step"], state.get("seconds")
         optimizer.param_groups[0]["lr"] = settings.lr * model_lr(start)
         scheduler.last_epoch = start
         log.info("resuming the pruning run at step %d", start)
@@ -261,10 +263,11 @@ def prune_run(settings: PruneSettings, workdir: str | Path, *, progress: bool = 
                              "task": f"{out['task'].item():.3f}", "kd": f"{out['kd'].item():.3f}"}, refresh=False)
         done = step + 1
         if rank == 0 and (done % settings.checkpoint_every == 0 or done == settings.steps):
-            save_checkpoint(ckpt, objective, optimizer, {"stage": STAGE, "step": done,
+            seconds = None if before is None else before + time.monotonic() - started
+            save_checkpoint(ckpt, objective, optimizer, {"stage": STAGE, "step": done, "seconds": seconds,
                                                          "settings": dataclasses.asdict(settings)})
         barrier()
-    load_checkpoint(ckpt, objective, None)
+    seconds = load_checkpoint(ckpt, objective, None).get("seconds")  # the steps' time, resumed segments summed
     if rank == 0:
         masks, offset = gates.deterministic(settings.sparsity)
         pruned = prune(pruned_module.eval(), masks)
@@ -272,11 +275,12 @@ def prune_run(settings: PruneSettings, workdir: str | Path, *, progress: bool = 
         report = pruning_report(pruned_module, pruned, settings, expected)
         report["mask_offset"] = offset  # `PruningGates.deterministic`'s calibration of the masks to the target
         log.info("%s", format_report(report))
-        seconds = time.monotonic() - started
         whole = job.whole(pruned)
         meta = {k: v for k, v in metadata.items() if k in ("preset", "family", "vocabularies")}
         meta.update(pruned_metadata(whole, report))
-        meta.update({"training": json.dumps(dataclasses.asdict(settings)), "training_seconds": f"{seconds:.0f}"})
+        meta.update({"training": json.dumps(dataclasses.asdict(settings)), "resumed": json.dumps(start > 0)})
+        if seconds is not None:  # a run resumed from a checkpoint that did not record its time has none
+            meta["training_seconds"] = f"{seconds:.0f}"
         save_weights(whole, final, meta)
     barrier()
     return final
