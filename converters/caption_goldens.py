@@ -159,7 +159,7 @@ def check_replay(record: DecodeRecord, table: dict[str, torch.Tensor], graphs: C
     p = cfg.max_tags_len + cfg.max_regions
 
     def prefix(*_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        zeros = torch.zeros(cfg.num_layers, 1, cfg.num_heads, p, cfg.head_dim)
+        zeros = torch.zeros(cfg.num_layers, 1, cfg.cache_heads, p, cfg.head_dim)
         return zeros, zeros
 
     def step(token_ids, position_ids, _pk, _pv, _pm, cache_keys, _cv, _cm):
@@ -172,7 +172,7 @@ def check_replay(record: DecodeRecord, table: dict[str, torch.Tensor], graphs: C
             m = rows[history]
             logits.append(reconstruct_logits(table["top_indices"][m], table["top_logits"][m],
                                              float(table["rest_logsumexp"][m]), cfg.vocab_size))
-        fed = token_ids[:, 0].float().view(1, n, 1, 1, 1).expand(cfg.num_layers, n, cfg.num_heads, 1, cfg.head_dim)
+        fed = token_ids[:, 0].float().view(1, n, 1, 1, 1).expand(cfg.num_layers, n, cfg.cache_heads, 1, cfg.head_dim)
         return torch.stack(logits), fed.clone(), fed.clone()
 
     fake = CaptionGraphs(cfg, prefix, step)

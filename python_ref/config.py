@@ -156,10 +156,29 @@ class FusionConfig:
     num_answers: int = 3129  # VQA v2 answer vocabulary
     max_caption_tokens: int = 20  # generated tokens, not counting [CLS]/[SEP]
     dropout: float = 0.1  # BERT hidden/attention dropout (training only; identity in eval and in every graph)
+    # A pruned encoder (`minivlm prune`): the heads each layer keeps and each layer's FFN width; empty = num_heads
+    # and intermediate_size in every layer. head_dim stays hidden_size / num_heads; 0 leaves a layer's attention
+    # or FFN with its output bias only.
+    heads_per_layer: tuple[int, ...] = ()
+    ffn_per_layer: tuple[int, ...] = ()
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def layer_heads(self, i: int) -> int:
+        """Attention heads of layer `i`."""
+        return self.heads_per_layer[i] if self.heads_per_layer else self.num_heads
+
+    def layer_ffn(self, i: int) -> int:
+        """FFN width (neurons) of layer `i`."""
+        return self.ffn_per_layer[i] if self.ffn_per_layer else self.intermediate_size
+
+    @property
+    def cache_heads(self) -> int:
+        """Heads of the caption graphs' K/V tensors: the most any layer has (num_heads unless pruned), at least
+        1 so that no tensor is empty. Layer i fills its first `layer_heads(i)`; the others stay zero."""
+        return max(1, *(self.layer_heads(i) for i in range(self.num_layers)))
 
     @property
     def max_tags_len(self) -> int:
@@ -174,6 +193,12 @@ class FusionConfig:
             )
         if self.max_caption_tokens + 2 > self.max_text_len:
             raise ConfigError(f"max_caption_tokens {self.max_caption_tokens} + 2 specials exceed max_text_len {self.max_text_len}")
+        for name, most in (("heads_per_layer", self.num_heads), ("ffn_per_layer", self.intermediate_size)):
+            counts = getattr(self, name)
+            if not isinstance(counts, tuple) or (counts and len(counts) != self.num_layers) or not all(
+                    isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= most for n in counts):
+                raise ConfigError(f"{name} is {counts!r}, expected () or a tuple of {self.num_layers} integers "
+                                  f"in 0..{most}, one per layer")
 
 
 @dataclass(frozen=True)
@@ -287,6 +312,53 @@ def minivlm_demo() -> MiniVLMConfig:
     return MiniVLMConfig(name="minivlm-demo", tee=tee, fusion=fusion)
 
 
+# The structure of a model (`structure`): entry -> the FusionConfig field holding it per layer.
+STRUCTURE_FIELDS: dict[str, str] = {"heads": "heads_per_layer", "ffn": "ffn_per_layer"}
+
+
+def _resolved(fusion: FusionConfig) -> dict[str, list[int]]:
+    layers = range(fusion.num_layers)
+    return {"heads": [fusion.layer_heads(i) for i in layers], "ffn": [fusion.layer_ffn(i) for i in layers]}
+
+
+def structure(cfg: MiniVLMConfig) -> dict[str, dict[str, list[int]]]:
+    """The heads and FFN neurons every fusion layer keeps, as JSON: {"fusion": {"heads", "ffn"}}, each a list with
+    one int per layer, whether or not the config is pruned (the detector has nothing to prune)."""
+    return {"fusion": _resolved(cfg.fusion)}
+
+
+def is_pruned(cfg: MiniVLMConfig) -> bool:
+    """Whether any fusion layer keeps fewer heads or neurons than its preset's uniform layers."""
+    return bool(cfg.fusion.heads_per_layer or cfg.fusion.ffn_per_layer) and structure(cfg) != structure(
+        replace(cfg, fusion=replace(cfg.fusion, heads_per_layer=(), ffn_per_layer=())))
+
+
+def with_structure(cfg: MiniVLMConfig, described: object) -> MiniVLMConfig:
+    """`cfg` with the per-layer heads and neurons of `described` (the JSON of `structure`). Strict: ConfigError
+    (one line) unless it has exactly the keys `structure` writes, each a list of one int in [0, full] per layer.
+    A list of full layers is stored as () (so an unpruned structure gives back the preset's config, equal to it)."""
+    if not isinstance(described, dict) or set(described) != {"fusion"}:
+        shown = sorted(described) if isinstance(described, dict) else described
+        raise ConfigError(f"structure is {shown!r}; expected an object with exactly the key 'fusion'")
+    entries = described["fusion"]
+    if not isinstance(entries, dict) or set(entries) != set(STRUCTURE_FIELDS):
+        shown = sorted(entries) if isinstance(entries, dict) else entries
+        raise ConfigError(f"structure.fusion is {shown!r}; expected an object with exactly the keys {sorted(STRUCTURE_FIELDS)}")
+    full = _resolved(replace(cfg.fusion, heads_per_layer=(), ffn_per_layer=()))
+    values = {}
+    for key, name in STRUCTURE_FIELDS.items():
+        counts = entries[key]
+        if not isinstance(counts, list):
+            raise ConfigError(f"structure.fusion.{key} is {counts!r}; expected a list of {cfg.fusion.num_layers} ints")
+        values[name] = tuple(counts)
+    try:  # validated as given, then full lists stored as ()
+        replace(cfg.fusion, **values)
+    except ConfigError as err:
+        raise ConfigError(f"structure: {err}") from None
+    values = {name: () if list(values[name]) == full[key] else values[name] for key, name in STRUCTURE_FIELDS.items()}
+    return replace(cfg, fusion=replace(cfg.fusion, **values))
+
+
 PRESETS: dict[str, Callable[[], MiniVLMConfig]] = {
     "minivlm-demo": minivlm_demo,
     "minivlm-paper": minivlm_paper,
@@ -311,11 +383,15 @@ __all__ = [
     "MiniVLMConfig",
     "PRESETS",
     "RPNConfig",
+    "STRUCTURE_FIELDS",
     "RoIHeadConfig",
     "TEEConfig",
     "get_config",
+    "is_pruned",
     "minilm_l6",
     "minivlm_paper",
     "replace",
+    "structure",
     "tiny",
+    "with_structure",
 ]

@@ -105,56 +105,116 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, t, heads, h // heads).transpose(1, 2)
 
 
+def pad_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, h, T, head_dim) -> (B, heads, T, head_dim), zero heads appended (`x` itself when h == heads): the
+    caption graphs' K/V tensors have `FusionConfig.cache_heads` heads whatever a pruned layer keeps."""
+    return x if x.shape[1] == heads else F.pad(x, (0, 0, 0, 0, 0, heads - x.shape[1]))
+
+
+class OutputBias(nn.Module):
+    """The output bias of a Linear whose every input was pruned away: what a layer with no heads (or no FFN
+    neurons) still adds. Its state-dict key is the Linear's own (`out.bias`, `ffn_out.bias`)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+
 class SelfAttention(nn.Module):
     """HF `BertSelfAttention` + `BertSelfOutput.dense`, with keys/values projected separately so that a
-    caller can attend to cached keys/values (OSCAR `CaptionBertSelfAttention`'s `history_state`)."""
+    caller can attend to cached keys/values (OSCAR `CaptionBertSelfAttention`'s `history_state`).
 
-    def __init__(self, cfg: FusionConfig) -> None:
+    A pruned layer has `heads` < num_heads (head_dim unchanged: q/k/v are Linear(H, heads * head_dim)); with
+    no heads at all only the output bias is left (`OutputBias`), `kv` gives None and the keys and values
+    passed to `forward` are ignored.
+    Python-level attributes, None unless set, invisible to export: `head_mask` (heads,) multiplies each head's
+    context before `out` (structured pruning's gates, `minivlm.pruning`); `record`, a list each forward appends
+    its probabilities (B, heads, T, S) to (distillation)."""
+
+    def __init__(self, cfg: FusionConfig, heads: int | None = None) -> None:
         super().__init__()
         h = cfg.hidden_size
-        self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
-        self.query, self.key, self.value, self.out = (nn.Linear(h, h) for _ in range(4))
+        self.heads, self.head_dim = cfg.num_heads if heads is None else heads, cfg.head_dim
+        self.head_mask: torch.Tensor | None = None
+        self.record: list[torch.Tensor] | None = None
+        width = self.heads * self.head_dim
+        if self.heads:
+            self.query, self.key, self.value = (nn.Linear(h, width) for _ in range(3))
+            self.out = nn.Linear(width, h)
+        else:
+            self.out = OutputBias(h)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of `x` (B, T, H), each (B, heads, T, head_dim)."""
+    def kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """Keys and values of `x` (B, T, H), each (B, heads, T, head_dim); (None, None) with no heads."""
+        if not self.heads:
+            return None, None
         return split_heads(self.key(x), self.heads), split_heads(self.value(x), self.heads)
 
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         """Queries from `x` (B, T, H) attend to `k`/`v` (B, heads, S, head_dim) under additive `mask` (B, T, S),
-        or (B, 1, S) when every query sees the same keys."""
+        or (B, 1, S) when every query sees the same keys. Returns (B, T, H), or the output bias (H,) alone when
+        the layer has no heads (it broadcasts against the residual)."""
+        if not self.heads:
+            return self.out.bias
         b, t, h = x.shape
-        s = k.shape[2]
-        q = split_heads(self.query(x), self.heads).reshape(b * self.heads, t, self.head_dim)
-        scores = torch.bmm(q, k.reshape(b * self.heads, s, self.head_dim).transpose(1, 2))  # (B*heads, T, S)
+        s, heads = k.shape[2], self.heads
+        q = split_heads(self.query(x), heads).reshape(b * heads, t, self.head_dim)
+        scores = torch.bmm(q, k.reshape(b * heads, s, self.head_dim).transpose(1, 2))  # (B*heads, T, S)
         # A view, not unsqueeze(1): XNNPACK takes unsqueeze on the trailing dim only.
-        head_mask = mask.view(mask.shape[0], 1, mask.shape[1], s)
-        scores = scores.view(b, self.heads, t, s) / math.sqrt(self.head_dim) + head_mask
-        probs = self.dropout(torch.softmax(scores, dim=-1)).view(b * self.heads, t, s)
-        ctx = torch.bmm(probs, v.reshape(b * self.heads, s, self.head_dim))  # (B*heads, T, head_dim)
-        return self.out(ctx.view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, h))
+        key_mask = mask.view(mask.shape[0], 1, mask.shape[1], s)
+        scores = scores.view(b, heads, t, s) / math.sqrt(self.head_dim) + key_mask
+        probs = torch.softmax(scores, dim=-1)
+        if self.record is not None:
+            self.record.append(probs)
+        probs = self.dropout(probs)
+        ctx = torch.bmm(probs.view(b * heads, t, s), v.reshape(b * heads, s, self.head_dim))  # (B*heads, T, head_dim)
+        ctx = ctx.view(b, heads, t, self.head_dim)
+        if self.head_mask is not None:
+            ctx = ctx * self.head_mask.view(1, heads, 1, 1)
+        return self.out(ctx.transpose(1, 2).reshape(b, t, heads * self.head_dim))
 
 
 class EncoderLayer(nn.Module):
-    """HF `BertLayer` (post-LN): attention -> residual -> LN -> FFN(erf GELU) -> residual -> LN."""
+    """HF `BertLayer` (post-LN): attention -> residual -> LN -> FFN(erf GELU) -> residual -> LN.
 
-    def __init__(self, cfg: FusionConfig) -> None:
+    A pruned layer has `cfg.layer_heads(index)` heads and `cfg.layer_ffn(index)` FFN neurons; with none, only
+    `ffn_out`'s bias is left. `neuron_mask` (FFN width,), None unless set (Python-level, invisible to export),
+    multiplies each neuron's GELU activation before `ffn_out`."""
+
+    def __init__(self, cfg: FusionConfig, index: int = 0) -> None:
         super().__init__()
-        self.attn = SelfAttention(cfg)
+        self.attn = SelfAttention(cfg, cfg.layer_heads(index))
         self.attn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
-        self.ffn_in = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.ffn_out = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.neuron_mask: torch.Tensor | None = None
+        width = cfg.layer_ffn(index)
+        if width:
+            self.ffn_in = nn.Linear(cfg.hidden_size, width)
+            self.ffn_out = nn.Linear(width, cfg.hidden_size)
+        else:
+            self.ffn_out = OutputBias(cfg.hidden_size)
         self.ffn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This layer's keys and values of its input `x`, each (B, heads, T, head_dim)."""
+    @property
+    def heads(self) -> int:
+        return self.attn.heads
+
+    def kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """This layer's keys and values of its input `x`, each (B, heads, T, head_dim); (None, None) with no heads."""
         return self.attn.kv(x)
 
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         x = self.attn_norm(x + self.dropout(self.attn(x, k, v, mask)))
-        ffn = self.ffn_out(F.gelu(self.ffn_in(x)))  # exact (erf) GELU, as BERT's "gelu"
-        return self.ffn_norm(x + self.dropout(ffn))
+        return self.ffn_norm(x + self.dropout(self._ffn(x)))
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.ffn_out, OutputBias):
+            return self.ffn_out.bias
+        hidden = F.gelu(self.ffn_in(x))  # exact (erf) GELU, as BERT's "gelu"
+        if self.neuron_mask is not None:
+            hidden = hidden * self.neuron_mask
+        return self.ffn_out(hidden)
 
 
 def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
@@ -192,7 +252,7 @@ class FusionEncoder(nn.Module):
         self.cfg = cfg
         self.embeddings = TextEmbeddings(cfg)
         self.region_embeddings = RegionEmbeddings(cfg)
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_layers))
 
     def _embed(
         self, ids: torch.Tensor, types: torch.Tensor, first_position: int, regions: torch.Tensor
@@ -312,9 +372,11 @@ __all__ = [
     "INIT_STD",
     "LayerNorm",
     "MASK_VALUE",
+    "OutputBias",
     "additive_mask",
     "attention_mask",
     "init_bert",
+    "pad_heads",
     "seq2seq_pattern",
     "split_heads",
 ]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .fusion import MASK_VALUE, AttentionKind, Fusion, additive_mask, split_heads
+from .fusion import MASK_VALUE, AttentionKind, Fusion, additive_mask, pad_heads, split_heads
 from .graph_ops import constant
 from .packing import FUSION_INPUT_NAMES
 
@@ -80,7 +80,8 @@ class CaptionPrefixGraph(nn.Module):
 
     Inputs: tag_ids, tag_type_ids (B, max_tags_len) int64; tag_mask (B, max_tags_len) f32 0/1;
     regions (B, max_regions, region_dim) f32; region_mask (B, max_regions) f32 0/1.
-    Outputs: prefix_keys, prefix_values (L, B, heads, P, head_dim), P = max_tags_len + max_regions.
+    Outputs: prefix_keys, prefix_values (L, B, heads, P, head_dim), P = max_tags_len + max_regions,
+    heads = `FusionConfig.cache_heads`: layer i fills its first `layer_heads(i)` heads, zeros after them.
     """
 
     def __init__(self, fusion: Fusion) -> None:
@@ -92,7 +93,9 @@ class CaptionPrefixGraph(nn.Module):
         self.embeddings, self.region_embeddings = encoder.embeddings, encoder.region_embeddings
         self.layers = encoder.layers[:-1]  # run in full
         # Of the last layer only the K/V projections are read: its queries, output and FFN never are.
-        self.last_key, self.last_value = encoder.layers[-1].attn.key, encoder.layers[-1].attn.value
+        last = encoder.layers[-1].attn
+        self.last_heads = last.heads
+        self.last_key, self.last_value = (last.key, last.value) if last.heads else (None, None)
 
     def forward(
         self,
@@ -108,13 +111,24 @@ class CaptionPrefixGraph(nn.Module):
         mask = additive_mask(valid.view(valid.shape[0], 1, valid.shape[1]))  # (B, 1, P): the same for every query
         keys, values = [], []
         for layer in self.layers:
-            k, v = layer.kv(x)  # (B, heads, P, head_dim)
-            keys.append(k)
-            values.append(v)
+            k, v = layer.kv(x)  # (B, heads of the layer, P, head_dim)
+            keys.append(self._padded(k, x))
+            values.append(self._padded(v, x))
             x = layer(x, k, v, mask)
-        keys.append(split_heads(self.last_key(x), self.cfg.num_heads))
-        values.append(split_heads(self.last_value(x), self.cfg.num_heads))
+        if self.last_heads:
+            keys.append(self._padded(split_heads(self.last_key(x), self.last_heads), x))
+            values.append(self._padded(split_heads(self.last_value(x), self.last_heads), x))
+        else:
+            keys.append(self._padded(None, x))
+            values.append(self._padded(None, x))
         return torch.stack(keys), torch.stack(values)
+
+    def _padded(self, kv: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """(B, cache_heads, P, head_dim): a layer's keys or values with zero heads after its own (all zero for a
+        layer without heads)."""
+        if kv is None:
+            return x.new_zeros(x.shape[0], self.cfg.cache_heads, x.shape[1], self.cfg.head_dim)
+        return pad_heads(kv, self.cfg.cache_heads)
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Zero inputs of the exact static shapes (T = max_tags_len)."""
@@ -129,6 +143,7 @@ class CaptionStepGraph(nn.Module):
       position_ids (B, 2) int64: [t-1, t]
       prefix_keys, prefix_values (L, B, heads, P, head_dim), prefix_mask (B, P) f32 0/1 (= tag_mask ⊕ region_mask)
       cache_keys, cache_values (L, B, heads, C, head_dim), cache_mask (B, C) f32 0/1 (1 at positions 0..t-2)
+      (heads = `FusionConfig.cache_heads`; layer i reads and writes its first `layer_heads(i)` of them)
     Outputs:
       mask_logits (B, V) at the [MASK]; new_keys, new_values (L, B, heads, 1, head_dim): the K/V of the token at
       t-1, which the host writes into cache slot t-1 (and sets cache_mask[:, t-1] = 1) before the next step.
@@ -167,25 +182,38 @@ class CaptionStepGraph(nn.Module):
         cache_shape = prefix_keys.shape[1:], cache_keys.shape[1:]
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
-            k, v = layer.kv(x)  # (B, heads, 2, head_dim)
-            # Layer i by slicing [i:i+1] and a view: XNNPACK takes a slice, not the select of `prefix_keys[i]`.
-            past_k = (prefix_keys[i:i + 1].view(cache_shape[0]), cache_keys[i:i + 1].view(cache_shape[1]))
-            past_v = (prefix_values[i:i + 1].view(cache_shape[0]), cache_values[i:i + 1].view(cache_shape[1]))
+            k, v = layer.kv(x)  # (B, heads of the layer, 2, head_dim)
+            if k is None:  # a layer without heads reads no cache and adds nothing to it
+                x = layer(x, None, None, mask)
+                new_keys.append(x.new_zeros(b, self.cfg.cache_heads, 1, self.cfg.head_dim))
+                new_values.append(x.new_zeros(b, self.cfg.cache_heads, 1, self.cfg.head_dim))
+                continue
+            # Layer i by slicing [i:i+1] and a view: XNNPACK takes a slice, not the select of `prefix_keys[i]`;
+            # a pruned layer reads its first heads of the cache_heads.
+            past_k = (self._own(prefix_keys[i:i + 1].view(cache_shape[0]), layer.heads),
+                      self._own(cache_keys[i:i + 1].view(cache_shape[1]), layer.heads))
+            past_v = (self._own(prefix_values[i:i + 1].view(cache_shape[0]), layer.heads),
+                      self._own(cache_values[i:i + 1].view(cache_shape[1]), layer.heads))
             keys = torch.cat([*past_k, k], dim=2)  # (B, heads, P + C + 2, head_dim)
             values = torch.cat([*past_v, v], dim=2)
             x = layer(x, keys, values, mask)
-            new_keys.append(k[:, :, :1])
-            new_values.append(v[:, :, :1])
+            new_keys.append(pad_heads(k[:, :, :1], self.cfg.cache_heads))
+            new_values.append(pad_heads(v[:, :, :1], self.cfg.cache_heads))
         masked = x[:, 1:2].reshape(b, x.shape[2])  # the [MASK]'s hidden state, sliced (not selected)
         logits = self.mlm_head(masked, self.embeddings.word_embeddings.weight)  # (B, V)
         return logits, torch.stack(new_keys), torch.stack(new_values)
+
+    @staticmethod
+    def _own(kv: torch.Tensor, heads: int) -> torch.Tensor:
+        """The first `heads` heads of (B, cache_heads, T, head_dim): a slice, none when they are all the layer's."""
+        return kv if kv.shape[1] == heads else kv[:, :heads]
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Inputs of the exact static shapes, as at step t = 1 with empty caches."""
         c = self.cfg
         p = c.max_tags_len + c.max_regions
-        kv_prefix = (c.num_layers, batch, c.num_heads, p, c.head_dim)
-        kv_cache = (c.num_layers, batch, c.num_heads, c.max_text_len, c.head_dim)
+        kv_prefix = (c.num_layers, batch, c.cache_heads, p, c.head_dim)
+        kv_cache = (c.num_layers, batch, c.cache_heads, c.max_text_len, c.head_dim)
         positions = torch.tensor([[0, 1]] * batch, dtype=torch.int64)
         return (
             _long(batch, 2), positions, _float(*kv_prefix), _float(*kv_prefix), _float(batch, p),

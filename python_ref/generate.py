@@ -87,11 +87,11 @@ class CachedDecoder:
         self.mask_id = tokenizer.mask_id
         self.step_graph = graphs.step
         prefix = inputs.caption_prefix(cfg.max_text_len)
-        keys, values = graphs.prefix(*prefix)  # (L, 1, heads, P, head_dim): once per image
+        keys, values = graphs.prefix(*prefix)  # (L, 1, cache_heads, P, head_dim): once per image
         self.prefix_keys = keys.expand(-1, num_beams, -1, -1, -1)
         self.prefix_values = values.expand(-1, num_beams, -1, -1, -1)
         self.prefix_mask = torch.cat([prefix[2], prefix[4]], dim=1).expand(num_beams, -1)  # (N, P)
-        cache = (cfg.num_layers, num_beams, cfg.num_heads, cfg.max_text_len, cfg.head_dim)
+        cache = (cfg.num_layers, num_beams, cfg.cache_heads, cfg.max_text_len, cfg.head_dim)
         self.cache_keys, self.cache_values = torch.zeros(cache), torch.zeros(cache)
         self.cache_mask = torch.zeros(num_beams, cfg.max_text_len)
 

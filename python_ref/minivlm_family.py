@@ -12,7 +12,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from .config import PRESETS, MiniVLMConfig
+from .config import PRESETS, MiniVLMConfig, structure, with_structure
 from .family import Family, same_as_traced
 from .fusion import MASK_VALUE
 from .generate import DEFAULT_BEAMS, greedy
@@ -129,6 +129,9 @@ MINIVLM = Family(
     slowest=("tee_stage1", "caption_step"),
     # Beam search steps every beam at once: a build runs them in one call of this graph, not one call per beam.
     batched=MappingProxyType({"caption_step_beam": ("caption_step", DEFAULT_BEAMS)}),
+    # A pruned fusion encoder's per-layer heads and FFN widths (`minivlm prune`).
+    structure=structure,
+    with_structure=with_structure,
 )
 
 __all__ = ["GOLDEN_STEP_CALLS", "HOST_STEPS", "MINIVLM", "describe", "record_host_steps"]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import MiniVLMConfig, get_config, replace
+from .config import MiniVLMConfig, get_config, is_pruned, replace, structure
 from .errors import ConfigError
 from .fusion import AttentionKind
 from .pipeline import MiniVLM
@@ -131,5 +131,15 @@ def format_report(reports: list[PartReport]) -> str:
 
 
 def info_report(preset: str | MiniVLMConfig, image_size: int | None = None) -> str:
-    """What `minivlm info` prints for a MiniVLM preset or config: the table of `profile_model`."""
-    return format_report(profile_model(preset, image_size=image_size))
+    """What `minivlm info` prints for a MiniVLM preset or config: the table of `profile_model` and, for a config
+    whose fusion is structurally pruned, its parameters against its preset's and the widths of every layer."""
+    reports = profile_model(preset, image_size=image_size)
+    cfg = get_config(preset) if isinstance(preset, str) else preset
+    if not is_pruned(cfg):
+        return format_report(reports)
+    full, f, s = profile_model(cfg.name, image_size=image_size)[-1], cfg.fusion, structure(cfg)["fusion"]
+    show = lambda counts: " ".join(map(str, counts))  # noqa: E731
+    return "\n".join([format_report(reports),
+                      f"structurally pruned {cfg.name}: parameters {reports[-1].params / 1e6:.3f} M of the preset's "
+                      f"{full.params / 1e6:.3f} M, FLOPs {reports[-1].flops / full.flops:.3f} of its; per layer:",
+                      f"fusion  heads {show(s['heads'])} (of {f.num_heads}); FFN {show(s['ffn'])} (of {f.intermediate_size})"])

@@ -275,24 +275,23 @@ class PruneTask(str, enum.Enum):
 def prune(
     sparsity: Annotated[float, typer.Option("--sparsity", "-t", help="Target t: the fraction of the attention-head and feed-forward-neuron parameters to remove, all modalities together.")],
     model: ModelOpt = "efficientvlm-demo-student",
-    task: Annotated[PruneTask, typer.Option(help="The task the pruned model keeps: its loss, and the logits distilled.")] = PruneTask.caption,
+    task: Annotated[Optional[PruneTask], typer.Option(help="EfficientVLM: the task the pruned model keeps, its loss and the logits distilled (default caption). A MiniVLM's fusion is pruned for captions and VQA at once: no --task.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Working folder: checkpoints and the final model.safetensors (default runs/prune-<task>-<t>).")] = None,
     steps: Annotated[int, typer.Option(help="Fine-tuning steps under the gates.")] = 400,
     warmup_steps: Annotated[int, typer.Option(help="Steps over which the target rises from 0 to t.")] = 150,
     seed: Annotated[int, typer.Option(help="Scene stream and gate initialisation seed.")] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with ŝ, t, λ₁, λ₂ and the losses.")] = True,
 ) -> None:
-    """Prune an EfficientVLM to a target sparsity: fine-tune under hard-concrete gates on every attention head and
-    feed-forward neuron (task loss 0.6 + distillation from the unpruned model 0.4 + a Lagrangian holding the
-    expected sparsity at t), then remove what the gates zero and save the smaller model with its report.
+    """Prune an EfficientVLM, or a MiniVLM's fusion encoder, to a target sparsity: fine-tune under hard-concrete gates
+    on every attention head and FFN neuron (task loss 0.6 + distillation from the unpruned model 0.4 + a Lagrangian
+    holding the expected sparsity at t), then remove what the gates zero and save the smaller model with its report.
     Resumes from the checkpoints in --out."""
     from minivlm.pruning.report import format_report, pruning_of
-    from minivlm.pruning.run import PruneSettings, prune_run
-    settings = PruneSettings(model=model, task=task.value, sparsity=sparsity, steps=steps, warmup_steps=warmup_steps,
-                             seed=seed)
-    final = prune_run(settings, out or f"runs/prune-{task.value}-{sparsity:g}", progress=progress)
-    typer.echo(format_report(pruning_of(final)))
-    typer.echo(f"wrote {final}")
+    from minivlm.pruning.run import PruneSettings, prune_run, task_for
+    chosen = task_for(model, task and task.value)
+    settings = PruneSettings(model, chosen, sparsity, steps=steps, warmup_steps=warmup_steps, seed=seed)
+    final = prune_run(settings, out or f"runs/prune-{chosen}-{sparsity:g}", progress=progress)
+    typer.echo(f"{format_report(pruning_of(final))}\nwrote {final}")
 
 
 # --- convert (also the `minivlm-convert` command) --------------------------------------------------------------

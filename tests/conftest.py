@@ -12,6 +12,7 @@ folder or file runs its tests whatever their tier (`pytest tests/parity`). `slow
 when a `-m` expression names them.
 """
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -143,6 +144,51 @@ def tiny_efficientvlm_build(tmp_path_factory, tiny_efficientvlm, tiny_efficientv
         return made[target, precision]
 
     return get
+
+
+# The pruned tiny MiniVLM: layer 0 keeps 3 of 4 heads and no FFN neuron, layer 1 no head and 40 of 64 neurons,
+# so its caption caches carry 3 heads and every special case of a pruned fusion reaches the builds.
+PRUNED_TINY_KEEP = {"encoder.layers.0.attn": [1, 1, 0, 1], "encoder.layers.0": [0] * 64,
+                    "encoder.layers.1.attn": [0, 0, 0, 0], "encoder.layers.1": [1] * 40 + [0] * 24}
+
+
+@pytest.fixture(scope="session")
+def tiny_pruned_file(tmp_path_factory):
+    """minivlm-tiny (seeded as `tiny_reference`) with its fusion physically pruned (`PRUNED_TINY_KEEP`, kept values
+    in (0.5, 1) folded into the weights), saved as `minivlm prune` saves one: the whole model, its preset,
+    vocabularies and structure in the metadata."""
+    from minivlm.checkpoints import save_weights
+    from minivlm.pruning.physical import prune
+    from minivlm.pruning.run import pruned_metadata
+    from minivlm.python_ref.pipeline import MiniVLM
+    from minivlm.training import model_metadata
+
+    torch.manual_seed(0)
+    reference = minivlm.load("minivlm-tiny", random_init=True)
+    model = reference.pipeline.model
+    g = torch.Generator().manual_seed(0)
+    masks = {name: torch.tensor(keep, dtype=torch.float32) * (0.5 + 0.5 * torch.rand(len(keep), generator=g))
+             for name, keep in PRUNED_TINY_KEEP.items()}
+    fusion = prune(model.fusion, masks)
+    whole = MiniVLM(dataclasses.replace(model.cfg, fusion=fusion.cfg)).eval()
+    whole.tee.load_state_dict(model.tee.state_dict())
+    whole.fusion.load_state_dict(fusion.state_dict())
+    path = tmp_path_factory.mktemp("weights") / "minivlm-tiny-pruned.safetensors"
+    meta = {**model_metadata(model.cfg, reference.vocab, None), **pruned_metadata(whole, {})}
+    del meta["pruning"]  # no run, no report
+    save_weights(whole, path, meta)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pruned_executorch_build(tmp_path_factory, tiny_pruned_file):
+    """That pruned model loaded back from its file and built for ExecuTorch XNNPACK fp32 (one worker)."""
+    from minivlm.converters.build import build
+    from minivlm.converters.targets import resolve_options
+
+    out = tmp_path_factory.mktemp("builds") / "minivlm-tiny-pruned-executorch"
+    return build(minivlm.load(tiny_pruned_file).pipeline, model_name="minivlm-tiny-pruned", source=str(tiny_pruned_file),
+                 options=resolve_options("executorch"), out=out, jobs=1)
 
 
 _EDITED = 1024

@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from minivlm.errors import ConfigError
+from minivlm.python_ref.config import FusionConfig
 from minivlm.python_ref.efficientvlm.config import EfficientVLMConfig
 from minivlm.python_ref.efficientvlm.model import EfficientVLM
+from minivlm.python_ref.fusion import Fusion
 
 from .units import Unit, feed_forward_layers, prunable_units
 
@@ -54,8 +56,18 @@ def _efficientvlm_config(cfg: EfficientVLMConfig, counts: dict[str, int]) -> Eff
     return dataclasses.replace(cfg, vision=vision, text=text)
 
 
+def _fusion_config(cfg: FusionConfig, counts: dict[str, int]) -> FusionConfig:
+    layers = range(cfg.num_layers)
+    heads = tuple(counts.get(f"encoder.layers.{i}.attn", cfg.layer_heads(i)) for i in layers)
+    ffn = tuple(counts.get(f"encoder.layers.{i}", cfg.layer_ffn(i)) for i in layers)
+    # Full layers everywhere are stored as (), as `python_ref.config.with_structure` does: one config per structure.
+    return dataclasses.replace(cfg, heads_per_layer=() if set(heads) == {cfg.num_heads} else heads,
+                               ffn_per_layer=() if set(ffn) == {cfg.intermediate_size} else ffn)
+
+
 # Model type -> its config with given kept counts (by unit name); the model type is built from that config.
-STRUCTURES: dict[type, Callable[[Any, dict[str, int]], Any]] = {EfficientVLM: _efficientvlm_config}
+STRUCTURES: dict[type, Callable[[Any, dict[str, int]], Any]] = {EfficientVLM: _efficientvlm_config,
+                                                                 Fusion: _fusion_config}
 
 
 def _head_rows(mask: torch.Tensor, head_dim: int) -> torch.Tensor:

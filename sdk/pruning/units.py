@@ -7,7 +7,8 @@ and d columns of the output projection; a neuron owns one row (and bias) of the 
 column of its output. Output biases and LayerNorms stay whatever is pruned, so they are not counted.
 
 Masks reach the modules through their `head_mask` / `neuron_mask` attributes (None: no mask), which multiply
-each head's attention output and each neuron's activation (python_ref/efficientvlm/text.py, vit.py).
+each head's attention output and each neuron's activation (python_ref/efficientvlm/text.py, vit.py; MiniVLM's
+python_ref/fusion.py).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from minivlm.errors import ConfigError
 from minivlm.python_ref.efficientvlm.model import EfficientVLM
 from minivlm.python_ref.efficientvlm.text import Attention, FeedForward
 from minivlm.python_ref.efficientvlm.vit import Block
+from minivlm.python_ref.fusion import EncoderLayer, Fusion, SelfAttention
 
 MODALITIES = ("vision", "text", "cross")  # EfficientVLM's, in the order reports list them
+FUSION = "fusion"  # MiniVLM's one prunable modality: its fusion encoder (the detector has no heads or neurons)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class PrunableLayout:
 # Model type -> its layout; another family registers its own.
 LAYOUTS: dict[type, PrunableLayout] = {
     EfficientVLM: PrunableLayout(MODALITIES, (Attention,), {Block: ("mlp_in", "mlp_out"), FeedForward: ("ffn_in", "ffn_out")}),
+    Fusion: PrunableLayout((FUSION,), (SelfAttention,), {EncoderLayer: ("ffn_in", "ffn_out")}, single=FUSION),
 }
 
 
@@ -133,4 +137,4 @@ def masked(model: nn.Module, units: list[Unit], masks: Mapping[str, torch.Tensor
         set_masks(model, units, None)
 
 
-__all__ = ["LAYOUTS", "MODALITIES", "PrunableLayout", "Unit", "feed_forward_layers", "layout_of", "masked", "prunable_units", "set_masks"]
+__all__ = ["FUSION", "LAYOUTS", "MODALITIES", "PrunableLayout", "Unit", "feed_forward_layers", "layout_of", "masked", "prunable_units", "set_masks"]

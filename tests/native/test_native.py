@@ -78,6 +78,13 @@ def test_ctest_under_address_and_undefined_behaviour_sanitizers(sanitized):
     _ctest(sanitized)
 
 
+def test_ctest_replays_the_goldens_of_a_pruned_model(tmp_path_factory, tiny_pruned_executorch_build):
+    """A structurally pruned fusion (caption caches of fewer heads than the model's, a layer without heads): the
+    core sizes every cache from the manifest and decodes the build's recorded captions."""
+    folder = _build(tmp_path_factory.mktemp("native") / "pruned", tiny_pruned_executorch_build.path)
+    _ctest(folder)
+
+
 def test_tokenizer_matches_python_ref_on_every_code_point(native):
     """Each code point (surrogates aside) between two letters and alone, 256 to a line, plus runs of 120."""
     tok = Tokenizer.default()

@@ -106,9 +106,11 @@ const mvlm_config& checked(const mvlm_config* config) {
   positive(c.hidden_size, "hidden_size");
   positive(c.num_layers, "num_layers");
   positive(c.num_heads, "num_heads");
-  if (c.head_dim * c.num_heads != c.hidden_size) {
+  positive(c.head_dim, "head_dim");
+  // num_heads is the caption caches' head count: the model's, or fewer for a pruned encoder (head_dim unchanged).
+  if (c.hidden_size % c.head_dim || c.num_heads > c.hidden_size / c.head_dim) {
     fail(MVLM_INVALID_ARGUMENT, "config.head_dim " + str(c.head_dim) + " x num_heads " + str(c.num_heads) +
-                                    " is not hidden_size " + str(c.hidden_size));
+                                    " does not fit hidden_size " + str(c.hidden_size) + " (head_dim must divide it)");
   }
   if (c.max_text_len < 3) fail(MVLM_INVALID_ARGUMENT, "config.max_text_len is " + str(c.max_text_len) + ", expected >= 3");
   if (c.max_tags_len < 1 || c.max_text_len + c.max_tags_len != c.max_text_tags_len) {

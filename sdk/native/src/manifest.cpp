@@ -52,6 +52,12 @@ class Reader {
   // A top-level entry that may be absent (nullptr).
   const Value* optional(std::string_view key) const { return root_.get(key); }
 
+  // The value at `pointer`, or nullptr when there is none.
+  const Value* find(const std::string& pointer) const {
+    std::string error;
+    return minivlm::json::resolve(root_, pointer, &error);
+  }
+
   // An array of numbers into out[0..n), n <= capacity (exactly `exact` if given).
   int32_t numbers(const std::string& pointer, double* out, size_t capacity, size_t exact = 0) const {
     const Value& v = at(pointer, Value::Type::Array);
@@ -128,6 +134,26 @@ mvlm_config read_config(const Reader& r, const std::string& what) {
                             str(c.num_heads));
   }
   c.head_dim = c.hidden_size / c.num_heads;
+  // A pruned encoder lists the heads each layer keeps (absent or empty: num_heads in every layer). head_dim stays;
+  // the caption K/V tensors carry the most heads any layer keeps (at least 1), python_ref's cache_heads.
+  if (const Value* per_layer = r.find(fusion + "/heads_per_layer"); per_layer && !(per_layer->type == Value::Type::Array &&
+                                                                                   per_layer->items.empty())) {
+    const std::string pointer = fusion + "/heads_per_layer";
+    const Value& list = r.at(pointer, Value::Type::Array);
+    if (list.items.size() != static_cast<size_t>(std::max(c.num_layers, 0))) {
+      fail(MVLM_BAD_FILE, what + " " + pointer + " has " + str(list.items.size()) + " entries, expected num_layers " +
+                              str(c.num_layers));
+    }
+    int32_t most = 1;
+    for (size_t i = 0; i < list.items.size(); ++i) {
+      const int32_t heads = r.integer(pointer + "/" + str(i));
+      if (heads < 0 || heads > c.num_heads) {
+        fail(MVLM_BAD_FILE, what + " " + pointer + "/" + str(i) + " is " + str(heads) + ", expected 0.." + str(c.num_heads));
+      }
+      most = std::max(most, heads);
+    }
+    c.num_heads = most;
+  }
   c.max_text_len = r.integer(fusion + "/max_text_len");
   c.max_text_tags_len = r.integer(fusion + "/max_text_tags_len");
   c.max_tags_len = c.max_text_tags_len - c.max_text_len;

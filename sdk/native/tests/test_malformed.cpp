@@ -193,6 +193,16 @@ std::string replace_once(std::string text, const std::string& from, const std::s
   return text.replace(at, from.size(), to);
 }
 
+// `text` with fusion/heads_per_layer set to `list` (JSON): the entry replaced if the manifest has one (builds
+// record it, empty for an unpruned model), else added before num_heads.
+std::string with_heads_per_layer(const std::string& text, const std::string& list) {
+  const std::string key = "\"heads_per_layer\": ";
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return replace_once(text, "\"num_heads\": ", key + list + ", \"num_heads\": ");
+  const size_t end = text.find(']', at);
+  return text.substr(0, at + key.size()) + list + text.substr(end + 1);
+}
+
 void manifest_inputs(check::Suite& s, const std::string& text, const std::string& manifest_path) {
   mvlm_manifest* m = nullptr;
   size_t accepted = 0;
@@ -215,6 +225,38 @@ void manifest_inputs(check::Suite& s, const std::string& text, const std::string
   fails_with(s, mvlm_manifest_parse(order.data(), order.size(), nullptr, &m), MVLM_BAD_FILE, "unknown region order", "sideways");
   const std::string heads = replace_once(text, "\"num_heads\": ", "\"num_heads\": 7, \"w\": ");
   fails_with(s, mvlm_manifest_parse(heads.data(), heads.size(), nullptr, &m), MVLM_BAD_FILE, "heads not dividing hidden", "num_heads 7");
+  // A pruned encoder: the caption caches carry the most heads a layer keeps, head_dim stays.
+  mvlm_config base{}, pruned_config{};
+  golden::must(mvlm_manifest_parse(text.data(), text.size(), nullptr, &m), "the manifest");
+  golden::must(mvlm_manifest_config(m, &base), "its config");
+  mvlm_manifest_free(m);
+  m = nullptr;
+  const int32_t model_heads = base.hidden_size / base.head_dim;  // the model's, whatever the manifest keeps
+  std::string per_layer = "[";
+  for (int32_t i = 0; i < base.num_layers; ++i) {
+    per_layer += (i ? ", " : "") + std::to_string(i == 1 ? model_heads - 1 : i % 2);  // 0, heads - 1, 0, 1, ...
+  }
+  const std::string pruned = with_heads_per_layer(text, per_layer + "]");
+  golden::must(mvlm_manifest_parse(pruned.data(), pruned.size(), nullptr, &m), "a pruned encoder's manifest");
+  golden::must(mvlm_manifest_config(m, &pruned_config), "its config");
+  s.ok(pruned_config.num_heads == model_heads - 1 && pruned_config.head_dim == base.head_dim,
+       "a pruned encoder's caches carry the most heads a layer keeps, head_dim unchanged");
+  mvlm_manifest_free(m);
+  m = nullptr;
+  const std::string empty = with_heads_per_layer(text, "[]");
+  golden::must(mvlm_manifest_parse(empty.data(), empty.size(), nullptr, &m), "an empty heads_per_layer");
+  golden::must(mvlm_manifest_config(m, &pruned_config), "its config");
+  s.ok(pruned_config.num_heads == model_heads, "an empty heads_per_layer is num_heads in every layer");
+  mvlm_manifest_free(m);
+  m = nullptr;
+  const std::string short_list = with_heads_per_layer(text, "[1]");
+  fails_with(s, mvlm_manifest_parse(short_list.data(), short_list.size(), nullptr, &m), MVLM_BAD_FILE,
+             "heads_per_layer of the wrong length", "heads_per_layer has 1 entries");
+  std::string over = "[" + std::to_string(model_heads + 1);
+  for (int32_t i = 1; i < base.num_layers; ++i) over += ", 0";
+  const std::string too_many = with_heads_per_layer(text, over + "]");
+  fails_with(s, mvlm_manifest_parse(too_many.data(), too_many.size(), nullptr, &m), MVLM_BAD_FILE,
+             "more heads in a layer than num_heads", ("heads_per_layer/0 is " + std::to_string(model_heads + 1)).c_str());
   const std::string specials = replace_once(text, "\"[SEP]\": ", "\"[SEP]\": -4, \"v\": ");
   fails_with(s, mvlm_manifest_parse(specials.data(), specials.size(), nullptr, &m), MVLM_BAD_FILE, "negative special id",
              "config.sep_id is -4");

@@ -96,8 +96,9 @@ typedef struct mvlm_config {
   int32_t vocab_size;
   int32_t hidden_size;
   int32_t num_layers;
-  int32_t num_heads;
-  int32_t head_dim;       /* hidden_size / num_heads */
+  int32_t num_heads;      /* Hd, heads of the caption K/V tensors: the model's num_heads, or for a pruned encoder
+                             the most heads a layer keeps (manifest fusion/heads_per_layer) */
+  int32_t head_dim;       /* hidden_size / the model's num_heads */
   int32_t max_text_len;   /* C: [CLS] text [SEP] + padding; also the caption cache length */
   int32_t max_text_tags_len;
   int32_t max_tags_len;   /* max_text_tags_len - max_text_len */
