@@ -314,41 +314,6 @@ DelegateChoice = _choices("DelegateChoice", "delegates")
 ComputeUnitsChoice = _choices("ComputeUnitsChoice", "compute_units")
 
 
-class _Bars:
-    """One progress bar per graph on stderr, advancing one step per conversion stage (several at once when
-    graphs convert in parallel)."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self._bars: dict[str, tuple[object, tuple[str, ...]]] = {}
-
-    def stage(self, message: str) -> None:
-        self._tqdm.write(message, file=sys.stderr)
-
-    def graph_started(self, name: str, steps: tuple[str, ...]) -> None:
-        bar = self._tqdm(total=len(steps), desc=f"{name:<14}", file=sys.stderr, disable=False, leave=True,
-                         bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
-        self._bars[name] = (bar, steps)
-
-    def graph_step(self, name: str, step: str) -> None:
-        bar, steps = self._bars[name]
-        bar.update(steps.index(step) - bar.n)
-        bar.set_postfix_str(step)
-
-    def graph_done(self, result) -> None:
-        bar, _ = self._bars.pop(result.name)
-        bar.update(bar.total - bar.n)
-        bar.set_postfix_str("done")
-        bar.close()
-
-    def close(self) -> None:
-        """Close the bars of graphs that never finished (the build stopped)."""
-        for bar, _ in self._bars.values():
-            bar.close()
-        self._bars.clear()
-
 
 def convert(
     target: Annotated[TargetChoice, typer.Option("--target", "-t", help="The phone runtime to build for.")],
@@ -366,10 +331,10 @@ def convert(
     """Convert a model into one self-contained build folder: graph files, vocabularies, goldens and manifest.json (with sha256 of every file), written atomically."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from minivlm.console import TERMINATING, backend_chatter_hidden, signals_interrupt
+    from minivlm.console import TERMINATING, ConversionBars, backend_chatter_hidden, signals_interrupt
     from minivlm.conversion import Interrupted, convert as run, format_report
 
-    bars = _Bars()
+    bars = ConversionBars()
     try:
         # Log lines are printed above the progress bars, not after one on its line.
         with signals_interrupt(), logging_redirect_tqdm(), backend_chatter_hidden(verbose):

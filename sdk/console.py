@@ -158,4 +158,40 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-__all__ = ["NATIVE_CHATTER", "TERMINATING", "backend_chatter_hidden", "signals_interrupt"]
+
+class ConversionBars:
+    """One progress bar per graph on stderr, advancing one step per conversion stage (several at once when
+    graphs convert in parallel)."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._bars: dict[str, tuple[object, tuple[str, ...]]] = {}
+
+    def stage(self, message: str) -> None:
+        self._tqdm.write(message, file=sys.stderr)
+
+    def graph_started(self, name: str, steps: tuple[str, ...]) -> None:
+        bar = self._tqdm(total=len(steps), desc=f"{name:<14}", file=sys.stderr, disable=False, leave=True,
+                         bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
+        self._bars[name] = (bar, steps)
+
+    def graph_step(self, name: str, step: str) -> None:
+        bar, steps = self._bars[name]
+        bar.update(steps.index(step) - bar.n)
+        bar.set_postfix_str(step)
+
+    def graph_done(self, result) -> None:
+        bar, _ = self._bars.pop(result.name)
+        bar.update(bar.total - bar.n)
+        bar.set_postfix_str("done")
+        bar.close()
+
+    def close(self) -> None:
+        """Close the bars of graphs that never finished (the build stopped)."""
+        for bar, _ in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
+__all__ = ["ConversionBars", "NATIVE_CHATTER", "TERMINATING", "backend_chatter_hidden", "signals_interrupt"]

@@ -60,7 +60,7 @@ def test_info_takes_efficientvlm_image_sizes_on_the_patch_grid_only():
     [
         (["info", "minivlm-huge"], "unknown model preset 'minivlm-huge'"),
         (["info", "efficientvlm-huge"], "known presets: minivlm-demo, minivlm-minilm-l6, minivlm-paper, minivlm-tiny, "
-                                        "efficientvlm-demo-student, efficientvlm-demo-teacher, efficientvlm-demo-tiny, "
+                                        "efficientvlm-demo, efficientvlm-demo-student, efficientvlm-demo-teacher, efficientvlm-demo-tiny, "
                                         "efficientvlm-paper, efficientvlm-teacher, efficientvlm-tiny"),
         (["eval", "--model", "minivlm-paper"], "no weights ship for 'minivlm-paper'"),
         (["ask", "IMG", "", "--model", "minivlm-paper"], "no weights ship"),
