@@ -123,7 +123,7 @@ READ = {f"{TEE}/image_size": "image_size", f"{TEE}/pixel_mean": "pixel_mean", f"
         f"{FUSION}/hidden_size": "hidden_size", f"{FUSION}/num_layers": "num_layers", f"{FUSION}/num_heads": "num_heads",
         f"{FUSION}/max_text_len": "max_text_len", f"{FUSION}/max_text_tags_len": "max_text_tags_len",
         f"{FUSION}/region_dim": "region_dim", f"{FUSION}/max_caption_tokens": "max_caption_tokens",
-        f"{FUSION}/max_regions": None, "/schema_version": None, "/tokenizer/specials/[PAD]": "pad_id",
+        f"{FUSION}/max_regions": None, f"{FUSION}/heads_per_layer": None, "/schema_version": None, "/tokenizer/specials/[PAD]": "pad_id",
         "/tokenizer/specials/[UNK]": "unk_id", "/tokenizer/specials/[CLS]": "cls_id", "/tokenizer/specials/[SEP]": "sep_id",
         "/tokenizer/specials/[MASK]": "mask_id"}
 
