@@ -103,7 +103,7 @@ def test_replay_and_runtime_choices_on_the_jvm(test_jar: Path, tmp_path: Path): 
     sys.stdout.write(proc.stdout[-6000:] + proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = re.search(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
-    assert summary and int(summary.group(2)) == 0 and int(summary.group(1)) == 10, proc.stdout[-3000:]
+    assert summary and int(summary.group(2)) == 0 and int(summary.group(1)) == 11, proc.stdout[-3000:]
     # Every graph replayed with every recorded call.
     for graph in GRAPHS:
         assert re.search(rf"^  PASS {graph} \({CALLS[graph] * len(IMAGES)} calls\)", proc.stdout, re.M), graph

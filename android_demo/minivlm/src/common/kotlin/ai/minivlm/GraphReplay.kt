@@ -38,6 +38,7 @@ class GraphReplay(private val buildDir: File, private val backend: GraphBackend)
                 val where = "$image call ${call["call"].int}"
                 val inputs = call["inputs"].let { ins -> ins.keys.associateWith { golden.array(ins[it]).tensor() } }
                 val got = try {
+                    runner.spec.checkInputs(inputs) // recorded dtypes and shapes against the manifest's
                     runner.run(inputs)
                 } catch (e: MiniVlmException) {
                     return GraphVerdict(graph, calls, stats.values.toList(), listOf("$where: ${e.message}"))

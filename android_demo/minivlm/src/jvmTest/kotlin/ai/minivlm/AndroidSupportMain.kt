@@ -105,6 +105,19 @@ object AndroidSupportMain {
             assertContains(verdicts.single { !it.passed }.toString(), "GPU delegate lost")
         }
 
+        check("replay: recorded inputs that disagree with the manifest's specs fail before the runtime sees them") {
+            val specs = GraphReplay.graphSpecs(build)
+            val misdeclared = GraphBackend { dir, spec ->
+                val real = backend(build).open(dir, spec)
+                val wrong = spec.copy(inputs = spec.inputs.map { it.copy(shape = it.shape + 1L) })
+                object : GraphRunner {
+                    override val spec = if (spec.name == first) wrong else specs.getValue(spec.name)
+                    override fun run(inputs: Map<String, Tensor>) = real.run(inputs)
+                }
+            }
+            assertContains(GraphReplay(build, misdeclared).run().single { !it.passed }.failures.first(), "expected")
+        }
+
         check("accelerators: auto falls back to the CPU, an explicit choice does not") {
             assertEquals(listOf("gpu", "cpu"), AppliedRuntime.attempts("auto", "gpu"))
             assertEquals(listOf("npu", "cpu"), AppliedRuntime.attempts("auto", "npu"))
