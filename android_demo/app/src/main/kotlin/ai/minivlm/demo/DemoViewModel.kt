@@ -76,9 +76,9 @@ class DemoViewModel(app: Application) : AndroidViewModel(app) {
     private val executor = Executors.newSingleThreadExecutor { r -> Thread(r, "minivlm") }
     private val worker = executor.asCoroutineDispatcher()
     private val decoder = PhotoDecoder(app)
-    private var vlm: AndroidVlm? = null
-    private var seen: Seen? = null
-    private var warmedUp = false
+    @Volatile private var vlm: AndroidVlm? = null
+    @Volatile private var seen: Seen? = null
+    @Volatile private var warmedUp = false
     private val _state = MutableStateFlow(DemoState())
     val state: StateFlow<DemoState> = _state
 
