@@ -1,12 +1,10 @@
 package ai.minivlm.demo
 
-import ai.minivlm.Analysis
+import ai.minivlm.Accelerator
+import ai.minivlm.Detection
 import android.graphics.Bitmap
-import android.graphics.ImageDecoder
 import android.net.Uri
-import android.os.Build
 import android.os.Bundle
-import android.provider.MediaStore
 import androidx.activity.ComponentActivity
 import androidx.activity.compose.rememberLauncherForActivityResult
 import androidx.activity.compose.setContent
@@ -24,11 +22,13 @@ import androidx.compose.foundation.layout.fillMaxSize
 import androidx.compose.foundation.layout.fillMaxWidth
 import androidx.compose.foundation.layout.padding
 import androidx.compose.foundation.lazy.LazyColumn
+import androidx.compose.foundation.lazy.LazyRow
 import androidx.compose.foundation.text.KeyboardActions
 import androidx.compose.foundation.text.KeyboardOptions
 import androidx.compose.material3.Button
 import androidx.compose.material3.HorizontalDivider
 import androidx.compose.material3.MaterialTheme
+import androidx.compose.material3.OutlinedButton
 import androidx.compose.material3.OutlinedTextField
 import androidx.compose.material3.Surface
 import androidx.compose.material3.Text
@@ -36,6 +36,7 @@ import androidx.compose.runtime.Composable
 import androidx.compose.runtime.getValue
 import androidx.compose.runtime.mutableStateOf
 import androidx.compose.runtime.remember
+import androidx.compose.runtime.rememberSaveable
 import androidx.compose.runtime.setValue
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.geometry.Offset
@@ -48,7 +49,9 @@ import androidx.compose.ui.layout.ContentScale
 import androidx.compose.ui.text.font.FontFamily
 import androidx.compose.ui.text.input.ImeAction
 import androidx.compose.ui.unit.dp
+import androidx.core.content.FileProvider
 import androidx.lifecycle.compose.collectAsStateWithLifecycle
+import java.io.File
 
 class MainActivity : ComponentActivity() {
     private val model: DemoViewModel by viewModels()
@@ -57,67 +60,100 @@ class MainActivity : ComponentActivity() {
         super.onCreate(savedInstanceState)
         setContent {
             MaterialTheme {
-                Surface(Modifier.fillMaxSize()) { DemoScreen(model, ::decode) }
+                Surface(Modifier.fillMaxSize()) { DemoScreen(model, ::cameraFile) }
             }
         }
     }
 
-    /** A gallery image as an ARGB_8888 bitmap, upright (ImageDecoder applies the EXIF orientation). */
-    private fun decode(uri: Uri): Bitmap =
-        if (Build.VERSION.SDK_INT >= 28) {
-            ImageDecoder.decodeBitmap(ImageDecoder.createSource(contentResolver, uri)) { decoder, _, _ ->
-                decoder.allocator = ImageDecoder.ALLOCATOR_SOFTWARE
-            }
-        } else {
-            @Suppress("DEPRECATION")
-            MediaStore.Images.Media.getBitmap(contentResolver, uri)
-        }
+    /**
+     * Where the camera app writes the full-resolution photo: a file in the app's cache shared through the FileProvider
+     * declared in AndroidManifest.xml (res/xml/file_paths.xml). The app then decodes it downscaled, like a gallery photo.
+     */
+    private fun cameraFile(): Uri {
+        val file = File(cacheDir, "camera/photo.jpg").apply { parentFile?.mkdirs() }
+        return FileProvider.getUriForFile(this, "$packageName.files", file)
+    }
 }
 
 @Composable
-fun DemoScreen(model: DemoViewModel, decode: (Uri) -> Bitmap) {
+fun DemoScreen(model: DemoViewModel, cameraFile: () -> Uri) {
     val state by model.state.collectAsStateWithLifecycle()
-    val takePhoto = rememberLauncherForActivityResult(ActivityResultContracts.TakePicturePreview()) { bitmap ->
-        bitmap?.let(model::analyze)
+    var pendingPhoto by rememberSaveable { mutableStateOf<Uri?>(null) }
+    val takePhoto = rememberLauncherForActivityResult(ActivityResultContracts.TakePicture()) { saved ->
+        val uri = pendingPhoto
+        if (saved && uri != null) model.pickPhoto(PhotoSource.Content(uri))
     }
     val pickPhoto = rememberLauncherForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri ->
-        uri?.let { runCatching { decode(it) }.fold(model::analyze) { e -> model.showError("Cannot read the image: ${e.message}") } }
+        uri?.let { model.pickPhoto(PhotoSource.Content(it)) }
     }
     var question by remember { mutableStateOf("") }
+    var matchText by remember { mutableStateOf("") }
 
     LazyColumn(Modifier.fillMaxSize().padding(12.dp), verticalArrangement = Arrangement.spacedBy(8.dp)) {
         item {
             Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
-                Button(onClick = { takePhoto.launch(null) }, enabled = !state.busy) { Text("Camera") }
+                Button(onClick = {
+                    try {
+                        val uri = cameraFile()
+                        pendingPhoto = uri
+                        takePhoto.launch(uri)
+                    } catch (e: Exception) { // no camera app, or the file could not be shared
+                        model.showError("Camera: ${DemoViewModel.oneLine(e)}")
+                    }
+                }, enabled = !state.busy) { Text("Camera") }
                 Button(
                     onClick = { pickPhoto.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly)) },
                     enabled = !state.busy,
                 ) { Text("Gallery") }
             }
-            Text(state.status, style = MaterialTheme.typography.bodyMedium)
-            if (state.modelInfo.isNotEmpty()) Text(state.modelInfo, style = MaterialTheme.typography.bodySmall)
+        }
+        if (state.scenes.isNotEmpty()) {
+            item {
+                Text("Demo scenes", style = MaterialTheme.typography.titleSmall)
+                LazyRow(horizontalArrangement = Arrangement.spacedBy(6.dp)) {
+                    items(state.scenes.size) { i ->
+                        val scene = state.scenes[i]
+                        OutlinedButton(onClick = { model.pickScene(scene) }, enabled = !state.busy) { Text(scene.file.removeSuffix(".png")) }
+                    }
+                }
+            }
+        }
+        item { RuntimePanel(state, onApply = model::load) }
+        item {
+            if (state.status.isNotEmpty()) Text(state.status, style = MaterialTheme.typography.bodyMedium)
+            state.error?.let { Text(it, color = MaterialTheme.colorScheme.error, style = MaterialTheme.typography.bodyMedium, maxLines = 2) }
         }
         state.bitmap?.let { bitmap ->
-            item { ImageWithBoxes(bitmap, state.analysis) }
+            item { ImageWithBoxes(bitmap, state.detections.orEmpty()) }
         }
         state.caption?.let { caption ->
-            item { Text("“$caption”", style = MaterialTheme.typography.titleMedium) }
+            item {
+                Text("“$caption”", style = MaterialTheme.typography.titleMedium)
+                state.scene?.let { Text("reference: “${it.caption}”", style = MaterialTheme.typography.bodySmall) }
+            }
         }
-        if (state.analysis != null) {
+        if (state.imageReady) {
             item {
                 OutlinedTextField(
                     value = question,
                     onValueChange = { question = it },
                     label = { Text("Ask about the image") },
-                    placeholder = { Text("how many shapes are there?") },
+                    placeholder = { Text(state.scene?.questions?.firstOrNull()?.first ?: "how many shapes are there?") },
                     singleLine = true,
                     keyboardOptions = KeyboardOptions(imeAction = ImeAction.Send),
                     keyboardActions = KeyboardActions(onSend = { model.ask(question); question = "" }),
                     modifier = Modifier.fillMaxWidth(),
                 )
-                Button(onClick = { model.ask(question); question = "" }, enabled = !state.busy && question.isNotBlank()) {
-                    Text("Ask")
-                }
+                Button(onClick = { model.ask(question); question = "" }, enabled = !state.busy && question.isNotBlank()) { Text("Ask") }
+                OutlinedTextField(
+                    value = matchText,
+                    onValueChange = { matchText = it },
+                    label = { Text("Does this text match the image?") },
+                    placeholder = { Text("a red circle") },
+                    singleLine = true,
+                    modifier = Modifier.fillMaxWidth(),
+                )
+                Button(onClick = { model.match(matchText); matchText = "" }, enabled = !state.busy && matchText.isNotBlank()) { Text("Match") }
             }
         }
         items(state.answers.size) { i ->
@@ -144,18 +180,51 @@ fun DemoScreen(model: DemoViewModel, decode: (Uri) -> Bitmap) {
     }
 }
 
+/**
+ * The runtime the user asks for (accelerator, CPU threads; applied by reloading the build) and what the app got: the
+ * plan's choice and note, what actually runs (a GPU/NPU that failed under AUTO shows as the CPU with the reason),
+ * load time and first-run warm-up.
+ */
+@Composable
+fun RuntimePanel(state: DemoState, onApply: (RuntimeChoice) -> Unit) {
+    var accelerator by remember(state.choice) { mutableStateOf(state.choice.accelerator) }
+    var threads by remember(state.choice) { mutableStateOf(state.choice.threads) }
+    Column(verticalArrangement = Arrangement.spacedBy(4.dp)) {
+        if (state.modelInfo.isNotEmpty()) Text(state.modelInfo, style = MaterialTheme.typography.bodySmall)
+        Row(horizontalArrangement = Arrangement.spacedBy(4.dp)) {
+            for (a in Accelerator.entries) {
+                if (a == accelerator) {
+                    Button(onClick = {}, enabled = !state.busy) { Text(a.name) }
+                } else {
+                    OutlinedButton(onClick = { accelerator = a }, enabled = !state.busy) { Text(a.name) }
+                }
+            }
+        }
+        Row(horizontalArrangement = Arrangement.spacedBy(4.dp)) {
+            OutlinedButton(onClick = { threads = (threads - 1).coerceAtLeast(0) }, enabled = !state.busy && threads > 0) { Text("−") }
+            Text(if (threads == 0) "threads: auto" else "threads: $threads", Modifier.padding(top = 12.dp))
+            OutlinedButton(onClick = { threads += 1 }, enabled = !state.busy && threads < Runtime.getRuntime().availableProcessors()) { Text("+") }
+            Button(onClick = { onApply(RuntimeChoice(accelerator, threads)) }, enabled = !state.busy) { Text("Apply") }
+        }
+        if (state.plan.isNotEmpty()) Text(state.plan, style = MaterialTheme.typography.bodySmall)
+        if (state.runningOn.isNotEmpty()) Text(state.runningOn, style = MaterialTheme.typography.bodySmall)
+        val times = listOfNotNull(state.loadMs?.let { "load %.0f ms".format(it) }, state.warmupMs?.let { "first image %.0f ms (warm-up)".format(it) })
+        if (times.isNotEmpty()) Text(times.joinToString(" · "), style = MaterialTheme.typography.bodySmall)
+    }
+}
+
 private val BOX_COLORS = listOf(Color(0xFFE53935), Color(0xFF1E88E5), Color(0xFF43A047), Color(0xFFFDD835), Color(0xFF8E24AA), Color(0xFFFB8C00))
 
 /** The photo scaled to the width of the screen, with each detection's box and "label score" drawn on it. */
 @Composable
-fun ImageWithBoxes(bitmap: Bitmap, analysis: Analysis?) {
+fun ImageWithBoxes(bitmap: Bitmap, detections: List<Detection>) {
     Box(Modifier.fillMaxWidth().aspectRatio(bitmap.width.toFloat() / bitmap.height)) {
         Image(bitmap.asImageBitmap(), contentDescription = null, contentScale = ContentScale.Fit, modifier = Modifier.fillMaxSize())
-        if (analysis != null) {
+        if (detections.isNotEmpty()) {
             Canvas(Modifier.fillMaxSize()) {
-                val k = size.width / bitmap.width // boxes are in original-image pixels
+                val k = size.width / bitmap.width // boxes are in the decoded bitmap's pixels
                 val paint = android.graphics.Paint().apply { textSize = 14.dp.toPx(); isAntiAlias = true }
-                analysis.detections.forEachIndexed { i, d ->
+                detections.forEachIndexed { i, d ->
                     val color = BOX_COLORS[i % BOX_COLORS.size]
                     val topLeft = Offset(d.box[0] * k, d.box[1] * k)
                     drawRect(color, topLeft, Size((d.box[2] - d.box[0]) * k, (d.box[3] - d.box[1]) * k), style = Stroke(2.dp.toPx()))

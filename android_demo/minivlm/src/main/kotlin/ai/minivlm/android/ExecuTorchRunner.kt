@@ -21,13 +21,18 @@ import org.pytorch.executorch.Tensor as EtTensor
  * Android `Module` of executorch-android 1.5.1 (and of upstream main, extension/android/.../Module.kt) takes a
  * program path only, no data path (only its LLM, ASR and training modules take one), so such a build is
  * refused here in one line rather than failing inside the runtime at its first constant.
+ *
+ * Threads: `Module.load(path, loadMode, numThreads)` (in executorch-android 1.4.1 and in upstream main; 0 = the
+ * runtime's default, half the cores). In the published AAR this resets ExecuTorch's one process-wide thread pool
+ * (extension/android/jni/jni_layer.cpp), so the count of the module loaded last applies to every module of the
+ * process. The plan gives every graph of a build the same count, so the build runs on that many.
  */
-class ExecuTorchRunner(file: File, weights: File?, override val spec: GraphSpec) : GraphRunner {
+class ExecuTorchRunner(file: File, weights: File?, override val spec: GraphSpec, threads: Int = 0) : GraphRunner {
     private val module: Module = try {
         if (weights != null) {
             throw MiniVlmException(ErrorKind.CONFIG, "${file.name} keeps its weights in ${weights.name}, which ExecuTorch's Android Module cannot load (Module.load takes no data path); run a --target tflite build on Android")
         }
-        Module.load(file.path, Module.LOAD_MODE_MMAP)
+        Module.load(file.path, Module.LOAD_MODE_MMAP, threads)
     } catch (e: MiniVlmException) {
         throw e
     } catch (e: Exception) {

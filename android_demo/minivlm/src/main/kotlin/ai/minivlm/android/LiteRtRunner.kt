@@ -1,105 +1,153 @@
 package ai.minivlm.android
 
+import ai.minivlm.AppliedRuntime
 import ai.minivlm.DType
 import ai.minivlm.ErrorKind
 import ai.minivlm.GraphBackend
 import ai.minivlm.GraphRunner
 import ai.minivlm.GraphSpec
 import ai.minivlm.MiniVlmException
-import ai.minivlm.SharedFiles
 import ai.minivlm.Tensor
 import ai.minivlm.TensorSpec
+import com.google.ai.edge.litert.CompiledModel
+import com.google.ai.edge.litert.TensorBuffer
 import java.io.File
-import java.nio.ByteBuffer
-import org.tensorflow.lite.Interpreter
+import com.google.ai.edge.litert.Accelerator as LiteRtAccelerator
 
 /**
- * Runs one graph of a TFLite build with LiteRT's Interpreter (`com.google.ai.edge.litert:litert`, CPU with the
- * default XNNPACK delegate): the signature the manifest names (`graphs.<name>.signature`) of the build's one
- * `model.tflite`, whose interpreter every graph shares ([backend]), addressing tensors by the manifest's
- * `runtime_name` and converting to the manifest's `runtime_dtype` (int32 token ids; float16 outputs of an
- * fp16 build are widened back to float32).
+ * The model files of a TFLite build compiled with LiteRT 2.x's CompiledModel API (`com.google.ai.edge.litert:litert`)
+ * on one accelerator, shared by the runners of their signatures. [compile] tries the accelerators in order (the plan's,
+ * then the CPU when the user chose AUTO: AppliedRuntime.attempts) and keeps the first that compiles every file;
+ * [accelerator] is the one that did, [fallbackNote] says why an earlier one did not.
+ *
+ * Each attempt passes one accelerator alone: given GPU and CPU together, CompiledModel quietly runs on the CPU when
+ * the GPU accelerator cannot load (e.g. without the litert-gpu artifact), and the app would report the wrong one.
  */
-class LiteRtRunner private constructor(
-    private val interpreter: Interpreter,
+class LiteRtBackend private constructor(
+    private val models: Map<String, CompiledModel>,
+    val accelerator: String,
+    val fallbackNote: String,
+) : GraphBackend, AutoCloseable {
+    override fun open(buildDir: File, spec: GraphSpec): GraphRunner {
+        val model = models[spec.file]
+            ?: throw MiniVlmException(ErrorKind.BAD_FILE, "graph ${spec.name}: ${spec.file} is not a model file this build lists")
+        val signature = spec.signature
+            ?: throw MiniVlmException(ErrorKind.BAD_FILE, "graph ${spec.name} names no signature of ${spec.file} (an older build: convert it again)")
+        return LiteRtRunner(model, spec, signature)
+    }
+
+    override fun close() = models.values.forEach { it.close() }
+
+    companion object {
+        /** Compiles `files` of `dir` on the first of `attempts` ("cpu", "gpu", "npu") that takes them all. */
+        fun compile(dir: File, files: Set<String>, attempts: List<String>, threads: Int): LiteRtBackend {
+            val failures = mutableListOf<Pair<String, String>>()
+            for (accelerator in attempts) {
+                val compiled = LinkedHashMap<String, CompiledModel>()
+                try {
+                    for (file in files) compiled[file] = CompiledModel.create(File(dir, file).path, options(accelerator, threads))
+                    val note = failures.joinToString("; ") { (a, why) -> AppliedRuntime.fallbackNote(a, why) }
+                    return LiteRtBackend(compiled, accelerator, note)
+                } catch (e: Exception) { // LiteRtException, or an IllegalStateException from the JNI layer
+                    compiled.values.forEach { it.close() }
+                    failures += accelerator to (e.message ?: e::class.java.simpleName)
+                }
+            }
+            throw MiniVlmException(ErrorKind.RUNTIME,
+                "LiteRT cannot compile ${files.joinToString()}: " + failures.joinToString("; ") { (a, why) -> "${a.uppercase()}: ${why.lineSequence().first()}" })
+        }
+
+        private fun options(accelerator: String, threads: Int): CompiledModel.Options = when (accelerator) {
+            "cpu" -> CompiledModel.Options(LiteRtAccelerator.CPU).apply {
+                // XNNPACK's thread count; 0 leaves LiteRT's default.
+                if (threads > 0) cpuOptions = CompiledModel.CpuOptions(numThreads = threads)
+            }
+            "gpu" -> CompiledModel.Options(LiteRtAccelerator.GPU)
+            "npu" -> CompiledModel.Options(LiteRtAccelerator.NPU)
+            else -> throw MiniVlmException(ErrorKind.INVALID_ARGUMENT, "accelerator '$accelerator', expected cpu, gpu or npu")
+        }
+    }
+}
+
+/**
+ * Runs one graph of a TFLite build: the signature the manifest names (`graphs.<name>.signature`) of a compiled model
+ * ([LiteRtBackend]), addressing tensors by the manifest's `runtime_name` and converting to its `runtime_dtype` (int32
+ * token ids). The input and output buffers are created once and reused by every call.
+ */
+class LiteRtRunner internal constructor(
+    private val model: CompiledModel,
     override val spec: GraphSpec,
     private val signature: String,
-    private val onClose: () -> Unit,
 ) : GraphRunner {
+    init {
+        for (s in spec.inputs + spec.outputs) {
+            if (s.runtimeDtype !in SUPPORTED) {
+                throw MiniVlmException(ErrorKind.CONFIG, "graph ${spec.name}: ${s.name} is ${s.runtimeDtype.manifestName} in the model; LiteRT's TensorBuffer reads and writes float32, int32 and int64 only")
+            }
+        }
+    }
+
+    private val buffers = ArrayList<TensorBuffer>()
+    private val inputBuffers = openBuffers(spec.inputs) { model.createInputBuffer(it, signature) }
+    private val outputBuffers = openBuffers(spec.outputs) { model.createOutputBuffer(it, signature) }
+
+    /** One buffer per tensor by runtime name; on a missing tensor every buffer opened so far is closed. */
+    private fun openBuffers(specs: List<TensorSpec>, create: (String) -> TensorBuffer): Map<String, TensorBuffer> =
+        specs.associate { s ->
+            val b = try {
+                create(s.runtimeName)
+            } catch (e: Exception) {
+                close()
+                throw MiniVlmException(ErrorKind.BAD_FILE, "graph ${spec.name}: signature '$signature' has no tensor '${s.runtimeName}' (${e.message})")
+            }
+            buffers += b
+            s.runtimeName to b
+        }
+
     override fun run(inputs: Map<String, Tensor>): Map<String, Tensor> {
-        val feeds = spec.inputs.associate { s -> s.runtimeName to toRuntime(inputs.getValue(s.name), s) as Any }
-        val fetches = spec.outputs.associate { s -> s.runtimeName to Tensor.directBytes(s.count * s.runtimeDtype.bytes) as Any }
         try {
-            interpreter.runSignature(feeds, fetches, signature)
+            for (s in spec.inputs) write(inputBuffers.getValue(s.runtimeName), inputs.getValue(s.name), s)
+            model.run(inputBuffers, outputBuffers, signature)
+        } catch (e: MiniVlmException) {
+            throw e
         } catch (e: Exception) {
             throw MiniVlmException(ErrorKind.RUNTIME, "LiteRT ${spec.name} failed: ${e.message}", e)
         }
-        return spec.outputs.associate { s -> s.name to fromRuntime(fetches.getValue(s.runtimeName) as ByteBuffer, s) }
+        return spec.outputs.associate { s -> s.name to read(outputBuffers.getValue(s.runtimeName), s) }
     }
-
-    private var closed = false
 
     override fun close() {
-        if (!closed) onClose() // the shared interpreter closes with its last runner
-        closed = true
+        buffers.forEach { it.close() }
+        buffers.clear()
     }
 
-    private fun toRuntime(t: Tensor, s: TensorSpec): ByteBuffer {
-        val out = Tensor.directBytes(t.count * s.runtimeDtype.bytes)
-        when (t) {
-            is Tensor.F32 -> out.asFloatBuffer().put(t.data.duplicate())
-            is Tensor.I64 -> when (s.runtimeDtype) {
-                DType.INT32 -> {
-                    val ints = out.asIntBuffer()
-                    for (v in t.toArray()) {
-                        if (v < Int.MIN_VALUE || v > Int.MAX_VALUE) throw MiniVlmException(ErrorKind.INVALID_ARGUMENT, "${s.name}: $v does not fit int32")
-                        ints.put(v.toInt())
-                    }
+    private fun write(b: TensorBuffer, t: Tensor, s: TensorSpec) = when (t) {
+        is Tensor.F32 -> b.writeFloat(t.toArray())
+        is Tensor.I64 -> when (s.runtimeDtype) {
+            DType.INT32 -> b.writeInt(IntArray(t.count).also { ints ->
+                val values = t.toArray()
+                for (i in values.indices) {
+                    val v = values[i]
+                    if (v < Int.MIN_VALUE || v > Int.MAX_VALUE) throw MiniVlmException(ErrorKind.INVALID_ARGUMENT, "${s.name}: $v does not fit int32")
+                    ints[i] = v.toInt()
                 }
-                else -> out.asLongBuffer().put(t.data.duplicate())
-            }
-        }
-        return out
-    }
-
-    private fun fromRuntime(b: ByteBuffer, s: TensorSpec): Tensor {
-        b.rewind()
-        return when {
-            s.dtype == DType.INT64 && s.runtimeDtype == DType.INT32 ->
-                Tensor.of(LongArray(s.count).also { val ints = b.asIntBuffer(); for (i in it.indices) it[i] = ints.get(i).toLong() }, *s.shape)
-            s.dtype == DType.INT64 -> Tensor.of(LongArray(s.count).also { b.asLongBuffer().get(it) }, *s.shape)
-            s.runtimeDtype == DType.FLOAT16 ->
-                Tensor.of(FloatArray(s.count).also { val h = b.asShortBuffer(); for (i in it.indices) it[i] = Tensor.halfToFloat(h.get(i)) }, *s.shape)
-            else -> Tensor.of(FloatArray(s.count).also { b.asFloatBuffer().get(it) }, *s.shape)
+            })
+            else -> b.writeLong(t.toArray())
         }
     }
 
-    companion object {
-        /**
-         * Opens graphs of one build: one Interpreter per model file, shared by the runners of its signatures and
-         * closed with the last of them. A graph whose signature the manifest does not name, or the file lacks,
-         * is a one-line [MiniVlmException].
-         */
-        fun backend(threads: Int = 2): GraphBackend {
-            val interpreters = SharedFiles { file: File ->
-                try {
-                    Interpreter(file, Interpreter.Options().setNumThreads(threads))
-                } catch (e: Exception) {
-                    throw MiniVlmException(ErrorKind.RUNTIME, "LiteRT cannot load ${file.name}: ${e.message}", e)
-                }
+    private fun read(b: TensorBuffer, s: TensorSpec): Tensor =
+        try {
+            when (s.runtimeDtype) {
+                DType.INT32 -> b.readInt().let { ints -> Tensor.of(LongArray(ints.size) { ints[it].toLong() }, *s.shape) }
+                DType.INT64 -> Tensor.of(b.readLong(), *s.shape)
+                else -> Tensor.of(b.readFloat(), *s.shape)
             }
-            return GraphBackend { dir, spec ->
-                val file = File(dir, spec.file)
-                val signature = spec.signature ?: throw MiniVlmException(
-                    ErrorKind.BAD_FILE, "graph ${spec.name} names no signature of ${spec.file} (an older build: convert it again)")
-                val interpreter = interpreters.acquire(file)
-                val keys = interpreter.signatureKeys
-                if (signature !in keys) {
-                    interpreters.release(file)
-                    throw MiniVlmException(ErrorKind.BAD_FILE, "graph ${spec.name}: ${spec.file} has no signature '$signature' (it has ${keys.joinToString()})")
-                }
-                LiteRtRunner(interpreter, spec, signature) { interpreters.release(file) }
-            }
+        } catch (e: IllegalStateException) { // Tensor's size check: the buffer does not hold the manifest's shape
+            throw MiniVlmException(ErrorKind.RUNTIME, "${spec.name} output ${s.name}: ${e.message}, expected shape ${s.shape.contentToString()}")
         }
+
+    private companion object {
+        val SUPPORTED = setOf(DType.FLOAT32, DType.INT32, DType.INT64)
     }
 }
