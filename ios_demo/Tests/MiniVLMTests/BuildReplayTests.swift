@@ -19,7 +19,7 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
     .deletingLastPathComponent().deletingLastPathComponent()
 
 /// The build folders under test.
-func buildsUnderTest() -> [URL] {
+private func buildsUnderTest() -> [URL] {
     let files = FileManager.default
     func builds(in folder: URL) -> [URL] {
         let names = (try? files.contentsOfDirectory(atPath: folder.path)) ?? []
@@ -38,7 +38,7 @@ func buildsUnderTest() -> [URL] {
 }
 
 /// The manifest entries the replay reads.
-struct ReplayManifest: Decodable {
+private struct ReplayManifest: Decodable {
     struct Limit: Decodable {
         let limit: String
         let value: Double
@@ -61,7 +61,7 @@ struct ReplayManifest: Decodable {
 }
 
 /// The runtime choices a build's target offers; `BuildChecks.plan` says which of them the build allows.
-func runtimeChoices(_ target: String) -> [RuntimeOptions] {
+private func runtimeChoices(_ target: String) -> [RuntimeOptions] {
     switch target {
     case "executorch":
         let cores = ProcessInfo.processInfo.activeProcessorCount
@@ -72,7 +72,7 @@ func runtimeChoices(_ target: String) -> [RuntimeOptions] {
 }
 
 /// Error statistics of one graph output over every replayed call.
-struct OutputStats {
+private struct OutputStats {
     var peak: Float = 0
     var maxAbs: Float = 0
     var squaredError: Double = 0
