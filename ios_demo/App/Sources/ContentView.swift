@@ -1,5 +1,6 @@
-// The one screen: camera / photo library buttons, the photo with boxes, the caption, a question box with
-// answers, and the latency of each stage.
+// The one screen: the build and its runtime settings (compute units, threads) with the applied plan and the load
+// and warm-up times; camera / photo library / demo scene; the photo with boxes (MiniVLM builds), the caption, a
+// question box for answers and match scores, and the latency of each stage.
 
 import MiniVLM
 import PhotosUI
@@ -14,6 +15,23 @@ struct ContentView: View {
     var body: some View {
         NavigationStack {
             List {
+                Section("Model") {
+                    if model.builds.count > 1 {
+                        Picker("Build", selection: $model.selectedBuild) {
+                            ForEach(model.builds) { build in Text(build.name).tag(Optional(build)) }
+                        }
+                    }
+                    Picker("Compute units (Core ML, Core AI)", selection: $model.options.computeUnits) {
+                        ForEach(computeUnitChoices, id: \.self) { choice in Text(choice.rawValue).tag(choice) }
+                    }
+                    Stepper(value: $model.options.threads, in: 0...ProcessInfo.processInfo.activeProcessorCount) {
+                        Text("ExecuTorch threads: \(model.options.threads == 0 ? "auto" : String(model.options.threads))")
+                    }
+                    Button("Load with these settings") { model.load() }.disabled(model.busy)
+                    if !model.modelInfo.isEmpty { Text(model.modelInfo).font(.caption) }
+                    if !model.planInfo.isEmpty { Text(model.planInfo).font(.caption).foregroundStyle(.secondary) }
+                    if !model.loadInfo.isEmpty { Text(model.loadInfo).font(.caption).foregroundStyle(.secondary) }
+                }
                 Section {
                     HStack {
                         Button("Camera") { showCamera = true }
@@ -21,24 +39,43 @@ struct ContentView: View {
                         Spacer()
                         PhotosPicker("Photo library", selection: $pickerItem, matching: .images)
                             .disabled(model.busy)
+                        if !model.scenes.isEmpty {
+                            Spacer()
+                            Menu("Demo scene") {
+                                ForEach(model.scenes) { scene in
+                                    Button(scene.caption ?? scene.file) { model.open(scene) }
+                                }
+                            }
+                            .disabled(model.busy)
+                        }
                     }
-                    Text(model.status).font(.callout)
-                    if !model.modelInfo.isEmpty { Text(model.modelInfo).font(.caption).foregroundStyle(.secondary) }
+                    .buttonStyle(.borderless)
+                    Text(model.status).font(.callout).lineLimit(2)
                 }
                 if let image = model.image {
                     Section {
-                        BoxesOverlay(image: image, detections: model.analysis?.detections ?? [])
+                        BoxesOverlay(image: image, detections: model.detections)
                         if let caption = model.caption { Text("“\(caption)”").font(.headline) }
+                        if let reference = model.referenceCaption {
+                            Text("scene: “\(reference)”").font(.caption).foregroundStyle(.secondary)
+                        }
                     }
                 }
-                if model.analysis != nil {
-                    Section("Questions") {
+                if model.encoded != nil {
+                    Section("Questions and matching") {
+                        TextField("how many shapes are there?", text: $question)
+                            .onSubmit(ask)
+                            .submitLabel(.send)
                         HStack {
-                            TextField("how many shapes are there?", text: $question)
-                                .onSubmit(ask)
-                                .submitLabel(.send)
                             Button("Ask", action: ask).disabled(model.busy || question.isEmpty)
+                            Spacer()
+                            Button("Match") {
+                                model.match(question)
+                                question = ""
+                            }
+                            .disabled(model.busy || question.isEmpty)
                         }
+                        .buttonStyle(.borderless)
                         ForEach(model.answers) { qa in
                             VStack(alignment: .leading) {
                                 Text("Q: \(qa.question)")
@@ -65,15 +102,19 @@ struct ContentView: View {
         .onChange(of: pickerItem) { _, item in
             guard let item else { return }
             Task {
-                if let data = try? await item.loadTransferable(type: Data.self), let image = UIImage(data: data) {
-                    model.analyze(image)
-                } else {
-                    model.status = "Cannot read that image"
+                do {
+                    if let data = try await item.loadTransferable(type: Data.self) {
+                        model.analyze(data: data)
+                    } else {
+                        model.status = "Cannot read that image"
+                    }
+                } catch {
+                    model.status = "Cannot read that image: \(oneLine(error))"
                 }
             }
         }
         .sheet(isPresented: $showCamera) {
-            CameraPicker { image in model.analyze(image) }
+            CameraPicker { image in model.analyze(cameraImage: image) }
         }
     }
 

@@ -31,9 +31,21 @@ public final class CoreAIModels {
     private var models: [String: AIModel] = [:]
     private let lock = NSLock()
 
-    /// `computeUnits` is the manifest's `compute_units` (nil: "default").
+    /// `computeUnits` is the runtime plan's (or the manifest's) `compute_units` (nil: "default"), in Core AI's names
+    /// or in the plan's Core ML names (`unitName(plan:)`).
     public init(computeUnits: String?) throws {
-        options = try Self.specializationOptions(computeUnits)
+        options = try Self.specializationOptions(computeUnits.map(Self.unitName(plan:)))
+    }
+
+    /// A runtime plan's compute units in Core AI's names: the plan may name Core ML's allowed sets ("all",
+    /// "cpu_and_ne", "cpu_and_gpu"), of which Core AI takes the preferred unit; "auto" lets Core AI choose.
+    static func unitName(plan name: String) -> String {
+        switch name {
+        case "auto", "all": return "default"
+        case "cpu_and_ne": return "neural_engine"
+        case "cpu_and_gpu": return "gpu"
+        default: return name  // already a Core AI name, or refused by specializationOptions
+        }
     }
 
     /// The manifest's `compute_units` (converters/targets.py, as sdk/coreai_runtime.py maps them) as specialization

@@ -1,7 +1,8 @@
 // Runs one graph of a `--target coreml` build with Core ML: the build is one multifunction .mlpackage with one
 // function per graph (the manifest's graphs.<name>.function), which needs iOS 18 / macOS 15. Inputs and outputs
 // are addressed by the manifest's runtime_name and converted to its runtime_dtype (int32 token ids; float16
-// outputs of an fp16 ML program are widened to float32 for the host steps).
+// outputs of an fp16 ML program are widened to float32 for the host steps). The package is compiled once per
+// build into the app's Caches (CoreMLCompiledCache), never next to it: an app bundle is read-only on a device.
 
 #if canImport(CoreML)
 import CoreML
@@ -13,40 +14,32 @@ public final class CoreMLRunner: GraphRunner {
     public let spec: GraphSpec
     private let model: MLModel
 
-    /// The manifest's `compute_units` (nil: "all") as Core ML's; converters/coreml.py converts with the same choice.
-    static func computeUnits(_ name: String?) throws -> MLComputeUnits {
-        switch name ?? "all" {
+    /// A runtime plan's (or the manifest's) `compute_units` as Core ML's; converters/coreml.py converts with the
+    /// same names.
+    static func computeUnits(_ name: String) throws -> MLComputeUnits {
+        switch name {
         case "all": return .all
         case "cpu_and_ne": return .cpuAndNeuralEngine
         case "cpu_and_gpu": return .cpuAndGPU
         case "cpu_only": return .cpuOnly
         case let other:
-            throw MiniVLMError(.badFile, "the manifest's compute_units is '\(other)', expected all, cpu_and_ne, cpu_and_gpu or cpu_only")
+            throw MiniVLMError(.config, "the runtime plan's compute_units is '\(other)', expected all, cpu_and_ne, cpu_and_gpu or cpu_only")
         }
     }
 
-    /// Compiles the .mlpackage (cached next to it as .mlmodelc after the first run; every graph's runner shares
-    /// it) and loads the graph's function from it.
-    public init(folder: URL, name: String, spec: GraphSpec, computeUnits: MLComputeUnits = .all) throws {
+    /// Loads the graph's function from the build's compiled model, which `cache` compiles once into the app's
+    /// Caches (every graph's runner shares it; the app bundle is read-only on a device). `computeUnits` is the
+    /// runtime plan's.
+    public init(folder: URL, name: String, spec: GraphSpec, computeUnits: MLComputeUnits, cache: CoreMLCompiledCache) throws {
         self.name = name
         self.spec = spec
         guard let function = spec.function else {
             throw MiniVLMError(.badFile, "the manifest's graph '\(name)' names no function of \(spec.file)")
         }
-        let package = folder.appendingPathComponent(spec.file)
-        let compiled = package.deletingPathExtension().appendingPathExtension("mlmodelc")
-        do {
-            if !FileManager.default.fileExists(atPath: compiled.path) {
-                let temporary = try MLModel.compileModel(at: package)
-                try FileManager.default.moveItem(at: temporary, to: compiled)
-            }
-            let configuration = MLModelConfiguration()
-            configuration.computeUnits = computeUnits
-            configuration.functionName = function
-            model = try MLModel(contentsOf: compiled, configuration: configuration)
-        } catch {
-            throw MiniVLMError(.runtime, "Core ML cannot load function \(function) of \(spec.file): \(error.localizedDescription)")
-        }
+        let configuration = MLModelConfiguration()
+        configuration.computeUnits = computeUnits
+        configuration.functionName = function
+        model = try cache.load(package: spec.file, configuration: configuration)
     }
 
     public func run(_ inputs: [String: HostTensor]) throws -> [String: HostTensor] {
@@ -112,6 +105,66 @@ public final class CoreMLRunner: GraphRunner {
         }
         if s.dtype == .int64 { return .int64(values: values.map { Int64($0) }, shape: s.shape) }
         return .float(values: values, shape: s.shape)
+    }
+}
+/// The compiled models (.mlmodelc) of one build, in the app's Caches at BuildChecks.compiledCachePath: keyed by
+/// the build's manifest sha256, so a new build never reuses an old build's model and a relaunch reuses its own.
+/// Written atomically: Core ML compiles into its own temporary folder, the result is moved next to the cache
+/// entry under a unique name and renamed into place; a cached model that is missing or does not load is compiled
+/// again.
+@available(iOS 18.0, macOS 15.0, *)
+public final class CoreMLCompiledCache {
+    public let folder: URL
+    public let caches: URL
+    private let lock = NSLock()
+
+    /// `caches`: the app's Caches folder (FileManager's .cachesDirectory).
+    public init(folder: URL, caches: URL) {
+        self.folder = folder
+        self.caches = caches
+    }
+
+    /// Where the compiled `package` (a build's .mlpackage, e.g. "model.mlpackage") is cached.
+    public func compiledURL(package: String) throws -> URL {
+        try BuildChecks.compiledCachePath(folder: folder, caches: caches, graph: (package as NSString).deletingPathExtension)
+    }
+
+    /// Loads `package` with `configuration` from its compiled copy, compiling it first when there is none or the
+    /// cached one cannot be loaded (a crash mid-write leaves no half folder under the final name, but a user or the
+    /// system may have removed files of it).
+    func load(package: String, configuration: MLModelConfiguration) throws -> MLModel {
+        lock.lock()
+        defer { lock.unlock() }
+        let compiled = try compiledURL(package: package)
+        if FileManager.default.fileExists(atPath: compiled.path),
+           let model = try? MLModel(contentsOf: compiled, configuration: configuration) {
+            return model
+        }
+        try compile(folder.appendingPathComponent(package), to: compiled)
+        do {
+            return try MLModel(contentsOf: compiled, configuration: configuration)
+        } catch {
+            throw MiniVLMError(.runtime, "Core ML cannot load \(configuration.functionName ?? "the model") of \(package): \(error.localizedDescription)")
+        }
+    }
+
+    private func compile(_ package: URL, to compiled: URL) throws {
+        let files = FileManager.default
+        let parent = compiled.deletingLastPathComponent()
+        let staging = parent.appendingPathComponent(".\(compiled.lastPathComponent).\(UUID().uuidString).partial")
+        do {
+            try files.createDirectory(at: parent, withIntermediateDirectories: true)
+            let temporary = try MLModel.compileModel(at: package)
+            defer { try? files.removeItem(at: temporary) }
+            // Same folder as the final name, so the last step is a rename (a copy when Core ML's temporary folder
+            // is on another volume happens here, under the staging name).
+            try files.moveItem(at: temporary, to: staging)
+            if files.fileExists(atPath: compiled.path) { try files.removeItem(at: compiled) }  // a corrupt entry
+            try files.moveItem(at: staging, to: compiled)
+        } catch {
+            try? files.removeItem(at: staging)
+            throw MiniVLMError(.runtime, "Core ML cannot compile \(package.lastPathComponent) into \(parent.path): \(error.localizedDescription)")
+        }
     }
 }
 #endif

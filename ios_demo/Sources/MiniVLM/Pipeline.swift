@@ -133,6 +133,12 @@ public final class Pipeline {
         }
     }
 
+    /// Loads every graph's runner now (they load on first use otherwise), so that opening a build pays for all
+    /// of it and the first photo does not.
+    public func loadGraphs() throws {
+        for name in graphNames { _ = try runner(name) }
+    }
+
     private func runner(_ name: String) throws -> GraphRunner {
         if let r = runners[name] { return r }
         let r = try backend(folder, name, try spec.graph(name))

@@ -2,10 +2,33 @@
 // products executorch + backend_xnnpack / backend_coreml + kernels). Method "forward", inputs and outputs in
 // manifest order. The graphs of a build read their constants from its one weights file (manifest
 // `weights_file`, a .ptd), passed as the Module's data file (ExecuTorchModule.h initWithFilePath:dataFilePaths:).
+//
+// This file is the MiniVLMExecuTorch product: an app that links it calls `ExecuTorchBackend.register()` once, and
+// Backends then opens executorch builds; an app without it never links ExecuTorch.
 
 #if canImport(ExecuTorch)
+import CMiniVLMExecuTorch
 import ExecuTorch
 import Foundation
+import MiniVLM
+
+/// Makes `Backends` open `--target executorch` builds with ExecuTorchRunner.
+public enum ExecuTorchBackend {
+    /// The ExecuTorch runtime this package links (Package.swift's "swiftpm-<version>" branch): a build exported by a
+    /// newer executorch is refused at load (BuildChecks.verify).
+    public static let runtimeVersion = "1.5.1"
+
+    /// Registers the runner; call once before `Backends.open` (e.g. in the app's init).
+    public static func register() {
+        Backends.register(executorch: ExecuTorchHooks(
+            runtimeVersion: runtimeVersion,
+            setThreads: { threads in Int(cmvlm_executorch_set_threads(UInt32(clamping: max(threads, 0)))) },
+            makeRunner: { folder, name, spec, weightsFile in
+                try ExecuTorchRunner(folder: folder, name: name, spec: spec, weightsFile: weightsFile)
+            }
+        ))
+    }
+}
 
 public final class ExecuTorchRunner: GraphRunner {
     public let name: String
@@ -32,7 +55,11 @@ public final class ExecuTorchRunner: GraphRunner {
             case (.float(let v, _), _):
                 values.append(Value(Tensor<Float>(v, shape: s.shape)))
             case (.int64(let v, _), .int32):
-                values.append(Value(Tensor<Int32>(v.map { Int32(truncatingIfNeeded: $0) }, shape: s.shape)))
+                let narrow = try v.map { x -> Int32 in
+                    guard let n = Int32(exactly: x) else { throw MiniVLMError(.invalidArgument, "\(s.name): \(x) does not fit int32") }
+                    return n
+                }
+                values.append(Value(Tensor<Int32>(narrow, shape: s.shape)))
             case (.int64(let v, _), _):
                 values.append(Value(Tensor<Int64>(v, shape: s.shape)))
             }
