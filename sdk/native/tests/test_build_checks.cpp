@@ -151,6 +151,24 @@ void verification(check::Suite& s, const fs::path& tmp) {
   write(u / "match.tflite", "abc");
   fails_with(s, mvlm_build_verify(u.string().c_str(), "litert", nullptr), MVLM_BAD_FILE, "graph file without a checksum",
              {"match.tflite", "no checksum"});
+  // A Core ML build: its graph file is a package folder whose files the manifest lists one by one.
+  std::string package = kManifest;
+  replace(package, R"("target": "tflite")", R"("target": "coreml")");
+  replace(package, R"("delegate": "nnapi")", R"("delegate": null)");
+  replace(package, R"({"file": "model.tflite", "signature": "vision"})", R"({"file": "model.mlpackage", "function": "vision"})");
+  replace(package, R"("match": {"file": "model.tflite"})", R"("match": {"file": "model.mlpackage", "function": "match"})");
+  replace(package, R"("model.tflite": ")", R"("model.mlpackage/Data/weights.bin": ")");
+  const fs::path pkg = make_build(tmp / "package", resealed(package));
+  fs::rename(pkg / "model.tflite", tmp / "moved.tflite");
+  write(pkg / "model.mlpackage" / "Data" / "weights.bin", "abc");
+  s.status(mvlm_build_verify(pkg.string().c_str(), "coreml", nullptr), "verify a Core ML package build");
+  std::string unlisted_package = package;
+  replace(unlisted_package, R"("model.mlpackage", "function": "match")", R"("other.mlpackage", "function": "match")");
+  const fs::path pkg2 = make_build(tmp / "package2", resealed(unlisted_package));
+  write(pkg2 / "model.mlpackage" / "Data" / "weights.bin", "abc");
+  write(pkg2 / "other.mlpackage" / "Data" / "weights.bin", "abc");
+  fails_with(s, mvlm_build_verify(pkg2.string().c_str(), "coreml", nullptr), MVLM_BAD_FILE,
+             "a package none of whose files is listed", {"other.mlpackage", "no checksum"});
   std::string untooled = kManifest;
   replace(untooled, R"("ai-edge-litert": "2.3.0", )", "");
   const std::string t = make_build(tmp / "untooled", resealed(untooled)).string();
