@@ -20,8 +20,10 @@ VOCAB_FILE = "vocab.txt"
 VOCABULARIES_FILE = "vocabularies.json"
 GOLDEN_DIR = "golden"
 # Packages whose versions every manifest records.
+# Each target's exporter is among them (executorch, ai-edge-litert, coremltools, coreai-core): the apps check that
+# their runtime can run what it wrote (mvlm_build_verify in sdk/native).
 TOOLS = ("minivlm", "torch", "executorch", "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
-         "torchao", "numpy")
+         "torchao", "coreai-core", "coreai-torch", "numpy")
 
 
 # Files that tools add to a finished build (`minivlm parity` writes its report, atomically through a

@@ -9,12 +9,14 @@
 3. The main runs under `java -Xcheck:jni`: every golden of tests/golden (tokenizer, anchors, preprocessing,
    proposals, region selection, region tokens, packing, greedy and beam caption decoding) goes Kotlin -> JNI ->
    core and must equal python_ref's outputs; then the MiniVlm pipeline runs over graph runners that replay the
-   recorded graph outputs; then malformed input must raise MiniVlmException, never crash the JVM.
+   recorded graph outputs; then malformed input must raise MiniVlmException, never crash the JVM; then
+   BuildChecks (verify, plan, decode size) on synthetic build folders written here (`write_builds`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -110,14 +112,39 @@ def test_kotlin_sources_are_platform_independent():
                 assert not re.match(r"import (android|androidx|org\.pytorch|org\.tensorflow|com\.google)\.", line), f"{path.name}: {line}"
 
 
-def test_golden_replay_on_the_jvm(jni_library: Path, test_jar: Path):
+def write_builds(folder: Path) -> Path:
+    """Two build folders for BuildChecksTest.kt, made of tests/golden's MiniVLM manifest without converting anything:
+    tflite-nnapi (ai-edge-litert 2.3.0) and executorch-xnnpack (executorch 1.5.1), each with its files' sha256s and
+    its manifest_sha256 computed by converters/manifest.py, as minivlm-convert writes them."""
+    from minivlm.converters.manifest import MANIFEST_DIGEST, file_hashes, manifest_digest
+    from minivlm.python_ref.minivlm_family import GRAPH_NAMES
+
+    golden = json.loads((GOLDEN / "manifest.json").read_text(encoding="utf-8"))
+    for target, delegate, tool, version, graph_file in (("tflite", "nnapi", "ai-edge-litert", "2.3.0", "model.tflite"),
+                                                        ("executorch", "xnnpack", "executorch", "1.5.1", "model.pte")):
+        build = folder / f"{target}-{delegate}"
+        (build / "golden").mkdir(parents=True)
+        (build / graph_file).write_bytes(bytes(range(256)) * 40)  # graph bytes: verification only hashes them
+        (build / "vocab.txt").write_bytes(VOCAB.read_bytes())
+        (build / "vocabularies.json").write_bytes((GOLDEN / "vocabularies.json").read_bytes())
+        (build / "golden" / "index.json").write_text("{}\n", encoding="utf-8")
+        manifest = {**golden, "family": "minivlm", "target": target, "delegate": delegate, "precision": "fp32",
+                    "compute_units": None, "graphs": {name: {"file": graph_file} for name in GRAPH_NAMES},
+                    "tools": {tool: version, "torch": "2.13.0"}, "files": file_hashes(build)}
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+        (build / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def test_golden_replay_on_the_jvm(jni_library: Path, test_jar: Path, tmp_path: Path):
     assert (GOLDEN / "index.json").is_file(), f"no goldens in {GOLDEN} (scripts/update_goldens.py writes them)"
     home = java_home()
     kotlin = kotlin_home()
     classpath = os.pathsep.join(map(str, [test_jar, kotlin / "lib" / "kotlin-stdlib.jar", kotlin / "lib" / "kotlin-test.jar"]))
     start = time.monotonic()
     proc = subprocess.run([str(home / "bin" / "java"), "-Xcheck:jni", f"-Djava.library.path={jni_library}", "-cp", classpath,
-                           MAIN_CLASS, str(GOLDEN), str(VOCAB)], capture_output=True, text=True, timeout=900)
+                           MAIN_CLASS, str(GOLDEN), str(VOCAB), str(write_builds(tmp_path / "builds"))],
+                          capture_output=True, text=True, timeout=900)
     elapsed = time.monotonic() - start
     output = proc.stdout + proc.stderr
     sys.stdout.write(output[-6000:])
@@ -130,8 +157,6 @@ def test_golden_replay_on_the_jvm(jni_library: Path, test_jar: Path):
     # -Xcheck:jni reports misuse of JNI (pending exceptions, wrong types) as warnings without failing the call.
     assert "WARNING in native method" not in output and "FATAL ERROR in native method" not in output, output[-4000:]
     # What must have run: every tokenizer case, every image's host steps, both decodes, the pipeline, malformed input.
-    import json
-
     index = json.loads((GOLDEN / "index.json").read_text(encoding="utf-8"))
     lines = set(re.findall(r"^PASS (.+)$", proc.stdout, re.M))
     assert sum(line.startswith("tokenizer ") for line in lines) == len(index["tokenizer"])
@@ -140,4 +165,7 @@ def test_golden_replay_on_the_jvm(jni_library: Path, test_jar: Path):
                          *(f"{name} caption {kind} (Native.captionDecode)" for kind in case["caption_decoding"] if kind in ("greedy", "beam"))):
             assert expected in lines, f"missing check: {expected}"
     assert sum(line.startswith("malformed: ") for line in lines) >= 20
+    for name in ("verify a build", "a tampered file", "a missing file", "a manifest edited after the build", "the wrong runtime",
+                 "an older runtime", "plans on Android", "the GPU for an ExecuTorch build", "decode sizes"):
+        assert f"build checks: {name}" in lines, f"missing check: build checks: {name}"
     assert passed >= len(lines)

@@ -53,7 +53,7 @@ def test_core_ml_compiles_into_the_caches_at_the_build_checks_path(swift_parser)
     source = (SOURCES / "CoreMLRunner.swift").read_bytes()
     assert not core_ml_cache_errors(swift_parser, source)
     for old, new in [(b"try files.moveItem(at: temporary, to: staging)", b"try files.moveItem(at: temporary, to: compiled)"),
-                     (b"BuildChecks.compiledCachePath(folder: folder, caches: caches, graph: (package as NSString).deletingPathExtension)",
+                     (b"BuildChecks.compiledCachePath(folder: folder, caches: caches, graph: graph)",
                       b'folder.appendingPathComponent(package).deletingPathExtension().appendingPathExtension("mlmodelc")'),
                      (b"public init(folder: URL, caches: URL)", b"public init(folder: URL, caches: URL = Bundle.main.bundleURL)"),
                      (b"if FileManager.default.fileExists(atPath: compiled.path),", b"if false,")]:

@@ -38,6 +38,7 @@ EXPECTED = [
     "Sources/MiniVLMExecuTorch/ExecuTorchRunner.swift",
     "Sources/CMiniVLMExecuTorch/threads.cpp",
     "Sources/CMiniVLMExecuTorch/include/CMiniVLMExecuTorch.h",
+    "Sources/MiniVLM/BuildChecks.swift",
     "Tests/MiniVLMTests/BuildReplayTests.swift",
     "Tests/MiniVLMTests/GoldenReplayTests.swift",
     "App/Sources/MiniVLMDemoApp.swift",
@@ -270,3 +271,68 @@ def test_shim_helpers_run_against_the_core(cxx: str, core_objects: list[Path], t
     assert lines[1] == "text hello, worlds", out.stdout
     assert lines[2] == "bad MVLM_BAD_INPUT 1", out.stdout
 
+
+def _calls(root) -> set[str]:
+    return {_call_name(node) for node in _nodes(root)
+            if node.type == "call_expression" and node.named_children and node.named_children[-1].type == "call_suffix"}
+
+
+def test_build_checks_call_the_core(swift_parser):
+    """BuildChecks.swift decides nothing itself: each public function reaches its C function of minivlm.h (or the
+    shim's helper), and the compute-unit choices are exactly the C API's."""
+    root = swift_parser.parse((SOURCES / "BuildChecks.swift").read_bytes()).root_node
+    for function, c_call in (("verify", "mvlm_build_verify"), ("plan", "mvlm_plan_runtime"),
+                             ("decodeMaxSide", "mvlm_decode_size"), ("compiledCachePath", "cmvlm_compiled_cache_path"),
+                             ("withManifest", "mvlm_build_manifest_load")):
+        assert c_call in _calls(_function(root, function)), f"BuildChecks.{function} does not call {c_call}"
+    header = (NATIVE / "include" / "minivlm" / "minivlm.h").read_text()
+    for c_function in ("mvlm_build_verify", "mvlm_plan_runtime", "mvlm_decode_size", "mvlm_compiled_cache_path",
+                       "mvlm_build_manifest_load"):
+        assert re.search(rf"\bmvlm_status {c_function}\(", header), f"minivlm.h declares no {c_function}"
+    source = (SOURCES / "BuildChecks.swift").read_text()
+    enum = re.search(r"public enum ComputeUnitsChoice: String \{(.*?)\}", source, re.S).group(1)
+    raw = {m.group(2) or m.group(1) for m in re.finditer(r"(\w+)(?: = \"(\w+)\")?", enum.replace("case", ""))}
+    assert raw == {"auto", *TARGETS["coreml"].compute_units}, raw
+    assert '"ios".withCString' in source, "the plan must be asked for platform ios"
+
+
+CACHE_PATH_PROGRAM = r"""
+#include <stdio.h>
+#include "CMiniVLM.h"
+
+int main(int argc, char** argv) {
+    mvlm_manifest* m = NULL;
+    if (argc < 2 || mvlm_build_manifest_load(argv[1], &m) != MVLM_OK) { printf("load: %s\n", mvlm_last_error()); return 1; }
+    mvlm_status st = 0;
+    char* path = cmvlm_compiled_cache_path(m, "/private/var/mobile/Containers/Data/Application/X/Library/Caches", "vision", &st);
+    if (!path) { printf("path: %s\n", mvlm_last_error()); return 1; }
+    printf("%s\n", path);
+    cmvlm_free(path);
+    path = cmvlm_compiled_cache_path(m, "Caches", "vision", &st);
+    printf("relative %s %d\n", mvlm_status_name(st), path == NULL);
+    mvlm_manifest_free(m);
+    return 0;
+}
+"""
+
+
+def test_shim_compiled_cache_path(cxx: str, core_objects: list[Path], tmp_path: Path):
+    """The shim's helper on an EfficientVLM manifest (which the MiniVLM loader refuses): the path is keyed by the
+    manifest's sha256, given here."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    digest = "0123456789abcdef" + "f" * 48
+    (tmp_path / "manifest.json").write_text('{"schema_version": 1, "family": "efficientvlm", "target": "coreml", '
+                                            '"graphs": {"vision": {"file": "model.mlpackage"}}, '
+                                            f'"manifest_sha256": "{digest}"}}')
+    (tmp_path / "main.c").write_text(CACHE_PATH_PROGRAM)
+    include = ["-I", str(CMINIVLM / "include")]
+    run([cc, "-std=c11", "-Wall", "-Werror", *include, "-c", str(tmp_path / "main.c"), "-o", str(tmp_path / "main.o")])
+    run([cxx, "-std=c++17", "-Wall", "-Werror", *include, "-c", str(CMINIVLM / "shim.cpp"), "-o", str(tmp_path / "shim.o")])
+    run([cxx, str(tmp_path / "main.o"), str(tmp_path / "shim.o"), *map(str, core_objects), "-o", str(tmp_path / "cache_path")])
+    out = subprocess.run([str(tmp_path / "cache_path"), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines() == [
+        "/private/var/mobile/Containers/Data/Application/X/Library/Caches/minivlm-compiled/0123456789abcdef/model.mlmodelc",
+        "relative MVLM_INVALID_ARGUMENT 1"], out.stdout

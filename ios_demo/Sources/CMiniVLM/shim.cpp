@@ -88,3 +88,18 @@ float* cmvlm_make_anchors(const mvlm_config* config, size_t* count, mvlm_status*
 void cmvlm_free(void* pointer) { std::free(pointer); }
 
 }  // extern "C"
+
+// --- Build checks ----------------------------------------------------------------------------------------
+
+extern "C" {
+
+char* cmvlm_compiled_cache_path(const mvlm_manifest* manifest, const char* caches_dir, const char* graph,
+                                mvlm_status* status) {
+  return grow_and_fill<char>(
+      [&](char* path, size_t capacity, size_t* needed) {
+        return mvlm_compiled_cache_path(manifest, caches_dir, graph, path, capacity, needed);
+      },
+      256, 1, nullptr, status);
+}
+
+}  // extern "C"

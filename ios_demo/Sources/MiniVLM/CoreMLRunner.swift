@@ -39,7 +39,7 @@ public final class CoreMLRunner: GraphRunner {
         let configuration = MLModelConfiguration()
         configuration.computeUnits = computeUnits
         configuration.functionName = function
-        model = try cache.load(package: spec.file, configuration: configuration)
+        model = try cache.load(graph: name, package: spec.file, configuration: configuration)
     }
 
     public func run(_ inputs: [String: HostTensor]) throws -> [String: HostTensor] {
@@ -124,18 +124,19 @@ public final class CoreMLCompiledCache {
         self.caches = caches
     }
 
-    /// Where the compiled `package` (a build's .mlpackage, e.g. "model.mlpackage") is cached.
-    public func compiledURL(package: String) throws -> URL {
-        try BuildChecks.compiledCachePath(folder: folder, caches: caches, graph: (package as NSString).deletingPathExtension)
+    /// Where the compiled package of the build's graph `graph` is cached (graphs of one multifunction package share
+    /// it: the entry is named by the package, BuildChecks.compiledCachePath).
+    public func compiledURL(graph: String) throws -> URL {
+        try BuildChecks.compiledCachePath(folder: folder, caches: caches, graph: graph)
     }
 
     /// Loads `package` with `configuration` from its compiled copy, compiling it first when there is none or the
     /// cached one cannot be loaded (a crash mid-write leaves no half folder under the final name, but a user or the
     /// system may have removed files of it).
-    func load(package: String, configuration: MLModelConfiguration) throws -> MLModel {
+    func load(graph: String, package: String, configuration: MLModelConfiguration) throws -> MLModel {
         lock.lock()
         defer { lock.unlock() }
-        let compiled = try compiledURL(package: package)
+        let compiled = try compiledURL(graph: graph)
         if FileManager.default.fileExists(atPath: compiled.path),
            let model = try? MLModel(contentsOf: compiled, configuration: configuration) {
             return model

@@ -229,8 +229,8 @@ final class BuildReplayTests: XCTestCase {
         }
         let caches = try caches()
         _ = try Backends.open(folder: folder, caches: caches)
-        let package = try XCTUnwrap(manifest.graphs.values.first?.file)
-        let compiled = try CoreMLCompiledCache(folder: folder, caches: caches).compiledURL(package: package)
+        let graph = try XCTUnwrap(manifest.graphs.keys.first)
+        let compiled = try CoreMLCompiledCache(folder: folder, caches: caches).compiledURL(graph: graph)
         XCTAssertTrue(compiled.path.hasPrefix(caches.path), "compiled into \(compiled.path), not the Caches")
         let stamp = try FileManager.default.attributesOfItem(atPath: compiled.path)[.creationDate] as? Date
         _ = try Backends.open(folder: folder, caches: caches)

@@ -21,6 +21,9 @@ struct mvlm_manifest {
   mvlm_json json;
   std::string folder;  // "" when parsed from memory without a folder
   mvlm_config config;
+  // False for a build of another model family (mvlm_build_manifest_load): `config` is unset, `family` names it.
+  bool has_config = true;
+  std::string family = "minivlm";
   // Class names, read from the vocabularies file on first use.
   mutable std::once_flag classes_once;
   mutable std::vector<std::string> classes;

@@ -121,19 +121,17 @@ class Parser {
     if (literal("null")) return v;
     v.type = Value::Type::Number;
     // Python's json also writes these for non-finite floats.
+    const size_t start = i_;
     if (literal("NaN")) {
       v.number = std::numeric_limits<double>::quiet_NaN();
-      return v;
-    }
-    if (literal("Infinity")) {
+    } else if (literal("Infinity")) {
       v.number = std::numeric_limits<double>::infinity();
-      return v;
-    }
-    if (literal("-Infinity")) {
+    } else if (literal("-Infinity")) {
       v.number = -std::numeric_limits<double>::infinity();
-      return v;
+    } else {
+      v.number = number();
     }
-    v.number = number();
+    v.string.assign(s_.substr(start, i_ - start));
     return v;
   }
 

@@ -17,7 +17,7 @@ struct Value {
   Type type = Type::Null;
   bool boolean = false;
   double number = 0.0;
-  std::string string;          // UTF-8
+  std::string string;          // UTF-8; for a Number, its text as written ("1", "0.50", "1e-05", "NaN")
   std::vector<Value> items;    // Array
   std::vector<Member> members; // Object, in file order
 

@@ -227,6 +227,7 @@ mvlm_status mvlm_manifest_config(const mvlm_manifest* manifest, mvlm_config* con
   return minivlm::guard([&] {
     require(manifest, "manifest");
     require(config, "config");
+    if (!manifest->has_config) fail(MVLM_BAD_FILE, "the manifest is of a " + manifest->family + " build, which has no MiniVLM host-step config");
     *config = manifest->config;
   });
 }
@@ -257,6 +258,7 @@ mvlm_status mvlm_manifest_file(const mvlm_manifest* manifest, const char* which,
 }
 
 static void load_classes(const mvlm_manifest* m) {
+  if (!m->has_config) fail(MVLM_BAD_FILE, "the manifest is of a " + m->family + " build, which has no MiniVLM detector classes");
   std::call_once(m->classes_once, [m] {
     m->classes_status = minivlm::guard([m] {
       const Reader r(m->json.root, "manifest.json");

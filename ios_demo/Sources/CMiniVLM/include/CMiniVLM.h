@@ -28,6 +28,12 @@ char* cmvlm_manifest_class_name(const mvlm_manifest* manifest, int32_t index, mv
 float* cmvlm_make_anchors(const mvlm_config* config, size_t* count, mvlm_status* status);
 void cmvlm_free(void* pointer);
 
+/* --- Build checks (minivlm.h "Build checks") ------------------------------------------------------------ */
+
+/* mvlm_compiled_cache_path: where the compiled form of `graph` is kept under `caches_dir`. */
+char* cmvlm_compiled_cache_path(const mvlm_manifest* manifest, const char* caches_dir, const char* graph,
+                                mvlm_status* status);
+
 #ifdef __cplusplus
 }
 #endif

@@ -315,6 +315,101 @@ mvlm_status mvlm_caption_decode(const mvlm_config* config, const mvlm_fusion_inp
                                 const mvlm_caption_options* options, mvlm_step_fn step, void* user_data,
                                 mvlm_caption* caption);
 
+/* =========================================================================================================
+ * Build checks: what an app decides about a build folder before it runs any graph. Verification of the
+ * manifest and every file it lists, the runtime plan (backend, accelerator, compute units, threads) a platform
+ * can honour for the build, the cache path of a compiled Core ML graph, and the size to decode a photo at.
+ * These read only manifest.json's own entries (target, delegate, compute_units, tools, files, preprocessing),
+ * so they work for builds of every model family (MiniVLM and EfficientVLM).
+ * ========================================================================================================= */
+
+/* The manifest of a build folder (or its manifest.json) of any model family. A MiniVLM build loads exactly as
+ * with mvlm_manifest_load; a build of another family (EfficientVLM) loads without the MiniVLM host-step config:
+ * mvlm_manifest_config and the class-name functions then fail with MVLM_BAD_FILE naming the family. */
+mvlm_status mvlm_build_manifest_load(const char* path, mvlm_manifest** out);
+
+/* Verifies the build folder `folder` for `runtime`, one of "executorch", "litert", "coreml", "coreai":
+ * - manifest.json parses, has schema_version 1, a known family and target, and its "manifest_sha256" equals the
+ *   sha256 of its canonical JSON (converters/manifest.py manifest_digest: every other entry, sorted keys, no
+ *   spaces, non-ASCII kept, numbers as Python writes them): an edit after the build is refused;
+ * - every entry of "files" is a path inside the folder (no "..", no symbolic link) to a regular file with that
+ *   sha256 (the one-line error names the file and both hash prefixes); the graph files, vocabularies and
+ *   weights are among them. The files under "golden_dir" (the parity goldens) are skipped when that folder is
+ *   absent, so an app may ship a build without them; when it is there, each of them is checked;
+ * - `runtime` runs the build's target: executorch -> "executorch", tflite -> "litert", coreml -> "coreml",
+ *   coreai -> "coreai";
+ * - `runtime_version` (NULL: not checked) is compatible with the version of the tool that exported the build
+ *   (manifest tools["executorch"], tools["ai-edge-litert"], tools["coremltools"], tools["coreai-core"]): the same
+ *   major version and a minor version at least the build's ("1.5.1" runs a build of "1.5.0"; "1.4.2" and
+ *   "2.0.0" do not).
+ * Status: MVLM_IO_ERROR (no manifest.json, a file cannot be read), MVLM_BAD_FILE (a malformed manifest, a
+ * missing or altered file), MVLM_INVALID_ARGUMENT (an unknown runtime, a runtime or version the build does not
+ * fit). Reads every byte of the build with a portable SHA-256 (1.3 s per 100 MiB measured on a shared 2-core x86
+ * server, where OpenSSL's SHA-NI code takes 0.17 s): an app verifies a build once after installing or copying
+ * it, not at every launch. */
+mvlm_status mvlm_build_verify(const char* folder, const char* runtime, const char* runtime_version);
+
+typedef struct mvlm_runtime_request {
+  const char* platform;      /* "android" | "ios" */
+  const char* accelerator;   /* Android: "auto" | "cpu" | "gpu" | "npu" (NULL = "auto"); iOS: NULL or "auto" */
+  const char* compute_units; /* iOS: "auto" | "all" | "cpu_only" | "cpu_and_gpu" | "cpu_and_ne" (NULL = "auto");
+                                Android: NULL or "auto" */
+  int32_t threads;           /* 0 = auto; > 0 requested; < 0 is an error */
+  int32_t available_cores;   /* the device's cores, >= 1 */
+} mvlm_runtime_request;
+
+typedef struct mvlm_runtime_plan {
+  char backend[16];       /* "executorch" | "litert" | "coreml" | "coreai" */
+  char accelerator[8];    /* "cpu" | "gpu" | "npu"; "" for Core ML and Core AI (compute units say it) and for
+                             ExecuTorch's Core ML delegate */
+  char compute_units[16]; /* coreml: "all" | "cpu_only" | "cpu_and_gpu" | "cpu_and_ne"; coreai: the Core AI
+                             runner's names "default" | "cpu_only" | "gpu" | "neural_engine"; "" otherwise */
+  int32_t threads;        /* CPU threads for ExecuTorch / LiteRT; 0 for Core ML and Core AI (they schedule their own) */
+  char note[256];         /* what was changed or is worth showing, "; "-separated ("" when nothing) */
+} mvlm_runtime_plan;
+
+/* The plan a platform can honour for the build (one-line MVLM_INVALID_ARGUMENT naming the build's target or
+ * delegate, and what to convert instead, when it cannot):
+ * android - executorch build: backend "executorch" on the CPU (an XNNPACK or portable program; "gpu"/"npu" are
+ *             refused: convert with --target tflite --delegate gpu or nnapi); its Core ML delegate is refused;
+ *           tflite build: backend "litert"; accelerator "auto" follows the build's delegate (xnnpack -> cpu,
+ *             gpu -> gpu, nnapi -> npu: NNAPI is deprecated since Android 15 and LiteRT's NPU accelerator runs
+ *             the build instead, said in the note); an explicit "cpu"/"gpu"/"npu" is honoured;
+ *           coreml and coreai builds are refused.
+ * ios     - coreml build: backend "coreml", compute units "auto" -> the manifest's "compute_units" (or "all");
+ *           coreai build: backend "coreai", compute units mapped to the Core AI runner's names (auto -> the
+ *             manifest's, or "default"; all -> default, cpu_only -> cpu_only, cpu_and_gpu -> gpu, cpu_and_ne ->
+ *             neural_engine);
+ *           executorch build: backend "executorch" on the CPU (XNNPACK/portable; compute units other than "auto"
+ *             or "cpu_only" are refused), or through its Core ML delegate, whose compute units were fixed at export;
+ *           tflite builds are refused.
+ * threads (ExecuTorch, LiteRT): 0 -> min(available_cores, 4); more than available_cores -> available_cores, with a
+ * note; negative -> error. Core ML and Core AI get 0 (a requested count is noted as not applicable). */
+mvlm_status mvlm_plan_runtime(const mvlm_manifest* manifest, const mvlm_runtime_request* request,
+                              mvlm_runtime_plan* plan);
+
+/* "<caches_dir>/minivlm-compiled/<first 16 hex of manifest_sha256>/<stem>.mlmodelc", <stem> the graph's file name
+ * without its extension ("model" for a multifunction "model.mlpackage", so its graphs share one compilation): where
+ * an app keeps the compiled form of a Core ML graph, keyed by the manifest's own checksum, so that a changed build
+ * never reuses a stale compilation. `caches_dir` must be absolute (a trailing '/' is dropped); `graph` must be one
+ * of the manifest's "graphs". Caller buffer as mvlm_manifest_file. */
+mvlm_status mvlm_compiled_cache_path(const mvlm_manifest* manifest, const char* caches_dir, const char* graph,
+                                     char* buffer, size_t capacity, size_t* length);
+
+/* How large to decode a `width` x `height` photo so that preprocessing loses nothing and memory stays small.
+ * The target (tw, th) is what preprocessing resizes the image to, at input size S (MiniVLM: config image_size,
+ * letterboxed: scale = S / max(W, H), tw = floor(W*scale + 0.5), th = floor(H*scale + 0.5), each at least 1 and
+ * at most S; EfficientVLM: preprocessing "size", the whole image stretched to tw = th = S). Never upscaled:
+ * need_w = min(W, tw), need_h = min(H, th).
+ * sample_size (Android BitmapFactory inSampleSize): the largest power of two p with floor(W / p) >= need_w and
+ *   floor(H / p) >= need_h (floor: decoders that round down still deliver enough pixels).
+ * max_side (iOS kCGImageSourceThumbnailMaxPixelSize, aspect kept): the smallest longest side L' whose thumbnail
+ *   has both sides >= the need even when the shorter side is rounded down: max(ceil(need_w * L / W),
+ *   ceil(need_h * L / H)), at most L = max(W, H). MiniVLM: usually S; EfficientVLM: S times the aspect ratio.
+ * MVLM_BAD_INPUT for a zero-size image, MVLM_INVALID_ARGUMENT for a negative one. */
+mvlm_status mvlm_decode_size(const mvlm_manifest* manifest, int32_t width, int32_t height, int32_t* sample_size,
+                             int32_t* max_side);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

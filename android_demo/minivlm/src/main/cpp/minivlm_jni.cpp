@@ -708,3 +708,99 @@ MVLM_JNI(jlongArray, captionDecode)(JNIEnv* env, jclass, jlong h, jlongArray inp
 }
 
 }  // extern "C"
+
+// =========================================================================================================
+// Build checks (minivlm.h "Build checks"): ai.minivlm.Native.build* / planRuntime / decodeSize / compiledCachePath,
+// used by ai.minivlm.BuildChecks.
+// =========================================================================================================
+
+namespace {
+
+// A Java string as a C string for the duration of a call (nullptr stays nullptr when `nullable`).
+class Utf8 {
+ public:
+  Utf8(JNIEnv* env, jstring s) : env_(env), s_(s), p_(s ? env->GetStringUTFChars(s, nullptr) : nullptr) {}
+  ~Utf8() {
+    if (p_ != nullptr) env_->ReleaseStringUTFChars(s_, p_);
+  }
+  Utf8(const Utf8&) = delete;
+  Utf8& operator=(const Utf8&) = delete;
+  const char* get() const { return p_; }
+  // False (with an exception pending) for a null string that must not be, or a failed conversion.
+  bool ok(const char* what, bool nullable = false) const {
+    if (s_ == nullptr) return nullable || fail(env_, std::string(what) + " is null");
+    return p_ != nullptr;
+  }
+
+ private:
+  JNIEnv* env_;
+  jstring s_;
+  const char* p_;
+};
+
+}  // namespace
+
+extern "C" {
+
+MVLM_JNI(jlong, buildManifestLoad)(JNIEnv* env, jclass, jstring path) {
+  const Utf8 p(env, path);
+  if (!p.ok("build folder")) return 0;
+  mvlm_manifest* m = nullptr;
+  return ok(env, mvlm_build_manifest_load(p.get(), &m)) ? to_handle(m) : 0;
+}
+
+MVLM_JNI(void, buildVerify)(JNIEnv* env, jclass, jstring folder, jstring runtime, jstring runtime_version) {
+  const Utf8 f(env, folder), r(env, runtime), v(env, runtime_version);
+  if (!f.ok("build folder") || !r.ok("runtime") || !v.ok("runtime version", /*nullable=*/true)) return;
+  ok(env, mvlm_build_verify(f.get(), r.get(), v.get()));
+}
+
+// [backend, accelerator, compute_units, note]; threads go to threadsOut[0].
+MVLM_JNI(jobjectArray, planRuntime)(JNIEnv* env, jclass, jlong h, jstring platform, jstring accelerator,
+                                    jstring compute_units, jint threads, jint available_cores, jintArray threads_out) {
+  auto* m = handle<mvlm_manifest>(env, h, "manifest");
+  if (m == nullptr) return nullptr;
+  const Utf8 p(env, platform), a(env, accelerator), u(env, compute_units);
+  if (!p.ok("platform") || !a.ok("accelerator", true) || !u.ok("compute units", true)) return nullptr;
+  if (!check_out(env, threads_out, 1, "threadsOut")) return nullptr;
+  const mvlm_runtime_request request{p.get(), a.get(), u.get(), threads, available_cores};
+  mvlm_runtime_plan plan{};
+  if (!ok(env, mvlm_plan_runtime(m, &request, &plan))) return nullptr;
+  const jint t = plan.threads;
+  env->SetIntArrayRegion(threads_out, 0, 1, &t);
+  const char* fields[4] = {plan.backend, plan.accelerator, plan.compute_units, plan.note};
+  jobjectArray out = env->NewObjectArray(4, g_string_class, nullptr);
+  for (int i = 0; out != nullptr && i < 4; ++i) {
+    jstring s = new_utf8_string(env, fields[i], std::strlen(fields[i]));
+    if (s == nullptr) return nullptr;
+    env->SetObjectArrayElement(out, i, s);
+    env->DeleteLocalRef(s);
+  }
+  return out;
+}
+
+// [sample_size, max_side]
+MVLM_JNI(jintArray, decodeSize)(JNIEnv* env, jclass, jlong h, jint width, jint height) {
+  auto* m = handle<mvlm_manifest>(env, h, "manifest");
+  if (m == nullptr) return nullptr;
+  int32_t sample = 0, side = 0;
+  if (!ok(env, mvlm_decode_size(m, width, height, &sample, &side))) return nullptr;
+  jintArray out = env->NewIntArray(2);
+  const jint values[2] = {sample, side};
+  if (out != nullptr) env->SetIntArrayRegion(out, 0, 2, values);
+  return out;
+}
+
+MVLM_JNI(jstring, compiledCachePath)(JNIEnv* env, jclass, jlong h, jstring caches_dir, jstring graph) {
+  auto* m = handle<mvlm_manifest>(env, h, "manifest");
+  if (m == nullptr) return nullptr;
+  const Utf8 c(env, caches_dir), g(env, graph);
+  if (!c.ok("caches folder") || !g.ok("graph")) return nullptr;
+  std::string path;
+  if (!fetch_string(env, [&](char* b, size_t cap, size_t* len) { return mvlm_compiled_cache_path(m, c.get(), g.get(), b, cap, len); }, path)) {
+    return nullptr;
+  }
+  return new_utf8_string(env, path.data(), path.size());
+}
+
+}  // extern "C"

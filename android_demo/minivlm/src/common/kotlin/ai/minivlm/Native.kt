@@ -116,6 +116,21 @@ object Native {
         regionMask: FloatArray, prefixKeys: FloatArray, prefixValues: FloatArray, numBeams: Int, lengthPenalty: Double,
         maxCaptionTokens: Int, step: NativeStepCallback, result: DoubleArray,
     ): LongArray
+
+    // Build checks (minivlm.h "Build checks"; typed wrapper: [BuildChecks]) ---------------------------------
+    /** The manifest of a build folder of any model family (an EfficientVLM one has no MiniVLM config). */
+    @JvmStatic external fun buildManifestLoad(folder: String): Long
+    /** Throws [MiniVlmException] unless the folder's files, manifest checksum, runtime and version check out. */
+    @JvmStatic external fun buildVerify(folder: String, runtime: String, runtimeVersion: String?)
+    /** [backend, accelerator, compute_units, note] of `mvlm_plan_runtime`; `threadsOut[0]` receives the threads. */
+    @JvmStatic external fun planRuntime(
+        manifest: Long, platform: String, accelerator: String?, computeUnits: String?, threads: Int, availableCores: Int,
+        threadsOut: IntArray,
+    ): Array<String>
+    /** [sample_size, max_side] of a width x height photo. */
+    @JvmStatic external fun decodeSize(manifest: Long, width: Int, height: Int): IntArray
+    /** `<cachesDir>/minivlm-compiled/<manifest sha256 prefix>/<graph>.mlmodelc`. */
+    @JvmStatic external fun compiledCachePath(manifest: Long, cachesDir: String, graph: String): String
 }
 
 /**

@@ -13,7 +13,7 @@ import kotlin.test.assertTrue
 // The JVM golden test of the Android library: Kotlin -> JNI bridge -> native core, on python_ref's goldens
 // (tests/golden/, written by scripts/update_goldens.py). Every expected value is read from the goldens.
 //
-//   java -Djava.library.path=DIR -cp ... ai.minivlm.GoldenReplayMainKt GOLDEN_DIR VOCAB_TXT
+//   java -Djava.library.path=DIR -cp ... ai.minivlm.GoldenReplayMainKt GOLDEN_DIR VOCAB_TXT [BUILDS_DIR]
 //
 // Three parts: each host step through `Native` (as sdk/native/tests/test_host_steps.cpp does in C, here through
 // the bridge's array checks and copies); the `MiniVlm` pipeline itself, with graph runners that replay the
@@ -140,7 +140,7 @@ fun stepReplay(spec: GraphSpec, table: () -> DecodeTable, c: CoreConfig) = FakeR
 }
 
 fun main(args: Array<String>) {
-    require(args.size == 2) { "usage: GoldenReplayMain GOLDEN_DIR VOCAB_TXT" }
+    require(args.size in 2..3) { "usage: GoldenReplayMain GOLDEN_DIR VOCAB_TXT [BUILDS_DIR]" }
     val goldenDir = File(args[0])
     val vocabFile = File(args[1])
     val checks = Checks()
@@ -513,6 +513,9 @@ fun main(args: Array<String>) {
         val case = index["tokenizer"][0]
         assertContentEquals(case["ids"].list.map { it.long }.toLongArray(), tokenizer.encode(case["text"].string))
     }
+
+    // 5. Build checks on the synthetic build folders in args[2] (BuildChecksTest.kt).
+    if (args.size > 2) buildChecksTests(checks, File(args[2]))
 
     tokenizer.close()
     config.close()
