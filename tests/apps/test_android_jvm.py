@@ -9,7 +9,9 @@
 3. The main runs under `java -Xcheck:jni`: every golden of tests/golden (tokenizer, anchors, preprocessing,
    proposals, region selection, region tokens, packing, greedy and beam caption decoding) goes Kotlin -> JNI ->
    core and must equal python_ref's outputs; then the MiniVlm pipeline runs over graph runners that replay the
-   recorded graph outputs; then malformed input must raise MiniVlmException, never crash the JVM.
+   recorded graph outputs; then malformed input must raise MiniVlmException, never crash the JVM; then the same
+   for EfficientVLM on tests/golden_efficientvlm (NativeEvlm host steps, the EfficientVlm pipeline over replayed
+   graph calls, bad input).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ANDROID = REPO / "android_demo" / "minivlm" / "src"
 BRIDGE = ANDROID / "main" / "cpp" / "minivlm_jni.cpp"
 KOTLIN_SOURCES = sorted((ANDROID / "common" / "kotlin").rglob("*.kt")) + sorted((ANDROID / "jvmTest" / "kotlin").rglob("*.kt"))
 GOLDEN = REPO / "tests" / "golden"
+EVLM_GOLDEN = REPO / "tests" / "golden_efficientvlm"  # GoldenReplayMain finds it beside GOLDEN
 VOCAB = REPO / "python_ref" / "vocab.txt"
 KOTLIN_VERSION = "2.4.20"
 KOTLIN_HOME = CACHE / "kotlinc" / "node_modules" / "kotlin-compiler"
@@ -140,4 +143,13 @@ def test_golden_replay_on_the_jvm(jni_library: Path, test_jar: Path):
                          *(f"{name} caption {kind} (Native.captionDecode)" for kind in case["caption_decoding"] if kind in ("greedy", "beam"))):
             assert expected in lines, f"missing check: {expected}"
     assert sum(line.startswith("malformed: ") for line in lines) >= 20
+    # The EfficientVLM pipeline (EfficientVlmReplay.kt) on tests/golden_efficientvlm.
+    evlm = json.loads((EVLM_GOLDEN / "golden" / "index.json").read_text(encoding="utf-8"))
+    for n in range(len(evlm["preprocess_cases"])):
+        assert f"efficientvlm preprocess case {n} (NativeEvlm.evlmResize)" in lines
+    for name in evlm["cases"]:
+        for step in ("host steps (NativeEvlm)", "EfficientVlm.encode", "EfficientVlm.caption", "EfficientVlm.answer",
+                     "EfficientVlm.match", "EfficientVlm.textFeature"):
+            assert f"efficientvlm {name} {step}" in lines, f"missing check: efficientvlm {name} {step}"
+    assert sum(line.startswith("malformed: efficientvlm ") for line in lines) >= 10
     assert passed >= len(lines)

@@ -7,7 +7,8 @@ The model is efficientvlm-demo-tiny (the demo vocabulary and text length on 32²
 weights: no weights file is needed, and every file stays a few kB. Seed 7 is one whose greedy captions run a few
 tokens before [SEP] on these images, so the decoding loop is exercised past its first step. The folder holds:
 - manifest.json: what a build's manifest says about the model, its graphs' I/O and its host steps (family,
-  graph_order, model.config, preprocessing, tokenizer, text layout); no graph files, target "none";
+  graph_order, model.config, preprocessing, tokenizer, text layout); target "replay": every graph's "file" is
+  golden/index.json, whose recorded calls the replay tests play back;
 - vocab.txt and vocabularies.json, as a build writes them;
 - golden/index.json and raw arrays (converters/goldens.py's format): per image every host step python_ref records
   and *every* graph call (all caption_step calls, so a replay can run the whole greedy loop), plus
@@ -39,6 +40,8 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = REPO / "tests" / "golden_efficientvlm"
 PRESET = "efficientvlm-demo-tiny"
 SEED = 7
+# What stands in for each graph's file: the replay tests run every graph from its calls recorded in the index.
+REPLAY_FILE = "golden/index.json"
 # Images of the replay: crops of the golden images (index into golden_images(), top, left, height, width), small
 # enough that the uint8 input stays under 40 kB; both aspect ratios, one scene and one photo.
 CASES = (("scene_crop", 2, 40, 20, 120, 90), ("photo_crop", 0, 100, 200, 70, 100))
@@ -67,7 +70,7 @@ def graph_specs(model) -> dict[str, dict]:
     specs = {}
     for name, graph in export_graphs(model).items():
         inputs = graph.example_inputs(1)
-        specs[name] = {"inputs": _tensor_specs(graph.input_names, inputs),
+        specs[name] = {"file": REPLAY_FILE, "inputs": _tensor_specs(graph.input_names, inputs),
                        "outputs": _tensor_specs(graph.output_names, graph(*inputs))}
     return specs
 
@@ -77,11 +80,12 @@ def manifest(pipeline) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "family": EFFICIENTVLM.name,
-        "note": "host-step goldens and recorded graph calls of python_ref, no graph files: written by "
+        "note": "host-step goldens and recorded graph calls of python_ref, no graph files (the graphs replay "
+                "golden/index.json): written by "
                 "sdk/native/tools/make_efficientvlm_goldens.py",
         "model": {"name": PRESET, "preset": cfg.name, "source": f"random init (seed {SEED})",
                   "config": dataclasses.asdict(cfg)},
-        "target": "none",
+        "target": "replay",
         "delegate": None,
         "precision": "fp32",
         "graph_order": list(EFFICIENTVLM.graph_names),

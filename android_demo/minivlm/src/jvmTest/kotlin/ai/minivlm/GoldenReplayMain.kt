@@ -514,6 +514,9 @@ fun main(args: Array<String>) {
         assertContentEquals(case["ids"].list.map { it.long }.toLongArray(), tokenizer.encode(case["text"].string))
     }
 
+    // 5. The EfficientVLM pipeline (EfficientVlmReplay.kt) on tests/golden_efficientvlm, beside the goldens folder.
+    replayEfficientVlm(File(goldenDir.absoluteFile.parentFile, "golden_efficientvlm"), checks)
+
     tokenizer.close()
     config.close()
     manifest.close()
