@@ -10,7 +10,9 @@
    proposals, region selection, region tokens, packing, greedy and beam caption decoding) goes Kotlin -> JNI ->
    core and must equal python_ref's outputs; then the MiniVlm pipeline runs over graph runners that replay the
    recorded graph outputs; then malformed input must raise MiniVlmException, never crash the JVM; then
-   BuildChecks (verify, plan, decode size) on synthetic build folders written here (`write_builds`).
+   BuildChecks (verify, plan, decode size) on synthetic build folders written here (`write_builds`); then the
+   same for EfficientVLM on tests/golden_efficientvlm (NativeEvlm host steps, the EfficientVlm pipeline over
+   replayed graph calls, bad input).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ ANDROID = REPO / "android_demo" / "minivlm" / "src"
 BRIDGE = ANDROID / "main" / "cpp" / "minivlm_jni.cpp"
 KOTLIN_SOURCES = sorted((ANDROID / "common" / "kotlin").rglob("*.kt")) + sorted((ANDROID / "jvmTest" / "kotlin").rglob("*.kt"))
 GOLDEN = REPO / "tests" / "golden"
+EVLM_GOLDEN = REPO / "tests" / "golden_efficientvlm"  # GoldenReplayMain finds it beside GOLDEN
 VOCAB = REPO / "python_ref" / "vocab.txt"
 KOTLIN_VERSION = "2.4.20"
 KOTLIN_HOME = CACHE / "kotlinc" / "node_modules" / "kotlin-compiler"
@@ -168,4 +171,13 @@ def test_golden_replay_on_the_jvm(jni_library: Path, test_jar: Path, tmp_path: P
     for name in ("verify a build", "a tampered file", "a missing file", "a manifest edited after the build", "the wrong runtime",
                  "an older runtime", "plans on Android", "the GPU for an ExecuTorch build", "decode sizes"):
         assert f"build checks: {name}" in lines, f"missing check: build checks: {name}"
+    # The EfficientVLM pipeline (EfficientVlmReplay.kt) on tests/golden_efficientvlm.
+    evlm = json.loads((EVLM_GOLDEN / "golden" / "index.json").read_text(encoding="utf-8"))
+    for n in range(len(evlm["preprocess_cases"])):
+        assert f"efficientvlm preprocess case {n} (NativeEvlm.evlmResize)" in lines
+    for name in evlm["cases"]:
+        for step in ("host steps (NativeEvlm)", "EfficientVlm.encode", "EfficientVlm.caption", "EfficientVlm.answer",
+                     "EfficientVlm.match", "EfficientVlm.textFeature"):
+            assert f"efficientvlm {name} {step}" in lines, f"missing check: efficientvlm {name} {step}"
+    assert sum(line.startswith("malformed: efficientvlm ") for line in lines) >= 10
     assert passed >= len(lines)

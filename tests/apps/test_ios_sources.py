@@ -32,6 +32,7 @@ IOS_RUNNERS = {"coreml": "try CoreMLRunner(", "executorch": "try hooks.makeRunne
 EXPECTED = [
     "Package.swift",
     "Sources/MiniVLM/Pipeline.swift",
+    "Sources/MiniVLM/EfficientVLMPipeline.swift",
     "Sources/MiniVLM/Core.swift",
     "Sources/MiniVLM/CoreMLRunner.swift",
     "Sources/MiniVLM/CoreAIRunner.swift",
@@ -193,6 +194,55 @@ def test_core_ai_runner_builds_with_older_sdks():
     assert code.count("#if") == 1, "one gate, around the whole file"
     declarations = re.findall(r"(?:^@available\([^)]*\)\n)?^public final class \w+", code, flags=re.M)
     assert len(declarations) == 2 and all(d.startswith("@available(iOS 27.0, macOS 27.0, *)") for d in declarations)
+
+
+def _header_functions(prefix: str) -> dict[str, int]:
+    """{C function of the core's public header starting with `prefix`: its parameter count}."""
+    header = (NATIVE / "include" / "minivlm" / "minivlm.h").read_text()
+    header = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
+    return {name: len([p for p in params.split(",") if p.strip() not in ("", "void")])
+            for name, params in re.findall(rf"^mvlm_status ({prefix}\w+)\(([^)]*)\);", header, flags=re.M | re.S)}
+
+
+def _header_structs() -> set[str]:
+    """The struct types of the core's public header (Swift constructs them with a call: `mvlm_evlm_config()`)."""
+    return set(re.findall(r"^typedef struct (\w+)", (NATIVE / "include" / "minivlm" / "minivlm.h").read_text(), flags=re.M))
+
+
+def core_call_errors(parser, source: bytes, functions: dict[str, int], required: set[str]) -> list[str]:
+    """Calls of the core's C functions in `source` whose argument count differs from the header's, and the
+    `required` functions it never calls (Swift is not type-checked here, so this is the check on the C calls)."""
+    errors, called = [], set()
+    for node in _nodes(parser.parse(source).root_node):
+        if node.type == "call_expression" and node.named_children[-1].type == "call_suffix":
+            name = _call_name(node)
+            if name.startswith("mvlm_"):
+                called.add(name)
+                arguments = [a for a in _nodes(node.named_children[-1]) if a.type == "value_argument"
+                             and a.parent.parent == node.named_children[-1]]
+                if name in functions and len(arguments) != functions[name]:
+                    errors.append(f"{name} gets {len(arguments)} arguments, the header declares {functions[name]}")
+                elif name not in functions and name.startswith("mvlm_evlm_") and name not in _header_structs():
+                    errors.append(f"{name} is not declared in minivlm.h")
+    return errors + [f"{name} is never called" for name in sorted(required - called)]
+
+
+def test_efficientvlm_pipeline_calls_the_core(swift_parser):
+    """EfficientVLMPipeline.swift runs the EfficientVLM host steps through the core's mvlm_evlm_* functions, each
+    with the header's number of arguments; the XCTest replay of tests/golden_efficientvlm exists."""
+    functions = _header_functions("mvlm_evlm_")
+    required = {"mvlm_evlm_config_load", "mvlm_evlm_preprocess", "mvlm_evlm_pack_text", "mvlm_evlm_caption_decode"}
+    assert required <= set(functions), sorted(functions)
+    source = (SOURCES / "EfficientVLMPipeline.swift").read_bytes()
+    assert not core_call_errors(swift_parser, source, functions, required)
+    # The check notices a wrong argument count and a missing call.
+    broken = source.replace(b"ids.pointer, mask.pointer))", b"ids.pointer))")
+    assert broken != source and core_call_errors(swift_parser, broken, functions, required)
+    dropped = source.replace(b"mvlm_evlm_preprocess(", b"mvlm_preprocess_evlm(")
+    assert core_call_errors(swift_parser, dropped, functions, required)
+    tests = (IOS / "Tests" / "MiniVLMTests" / "GoldenReplayTests.swift").read_text()
+    assert "final class EfficientVLMReplayTests: XCTestCase" in tests and "tests/golden_efficientvlm" in tests
+    assert "EfficientVLMPipeline(folder: evlmDir" in tests
 
 
 def test_symlinks_reach_the_core():

@@ -21,7 +21,7 @@ NATIVE = REPO / "sdk" / "native"
 CMAKE, CTEST = shutil.which("cmake"), shutil.which("ctest")
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 JOBS = os.environ.get("MINIVLM_NATIVE_JOBS", "2")  # the CI machines have 2 cores
-CTEST_TESTS = 10  # 5 on tests/golden/ + 5 on the build (its golden/, its files)
+CTEST_TESTS = 11  # 5 on tests/golden/ + 5 on the build (its golden/, its files) + EfficientVLM on tests/golden_efficientvlm/
 
 pytestmark = pytest.mark.skipif(not (CMAKE and CTEST and CXX),
                                 reason="building sdk/native needs cmake, ctest and a C++17 compiler (apt install cmake g++)")

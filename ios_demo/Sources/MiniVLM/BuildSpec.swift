@@ -3,8 +3,40 @@
 
 import Foundation
 
-/// The graphs of every build, in pipeline order (python_ref/pipeline.py GRAPH_NAMES).
+/// The graphs of a MiniVLM build, in pipeline order (python_ref/pipeline.py GRAPH_NAMES).
 public let graphNames = ["tee_stage1", "tee_stage2", "caption_prefix", "caption_step", "vqa", "match"]
+
+/// The graphs of an EfficientVLM build (python_ref/efficientvlm/graphs.py GRAPH_NAMES).
+public let efficientVLMGraphNames = ["vision", "text_feature", "match", "vqa", "caption_step"]
+
+/// Model family -> its graphs, for manifests that list no `graph_order` (builds before it existed are MiniVLM's).
+public let familyGraphNames = ["minivlm": graphNames, "efficientvlm": efficientVLMGraphNames]
+
+/// The model family of the build in `folder` ("minivlm" | "efficientvlm"), from its manifest.json: which pipeline
+/// to open it with (`Pipeline` or `EfficientVLMPipeline`).
+public func buildFamily(folder: URL) throws -> String {
+    struct Fields: Decodable { let family: String? }
+    let data: Data
+    do {
+        data = try Data(contentsOf: folder.appendingPathComponent("manifest.json"))
+    } catch {
+        throw MiniVLMError(.ioError, "cannot read \(folder.path)/manifest.json: \(error.localizedDescription)")
+    }
+    do {
+        return try checkedFamily(try JSONDecoder().decode(Fields.self, from: data).family)
+    } catch let error as DecodingError {
+        throw MiniVLMError(.badFile, "manifest.json: \(error)")
+    }
+}
+
+/// "minivlm" when the manifest names no family (builds before EfficientVLM); `.badFile` for an unknown one.
+func checkedFamily(_ family: String?) throws -> String {
+    let name = family ?? "minivlm"
+    guard familyGraphNames[name] != nil else {
+        throw MiniVLMError(.badFile, "manifest family is '\(name.prefix(40))', expected one of \(familyGraphNames.keys.sorted())")
+    }
+    return name
+}
 
 public enum DType: String, Decodable, Sendable {
     case float32, float16, int64, int32, bool, uint8
@@ -77,8 +109,21 @@ public struct BuildSpec: Sendable {
     public let attributes: [String]
     /// An ExecuTorch build's one weights file (.ptd), shared by every graph.
     public let weightsFile: String?
+    /// "minivlm" | "efficientvlm".
+    public let family: String
+    /// The build's graphs in pipeline order (manifest graph_order).
+    public let graphOrder: [String]
+    /// The tokenizer's vocabulary file in the build folder (manifest tokenizer.vocab_file).
+    public let vocabFile: String
+
+    private struct TokenizerFields: Decodable {
+        let vocab_file: String?
+    }
 
     private struct ManifestFields: Decodable {
+        let family: String?
+        let graph_order: [String]?
+        let tokenizer: TokenizerFields?
         let target: String
         let delegate: String?
         let precision: String
@@ -90,11 +135,12 @@ public struct BuildSpec: Sendable {
 
     private struct Vocabularies: Decodable {
         let answers: [String]
-        let attributes: [String]
+        let attributes: [String]? // EfficientVLM has no detector, so no attributes
     }
 
     public init(target: String, delegate: String?, precision: String, graphs: [String: GraphSpec], answers: [String],
-                attributes: [String], weightsFile: String? = nil, computeUnits: String? = nil) {
+                attributes: [String], weightsFile: String? = nil, computeUnits: String? = nil, family: String = "minivlm",
+                graphOrder: [String] = graphNames, vocabFile: String = "vocab.txt") {
         self.target = target
         self.delegate = delegate
         self.precision = precision
@@ -103,6 +149,9 @@ public struct BuildSpec: Sendable {
         self.answers = answers
         self.attributes = attributes
         self.weightsFile = weightsFile
+        self.family = family
+        self.graphOrder = graphOrder
+        self.vocabFile = vocabFile
     }
 
     /// Reads manifest.json and its vocabularies file from `folder`.
@@ -111,12 +160,17 @@ public struct BuildSpec: Sendable {
             let manifest = try JSONDecoder().decode(ManifestFields.self, from: Data(contentsOf: folder.appendingPathComponent("manifest.json")))
             let vocabFile = folder.appendingPathComponent(manifest.vocabularies_file ?? "vocabularies.json")
             let vocab = try JSONDecoder().decode(Vocabularies.self, from: Data(contentsOf: vocabFile))
-            for name in graphNames where manifest.graphs[name] == nil {
+            let family = try checkedFamily(manifest.family)
+            let order = manifest.graph_order ?? familyGraphNames[family]!
+            for name in familyGraphNames[family]! where !order.contains(name) {
+                throw MiniVLMError(.badFile, "the manifest's graph_order \(order) lacks the \(family) graph '\(name)'")
+            }
+            for name in order where manifest.graphs[name] == nil {
                 throw MiniVLMError(.badFile, "the manifest has no graph '\(name)'")
             }
             // A Core ML or Core AI build is one model with a function per graph.
             let runtime = ["coreml": "Core ML", "coreai": "Core AI"][manifest.target]
-            for name in graphNames where runtime != nil && manifest.graphs[name]?.function == nil {
+            for name in order where runtime != nil && manifest.graphs[name]?.function == nil {
                 throw MiniVLMError(.badFile, "the manifest's graph '\(name)' names no \(runtime!) function; rebuild it with minivlm-convert")
             }
             target = manifest.target
@@ -125,8 +179,11 @@ public struct BuildSpec: Sendable {
             computeUnits = manifest.compute_units
             graphs = manifest.graphs
             answers = vocab.answers
-            attributes = vocab.attributes
+            attributes = vocab.attributes ?? []
             weightsFile = manifest.weights_file
+            self.family = family
+            graphOrder = order
+            vocabFile = manifest.tokenizer?.vocab_file ?? "vocab.txt"
         } catch let error as MiniVLMError {
             throw error
         } catch let error as DecodingError {

@@ -12,18 +12,21 @@ import XCTest
 private let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().deletingLastPathComponent()
 private let goldenDir = repo.appendingPathComponent("tests/golden")
+private let evlmDir = repo.appendingPathComponent("tests/golden_efficientvlm")
 private let vocabURL = repo.appendingPathComponent("python_ref/vocab.txt")
 
 private let floatTol: Float = 1e-5
 private let coordRelTol: Float = 1e-5
 private let scoreTol = 1e-4
 
-/// tests/golden/index.json and its raw little-endian arrays.
+/// tests/golden/index.json (or another goldens folder's) and its raw little-endian arrays.
 struct Golden {
     let index: [String: Any]
+    let dir: URL
 
-    init() throws {
-        let data = try Data(contentsOf: goldenDir.appendingPathComponent("index.json"))
+    init(dir: URL = goldenDir) throws {
+        self.dir = dir
+        let data = try Data(contentsOf: dir.appendingPathComponent("index.json"))
         index = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
     }
 
@@ -31,7 +34,7 @@ struct Golden {
         let e = try XCTUnwrap(entry as? [String: Any])
         let file = try XCTUnwrap(e["file"] as? String)
         let shape = try XCTUnwrap(e["shape"] as? [Int])
-        return (try Data(contentsOf: goldenDir.appendingPathComponent(file)), shape)
+        return (try Data(contentsOf: dir.appendingPathComponent(file)), shape)
     }
 
     func floats(_ entry: Any?) throws -> [Float] {
@@ -258,5 +261,99 @@ final class GoldenReplayTests: XCTestCase {
         var out = [Float](repeating: 0, count: 3 * Int(c.image_size) * Int(c.image_size))
         let status = mvlm_preprocess(&c, [UInt8](repeating: 0, count: 4), 0, 0, 0, Int32(MVLM_PIXELS_RGB8), &out, out.count, nil)
         XCTAssertEqual(status, Int32(MVLM_BAD_INPUT), String(cString: mvlm_last_error()))
+    }
+}
+
+/// The EfficientVLM pipeline on tests/golden_efficientvlm (a graph-less build folder written from python_ref by
+/// sdk/native/tools/make_efficientvlm_goldens.py, with every graph call recorded): each graph replays its recorded
+/// calls in order and checks that it receives the recorded inputs; the pipeline must reproduce python_ref's
+/// caption, answer, match probability and features. The Swift counterpart of EfficientVlmReplay.kt.
+final class EfficientVLMReplayTests: XCTestCase {
+    var golden: Golden!
+
+    override func setUpWithError() throws {
+        golden = try Golden(dir: evlmDir.appendingPathComponent("golden"))
+    }
+
+    /// Replays `graph`'s recorded calls of image `name`: call i must get call i's inputs (exactly: the core's host
+    /// steps are bit-exact with python_ref's) and returns its outputs.
+    private func backend(_ name: String) -> GraphBackend {
+        let g: Golden = golden
+        return { _, graph, spec in
+            let calls = try XCTUnwrap(dict(dict(dict(g.index, "cases"), name), "graphs")[graph] as? [[String: Any]])
+            var made = 0
+            return ReplayRunner(graph, spec) { inputs in
+                guard made < calls.count else { throw MiniVLMError(.runtime, "\(graph): more calls than the \(calls.count) recorded") }
+                let call = calls[made]
+                made += 1
+                for s in spec.inputs {
+                    let want = dict(call, "inputs")[s.name]
+                    switch inputs[s.name] {
+                    case .float(let values, _)?: XCTAssertEqual(values, try g.floats(want), "\(name) \(graph) call \(made - 1) \(s.name)")
+                    case .int64(let values, _)?: XCTAssertEqual(values, try g.longs(want), "\(name) \(graph) call \(made - 1) \(s.name)")
+                    case nil: XCTFail("\(name) \(graph): no input \(s.name)")
+                    }
+                }
+                var out: [String: HostTensor] = [:]
+                for s in spec.outputs { out[s.name] = .float(values: try g.floats(dict(call, "outputs")[s.name]), shape: s.shape) }
+                return out
+            }
+        }
+    }
+
+    func testBuildSpecIsFamilyAware() throws {
+        XCTAssertEqual(try buildFamily(folder: evlmDir), "efficientvlm")
+        let spec = try BuildSpec(folder: evlmDir)
+        XCTAssertEqual(spec.family, "efficientvlm")
+        XCTAssertEqual(spec.graphOrder, efficientVLMGraphNames)
+        XCTAssertEqual(spec.attributes, [])
+        XCTAssertThrowsError(try Pipeline(folder: evlmDir, backend: backend("none"))) // the MiniVLM pipeline refuses it
+    }
+
+    func testPreprocessCases() throws {
+        for case let c as [String: Any] in try XCTUnwrap(golden.index["preprocess_cases"] as? [Any]) {
+            let (rgb, shape) = try golden.u8(c["image"])
+            let size = try XCTUnwrap(c["size"] as? Int)
+            var out = [UInt8](repeating: 0, count: 3 * size * size)
+            try check(mvlm_evlm_resize(Int32(size), rgb, Int32(shape[1]), Int32(shape[0]), shape[1] * 3, Int32(MVLM_PIXELS_RGB8), &out, out.count))
+            XCTAssertEqual(out, try golden.u8(c["resized"]).0, "resize \(c["source"] ?? "")")
+        }
+    }
+
+    func testPipelineReplaysEveryImage() throws {
+        let cases = try XCTUnwrap(golden.index["cases"] as? [String: Any])
+        XCTAssertGreaterThanOrEqual(cases.count, 2)
+        for (name, value) in cases {
+            let hs = dict(value, "host_steps")
+            let pipeline = try EfficientVLMPipeline(folder: evlmDir, backend: backend(name))
+            let (rgb, shape) = try golden.u8(dict(dict(hs, "preprocess"), "inputs")["image"])
+            let image = PixelImage(pixels: Data(rgb), width: shape[1], height: shape[0], rowBytes: shape[1] * 3, format: Int32(MVLM_PIXELS_RGB8))
+            let (encoded, _) = try pipeline.encode(image)
+            XCTAssertEqual(encoded.feature, try golden.floats(dict(dict(hs, "retrieval"), "outputs")["image_feature"]), name)
+            let (caption, _) = try pipeline.caption(encoded)
+            let want = dict(dict(hs, "greedy_caption"), "outputs")
+            XCTAssertEqual(caption.tokenIds, try golden.longs(want["token_ids"]), name)
+            XCTAssertEqual(caption.text, dict(want, "caption")["value"] as? String, name)
+            XCTAssertEqual(caption.finished, dict(want, "finished")["value"] as? Bool, name)
+            let question = try XCTUnwrap(dict(dict(dict(hs, "answer"), "inputs"), "question")["value"] as? String)
+            XCTAssertEqual(try pipeline.answer(encoded, question: question).0, dict(dict(dict(hs, "answer"), "outputs"), "answer")["value"] as? String, name)
+            let text = try XCTUnwrap(dict(dict(dict(hs, "match"), "inputs"), "text")["value"] as? String)
+            let probability = try XCTUnwrap(dict(dict(dict(hs, "match"), "outputs"), "probability")["value"] as? Double)
+            XCTAssertEqual(Double(try pipeline.match(encoded, text: text).0), probability, accuracy: 1e-6, name)
+            let retrievalText = try XCTUnwrap(dict(dict(dict(hs, "retrieval"), "inputs"), "text")["value"] as? String)
+            XCTAssertEqual(try pipeline.textFeature(retrievalText).0, try golden.floats(dict(dict(hs, "retrieval"), "outputs")["text_feature"]), name)
+        }
+    }
+
+    func testMalformedInputThrows() throws {
+        let name = try XCTUnwrap((golden.index["images"] as? [String])?.first)
+        let pipeline = try EfficientVLMPipeline(folder: evlmDir, backend: backend(name))
+        for text in ["", "   ", String(repeating: "red ", count: 64)] {
+            XCTAssertThrowsError(try pipeline.pack(text)) { error in
+                XCTAssertEqual((error as? MiniVLMError)?.kind, .badInput, "\(error)")
+            }
+        }
+        let empty = PixelImage(pixels: Data(), width: 0, height: 0, rowBytes: 0, format: Int32(MVLM_PIXELS_RGB8))
+        XCTAssertThrowsError(try pipeline.preprocess(empty))
     }
 }

@@ -410,6 +410,86 @@ mvlm_status mvlm_compiled_cache_path(const mvlm_manifest* manifest, const char* 
 mvlm_status mvlm_decode_size(const mvlm_manifest* manifest, int32_t width, int32_t height, int32_t* sample_size,
                              int32_t* max_side);
 
+/* =========================================================================================================
+ * EfficientVLM host steps (python_ref/efficientvlm/pipeline.py, preprocess.py, generate.py), for builds whose
+ * manifest says "family": "efficientvlm". Its graphs (vision, text_feature, match, vqa, caption_step) run in
+ * the app's runtime; these functions make their inputs and decode the caption:
+ *
+ *   mvlm_evlm_preprocess -> [vision] -> image_tokens ─┬─ mvlm_evlm_caption_decode (calls [caption_step])
+ *                                                     ├─ mvlm_evlm_pack_text -> [vqa] -> argmax
+ *   text -> mvlm_evlm_pack_text -> [text_feature]     └─ mvlm_evlm_pack_text -> [match] -> softmax[1]
+ *
+ * Same conventions as above (status, mvlm_last_error, caller-owned buffers); the tokenizer is mvlm_tokenizer
+ * loaded from the build's vocab.txt. mvlm_manifest_load refuses these builds: read the config with
+ * mvlm_evlm_config_load. */
+
+typedef struct mvlm_evlm_config {
+  int32_t image_size;       /* S: every image is resized to S x S (aspect ratio not kept) */
+  double pixel_mean[3];     /* RGB, on 0..1 values */
+  double pixel_std[3];
+  int32_t num_image_tokens; /* N = (S / patch_size)^2 + 1: image_tokens is (1, N, vision_width) */
+  int32_t vision_width;
+  int32_t embed_dim;        /* E: image_feature and text_feature are (1, E) */
+  int32_t max_text_len;     /* T: input_ids and token_mask are (1, T); caption_step's token_logits (1, T, V) */
+  int32_t vocab_size;       /* V */
+  int32_t num_answers;      /* vqa's answer_logits (1, A) */
+  int64_t pad_id, unk_id, cls_id, sep_id, mask_id;
+} mvlm_evlm_config;
+
+/* Checks a config for consistency (sizes positive, T >= 3, special ids inside the vocabulary). */
+mvlm_status mvlm_evlm_config_check(const mvlm_evlm_config* config);
+/* Reads model.config (vision.image_size, pixel_mean/std, patch_size, width; text.max_text_len, vocab_size;
+ * embed_dim, num_answers) and tokenizer.specials from manifest.json (`path`: the file or its build folder).
+ * MVLM_BAD_FILE names the first missing or malformed field, or a build of another family. */
+mvlm_status mvlm_evlm_config_load(const char* path, mvlm_evlm_config* config);
+mvlm_status mvlm_evlm_config_parse(const char* text, size_t length, mvlm_evlm_config* config);
+
+/* Pillow's Image.resize((S, S), BICUBIC) of an 8-bit image (python_ref/efficientvlm/preprocess.py
+ * resize_bicubic, bit for bit): separable Keys cubic (a = -0.5) widened by the downscale factor, fixed-point
+ * weights, horizontal pass then vertical, each rounded and clipped to uint8 and skipped when that side is
+ * already S. `pixels` as for mvlm_preprocess (alpha ignored); `out` (S, S, 3) RGB uint8, `out_count` >= 3*S*S. */
+mvlm_status mvlm_evlm_resize(int32_t size, const uint8_t* pixels, int32_t width, int32_t height, size_t row_bytes,
+                             int32_t pixel_format, uint8_t* out, size_t out_count);
+/* The vision graph's `images` (1, 3, S, S) float32: mvlm_evlm_resize to config->image_size, then
+ * (v / 255 - mean) / std in float32. `out_count` >= 3*S*S. */
+mvlm_status mvlm_evlm_preprocess(const mvlm_evlm_config* config, const uint8_t* pixels, int32_t width, int32_t height,
+                                 size_t row_bytes, int32_t pixel_format, float* out, size_t out_count);
+
+/* `[CLS] text [SEP]` then [PAD] to max_text_len: `input_ids` (T,) and `token_mask` (T,) (1 on [CLS] text [SEP]),
+ * the text inputs of text_feature, match and vqa. MVLM_BAD_INPUT for text without tokens or longer than
+ * max_text_len - 2 tokens. */
+mvlm_status mvlm_evlm_pack_text(const mvlm_tokenizer* tokenizer, const mvlm_evlm_config* config, const char* text,
+                                size_t length, int64_t* input_ids, float* token_mask);
+/* The caption prompt "[CLS] a picture of" (python_ref/efficientvlm/generate.py prompt_ids) padded the same way;
+ * `prompt_length` (may be NULL) gets its token count. */
+mvlm_status mvlm_evlm_caption_prompt(const mvlm_tokenizer* tokenizer, const mvlm_evlm_config* config,
+                                     int64_t* input_ids, float* token_mask, int32_t* prompt_length);
+
+typedef struct mvlm_evlm_step_request {
+  int32_t step;               /* t: the tokens so far are positions 0..t-1 (the prompt first) */
+  const int64_t* input_ids;   /* (1, T): the tokens so far, [PAD] after them */
+  const float* token_mask;    /* (1, T): 1 on positions 0..t-1 */
+  float* token_logits;        /* out: caption_step's (1, T, V); the core reads row t-1 */
+} mvlm_evlm_step_request;
+
+/* Runs caption_step (image_tokens held by the callback, input_ids, token_mask) and fills token_logits.
+ * Returns 0 on success; anything else stops decoding with MVLM_CALLBACK_FAILED. */
+typedef int32_t (*mvlm_evlm_step_fn)(void* user_data, const mvlm_evlm_step_request* request);
+
+typedef struct mvlm_evlm_caption {
+  int32_t num_tokens;                          /* generated tokens after the prompt, without the final [SEP] */
+  int64_t token_ids[MVLM_MAX_CAPTION_TOKENS];
+  int32_t finished;                            /* 1 if [SEP] ended it, 0 if it reached max_text_len */
+} mvlm_evlm_caption;
+
+/* Greedy decoding (python_ref/efficientvlm/pipeline.py caption_tokens): one `step` call per token from the prompt
+ * on, next token = argmax of token_logits[t-1] (first maximum), until [SEP] or max_text_len tokens in all.
+ * MVLM_BAD_INPUT if that row holds a non-finite value. Decode the ids with mvlm_detokenize. */
+mvlm_status mvlm_evlm_caption_decode(const mvlm_tokenizer* tokenizer, const mvlm_evlm_config* config,
+                                     mvlm_evlm_step_fn step, void* user_data, mvlm_evlm_caption* caption);
+
+/* ========================================================================================================= */
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -804,3 +804,185 @@ MVLM_JNI(jstring, compiledCachePath)(JNIEnv* env, jclass, jlong h, jstring cache
 }
 
 }  // extern "C"
+
+// =========================================================================================================
+// EfficientVLM host steps (mvlm_evlm_*, the header's EfficientVLM section), for ai.minivlm.EfficientVlm.
+
+namespace {
+
+// The integer sizes of an mvlm_evlm_config, in the order of Native.EVLM_* (evlmConfigInts).
+constexpr int kEvlmInts = 7;
+
+mvlm_evlm_config* evlm_config(JNIEnv* env, jlong h) { return handle<mvlm_evlm_config>(env, h, "EfficientVLM config"); }
+
+// The pixels of an image, checked against its size and layout (as preprocess does for MiniVLM).
+bool evlm_pixels(JNIEnv* env, jbyteArray pixels, jint width, jint height, jint row_bytes, jint format,
+                 std::vector<uint8_t>& out) {
+  const size_t bpp = bytes_per_pixel(format);
+  if (bpp == 0) return fail(env, "pixel format " + std::to_string(format) + " is not one of Native.PIXELS_*");
+  if (width < 1 || height < 1) return fail(env, "image is " + std::to_string(height) + "x" + std::to_string(width) + ", expected at least 1x1");
+  if (row_bytes < 0 || static_cast<size_t>(row_bytes) < static_cast<size_t>(width) * bpp) {
+    return fail(env, "rowBytes " + std::to_string(row_bytes) + " is less than width x " + std::to_string(bpp));
+  }
+  if (!read(env, pixels, out, "pixels")) return false;
+  const size_t need = static_cast<size_t>(row_bytes) * static_cast<size_t>(height - 1) + static_cast<size_t>(width) * bpp;
+  if (out.size() < need) {
+    return fail(env, "pixels has " + std::to_string(out.size()) + " bytes, a " + std::to_string(width) + "x" +
+                         std::to_string(height) + " image with rowBytes " + std::to_string(row_bytes) + " needs " + std::to_string(need));
+  }
+  return true;
+}
+
+struct EvlmStepContext {
+  JNIEnv* env;
+  jobject callback;
+  jmethodID on_step;
+  size_t length, vocab;
+};
+
+int32_t run_evlm_step(void* user_data, const mvlm_evlm_step_request* r) {
+  auto* ctx = static_cast<EvlmStepContext*>(user_data);
+  JNIEnv* env = ctx->env;
+  const struct { const void* data; size_t bytes; } views[3] = {
+      {r->input_ids, ctx->length * 8}, {r->token_mask, ctx->length * 4}, {r->token_logits, ctx->length * ctx->vocab * 4}};
+  if (env->PushLocalFrame(8) != 0) return 1;
+  jobject b[3] = {nullptr, nullptr, nullptr};
+  bool made = true;
+  for (int i = 0; made && i < 3; ++i) {
+    // The core's arrays in place: Kotlin reads the two inputs and fills token_logits.
+    b[i] = env->NewDirectByteBuffer(const_cast<void*>(views[i].data), static_cast<jlong>(views[i].bytes));
+    made = b[i] != nullptr;
+  }
+  if (made && !env->ExceptionCheck()) env->CallVoidMethod(ctx->callback, ctx->on_step, static_cast<jint>(r->step), b[0], b[1], b[2]);
+  const bool failed = !made || env->ExceptionCheck();
+  env->PopLocalFrame(nullptr);  // keeps a pending exception
+  return failed ? 1 : 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Methods of ai.minivlm.NativeEvlm (Native.kt).
+#define MVLM_EVLM_JNI(ret, name) JNIEXPORT ret JNICALL Java_ai_minivlm_NativeEvlm_##name
+
+MVLM_EVLM_JNI(jlong, evlmConfigLoad)(JNIEnv* env, jclass, jstring path) {
+  if (path == nullptr) return fail(env, "manifest path is null"), 0;
+  const char* p = env->GetStringUTFChars(path, nullptr);
+  if (p == nullptr) return 0;
+  auto* c = new (std::nothrow) mvlm_evlm_config{};
+  mvlm_status s = c == nullptr ? MVLM_OUT_OF_MEMORY : mvlm_evlm_config_load(p, c);
+  env->ReleaseStringUTFChars(path, p);
+  if (!ok(env, s)) {
+    delete c;
+    return 0;
+  }
+  return to_handle(c);
+}
+
+MVLM_EVLM_JNI(void, evlmConfigFree)(JNIEnv*, jclass, jlong h) {
+  delete reinterpret_cast<mvlm_evlm_config*>(static_cast<intptr_t>(h));
+}
+
+MVLM_EVLM_JNI(jintArray, evlmConfigInts)(JNIEnv* env, jclass, jlong h) {
+  auto* c = evlm_config(env, h);
+  if (c == nullptr) return nullptr;
+  const jint values[kEvlmInts] = {c->image_size, c->num_image_tokens, c->vision_width, c->embed_dim, c->max_text_len,
+                                  c->vocab_size, c->num_answers};
+  jintArray out = env->NewIntArray(kEvlmInts);
+  if (out != nullptr) env->SetIntArrayRegion(out, 0, kEvlmInts, values);
+  return out;
+}
+
+MVLM_EVLM_JNI(jlongArray, evlmConfigSpecialIds)(JNIEnv* env, jclass, jlong h) {
+  auto* c = evlm_config(env, h);
+  if (c == nullptr) return nullptr;
+  const int64_t ids[5] = {c->pad_id, c->unk_id, c->cls_id, c->sep_id, c->mask_id};
+  return new_long_array(env, ids, 5);
+}
+
+MVLM_EVLM_JNI(jbyteArray, evlmResize)(JNIEnv* env, jclass, jint size, jbyteArray pixels, jint width, jint height,
+                                 jint row_bytes, jint format) {
+  std::vector<uint8_t> in;
+  if (size < 1) return fail(env, "size " + std::to_string(size) + " must be >= 1"), nullptr;
+  if (!evlm_pixels(env, pixels, width, height, row_bytes, format, in)) return nullptr;
+  std::vector<uint8_t> out(3 * static_cast<size_t>(size) * static_cast<size_t>(size));
+  if (!ok(env, mvlm_evlm_resize(size, in.data(), width, height, static_cast<size_t>(row_bytes), format, out.data(), out.size()))) {
+    return nullptr;
+  }
+  return new_byte_array(env, reinterpret_cast<const char*>(out.data()), out.size());
+}
+
+MVLM_EVLM_JNI(void, evlmPreprocess)(JNIEnv* env, jclass, jlong h, jbyteArray pixels, jint width, jint height, jint row_bytes,
+                               jint format, jfloatArray out) {
+  auto* c = evlm_config(env, h);
+  if (c == nullptr) return;
+  const size_t n = 3 * static_cast<size_t>(c->image_size) * static_cast<size_t>(c->image_size);
+  std::vector<uint8_t> in;
+  if (!check_out(env, out, n, "out") || !evlm_pixels(env, pixels, width, height, row_bytes, format, in)) return;
+  std::vector<float> values(n);
+  if (ok(env, mvlm_evlm_preprocess(c, in.data(), width, height, static_cast<size_t>(row_bytes), format, values.data(), n))) {
+    write(env, out, values);
+  }
+}
+
+MVLM_EVLM_JNI(void, evlmPackText)(JNIEnv* env, jclass, jlong tokenizer, jlong h, jbyteArray text, jlongArray input_ids,
+                             jfloatArray token_mask) {
+  auto* t = handle<mvlm_tokenizer>(env, tokenizer, "tokenizer");
+  auto* c = t == nullptr ? nullptr : evlm_config(env, h);
+  if (c == nullptr) return;
+  const size_t n = static_cast<size_t>(c->max_text_len);
+  std::vector<uint8_t> bytes;
+  if (!check_out(env, input_ids, n, "input_ids") || !check_out(env, token_mask, n, "token_mask") ||
+      !read(env, text, bytes, "text")) {
+    return;
+  }
+  std::vector<int64_t> ids(n);
+  std::vector<float> mask(n);
+  if (ok(env, mvlm_evlm_pack_text(t, c, reinterpret_cast<const char*>(bytes.data()), bytes.size(), ids.data(), mask.data()))) {
+    write(env, input_ids, ids);
+    write(env, token_mask, mask);
+  }
+}
+
+MVLM_EVLM_JNI(jint, evlmCaptionPrompt)(JNIEnv* env, jclass, jlong tokenizer, jlong h, jlongArray input_ids,
+                                  jfloatArray token_mask) {
+  auto* t = handle<mvlm_tokenizer>(env, tokenizer, "tokenizer");
+  auto* c = t == nullptr ? nullptr : evlm_config(env, h);
+  if (c == nullptr) return 0;
+  const size_t n = static_cast<size_t>(c->max_text_len);
+  if (!check_out(env, input_ids, n, "input_ids") || !check_out(env, token_mask, n, "token_mask")) return 0;
+  std::vector<int64_t> ids(n);
+  std::vector<float> mask(n);
+  int32_t length = 0;
+  if (!ok(env, mvlm_evlm_caption_prompt(t, c, ids.data(), mask.data(), &length))) return 0;
+  write(env, input_ids, ids);
+  write(env, token_mask, mask);
+  return length;
+}
+
+MVLM_EVLM_JNI(jlongArray, evlmCaptionDecode)(JNIEnv* env, jclass, jlong tokenizer, jlong h, jobject step, jintArray result) {
+  auto* t = handle<mvlm_tokenizer>(env, tokenizer, "tokenizer");
+  auto* c = t == nullptr ? nullptr : evlm_config(env, h);
+  if (c == nullptr) return nullptr;
+  if (step == nullptr) return fail(env, "step callback is null"), nullptr;
+  if (!check_out(env, result, 1, "result")) return nullptr;
+  jclass cls = env->GetObjectClass(step);
+  jmethodID on_step = env->GetMethodID(cls, "onStep", "(ILjava/nio/ByteBuffer;Ljava/nio/ByteBuffer;Ljava/nio/ByteBuffer;)V");
+  env->DeleteLocalRef(cls);
+  if (on_step == nullptr) return nullptr;  // NoSuchMethodError pending
+  EvlmStepContext ctx{env, step, on_step, static_cast<size_t>(c->max_text_len), static_cast<size_t>(c->vocab_size)};
+  auto* caption = new (std::nothrow) mvlm_evlm_caption{};
+  if (caption == nullptr) return ok(env, MVLM_OUT_OF_MEMORY), nullptr;
+  const mvlm_status s = mvlm_evlm_caption_decode(t, c, run_evlm_step, &ctx, caption);
+  jlongArray out = nullptr;
+  if (ok(env, s)) {  // on MVLM_CALLBACK_FAILED the callback's own exception is already pending and is kept
+    const jint finished = caption->finished;
+    env->SetIntArrayRegion(result, 0, 1, &finished);
+    out = new_long_array(env, caption->token_ids, static_cast<size_t>(caption->num_tokens));
+  }
+  delete caption;
+  return out;
+}
+
+}  // extern "C"

@@ -142,3 +142,55 @@ object Native {
 fun interface NativeStepCallback {
     fun onStep(step: Int, numBeams: Int, buffers: Array<ByteBuffer>)
 }
+
+// =========================================================================================================
+// EfficientVLM host steps (the core's mvlm_evlm_* functions), used by [EfficientVlm].
+
+/**
+ * JNI declarations of the EfficientVLM section of `libminivlm_jni` (same rules as [Native]: lengths checked by
+ * the bridge, every non-OK status a [MiniVlmException], text as UTF-8 bytes). Config handles come from
+ * [evlmConfigLoad] and are freed by [evlmConfigFree] (which accepts 0).
+ */
+object NativeEvlm {
+    init {
+        System.loadLibrary("minivlm_jni")
+    }
+
+    // Index of each field in `evlmConfigInts`.
+    const val IMAGE_SIZE = 0
+    const val NUM_IMAGE_TOKENS = 1
+    const val VISION_WIDTH = 2
+    const val EMBED_DIM = 3
+    const val MAX_TEXT_LEN = 4
+    const val VOCAB_SIZE = 5
+    const val NUM_ANSWERS = 6
+
+    /** A new `mvlm_evlm_config` read from manifest.json (or its build folder); refuses other families. */
+    @JvmStatic external fun evlmConfigLoad(path: String): Long
+    @JvmStatic external fun evlmConfigFree(config: Long)
+    @JvmStatic external fun evlmConfigInts(config: Long): IntArray
+    /** [PAD], [UNK], [CLS], [SEP], [MASK] as the manifest gives them. */
+    @JvmStatic external fun evlmConfigSpecialIds(config: Long): LongArray
+    /** Pillow-exact bicubic resize to size x size: (size, size, 3) RGB bytes. */
+    @JvmStatic external fun evlmResize(size: Int, pixels: ByteArray, width: Int, height: Int, rowBytes: Int, format: Int): ByteArray
+    /** The vision graph's `images` (1, 3, S, S) into `out` (3*S*S floats). */
+    @JvmStatic external fun evlmPreprocess(config: Long, pixels: ByteArray, width: Int, height: Int, rowBytes: Int, format: Int, out: FloatArray)
+    /** `[CLS] text [SEP]` padded to max_text_len into `inputIds` and `tokenMask` (max_text_len each). */
+    @JvmStatic external fun evlmPackText(tokenizer: Long, config: Long, text: ByteArray, inputIds: LongArray, tokenMask: FloatArray)
+    /** The caption prompt padded the same way; returns its token count. */
+    @JvmStatic external fun evlmCaptionPrompt(tokenizer: Long, config: Long, inputIds: LongArray, tokenMask: FloatArray): Int
+    /**
+     * Greedy caption over `step` (one caption_step call per token); returns the token ids after the prompt,
+     * `result[0]` = 1 if [SEP] ended it. An exception thrown by `step` stops decoding and propagates unchanged.
+     */
+    @JvmStatic external fun evlmCaptionDecode(tokenizer: Long, config: Long, step: EvlmStepCallback, result: IntArray): LongArray
+}
+
+/**
+ * Called once per caption token: `inputIds` (T int64) and `tokenMask` (T float32) are the core's caption_step
+ * inputs (read-only), `tokenLogits` (T*V float32) the output to fill; direct native-order views, valid only
+ * until this call returns.
+ */
+fun interface EvlmStepCallback {
+    fun onStep(step: Int, inputIds: java.nio.ByteBuffer, tokenMask: java.nio.ByteBuffer, tokenLogits: java.nio.ByteBuffer)
+}

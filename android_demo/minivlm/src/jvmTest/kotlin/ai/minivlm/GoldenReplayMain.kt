@@ -516,6 +516,8 @@ fun main(args: Array<String>) {
 
     // 5. Build checks on the synthetic build folders in args[2] (BuildChecksTest.kt).
     if (args.size > 2) buildChecksTests(checks, File(args[2]))
+    // 6. The EfficientVLM pipeline (EfficientVlmReplay.kt) on tests/golden_efficientvlm, beside the goldens folder.
+    replayEfficientVlm(File(goldenDir.absoluteFile.parentFile, "golden_efficientvlm"), checks)
 
     tokenizer.close()
     config.close()
