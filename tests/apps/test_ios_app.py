@@ -80,7 +80,8 @@ def test_both_model_families_open_and_show_what_they_have(swift_parser):
     open_fn = _function_in(swift_parser, (SOURCES / "Backends.swift").read_bytes(), "open").text.decode()
     assert "let family = try buildFamily(folder: folder)" in open_fn
     assert re.search(r'case "minivlm":\s+let pipeline = try Pipeline\(folder: folder, backend: runners\)', open_fn)
-    assert re.search(r'case "efficientvlm":\s+model = \.efficientVLM\(try EfficientVLMPipeline\(folder: folder, backend: runners\)\)', open_fn)
+    assert re.search(r'case "efficientvlm":\s+let pipeline = try EfficientVLMPipeline\(folder: folder, backend: runners\)\s+'
+                     r'try pipeline\.loadGraphs\(\)\s+model = \.efficientVLM\(pipeline\)', open_fn)
     app = (APP_SOURCES / "DemoModel.swift").read_bytes()
     for function in ("analyze", "ask", "match"):
         body = _function_in(swift_parser, app, function).text

@@ -215,7 +215,7 @@ def test_executorch_threads_are_applied_before_the_graphs_load(swift_parser):
 def test_the_manifest_is_verified_before_anything_loads(swift_parser):
     open_fn = _function_in(swift_parser, (SOURCES / "Backends.swift").read_bytes(), "open")
     verify = [_arguments(c) for c in _calls(open_fn, "verify")]
-    assert verify == [{"folder": "folder", "runtime": "head.target",
+    assert verify == [{"folder": "folder", "runtime": 'head.target == "tflite" ? "litert" : head.target',
                        "runtimeVersion": 'head.target == "executorch" ? hooks?.runtimeVersion : nil'}], verify
     text = open_fn.text
     first_load = min(text.index(s) for s in (b"BuildChecks.plan(", b"Self.backend(", b"try Pipeline(", b"try EfficientVLMPipeline("))

@@ -148,7 +148,7 @@ public enum Backends {
         let start = DispatchTime.now().uptimeNanoseconds
         let head = try ManifestHead(folder: folder)
         let hooks = registry.get()
-        try BuildChecks.verify(folder: folder, runtime: head.target,
+        try BuildChecks.verify(folder: folder, runtime: head.target == "tflite" ? "litert" : head.target,
                                runtimeVersion: head.target == "executorch" ? hooks?.runtimeVersion : nil)
         let request = RuntimeRequest(computeUnits: options.computeUnits, threads: options.threads,
                                      availableCores: ProcessInfo.processInfo.activeProcessorCount)
@@ -165,7 +165,9 @@ public enum Backends {
             try pipeline.loadGraphs()
             model = .miniVLM(pipeline)
         case "efficientvlm":
-            model = .efficientVLM(try EfficientVLMPipeline(folder: folder, backend: runners))
+            let pipeline = try EfficientVLMPipeline(folder: folder, backend: runners)
+            try pipeline.loadGraphs()
+            model = .efficientVLM(pipeline)
         default:
             throw MiniVLMError(.config, "the build's family is '\(family)'; this app runs minivlm and efficientvlm builds")
         }

@@ -46,6 +46,11 @@ public final class EfficientVLMPipeline {
         }
     }
 
+    /// Opens every graph now (model load), so the first image does not pay for it.
+    public func loadGraphs() throws {
+        for name in spec.graphOrder { _ = try runner(name) }
+    }
+
     private func runner(_ name: String) throws -> GraphRunner {
         if let r = runners[name] { return r }
         let r = try backend(folder, name, try spec.graph(name))

@@ -78,6 +78,11 @@ class EfficientVlm internal constructor(
         runners = spec.graphOrder.associateWith { lazy { backend.open(buildDir, spec.graph(it)) } }
     }
 
+    /** Opens every graph now (model load), so the first image does not pay for it. */
+    fun loadGraphs() {
+        runners.values.forEach { it.value }
+    }
+
     private fun run(name: String, inputs: Map<String, Tensor>, timings: Timings): Map<String, Tensor> {
         val runner = runners[name]?.value ?: throw MiniVlmException(ErrorKind.CONFIG, "the build has no graph '$name'")
         runner.spec.checkInputs(inputs)

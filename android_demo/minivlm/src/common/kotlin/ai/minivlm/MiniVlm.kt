@@ -96,6 +96,9 @@ class MiniVlm internal constructor(
 
     private fun graph(name: String): GraphRunner = runners.getValue(name).value
 
+    /** Opens every graph now (model load), so the first image does not pay for it. */
+    fun loadGraphs() = runners.values.forEach { it.value }
+
     private fun run(name: String, inputs: Map<String, Tensor>, timings: Timings): Map<String, Tensor> {
         val runner = graph(name)
         runner.spec.checkInputs(inputs)

@@ -87,6 +87,8 @@ object AndroidMiniVlm {
             val mini = if (family == "minivlm") MiniVlm(dir, backend) else null
             val efficient = if (family == "efficientvlm") EfficientVlm(dir, backend) else null
             if (mini == null && efficient == null) throw MiniVlmException(ErrorKind.CONFIG, "manifest family '$family', expected minivlm or efficientvlm")
+            mini?.loadGraphs()
+            efficient?.loadGraphs()
             return AndroidVlm(dir, family, backend.plan, backend.runningOn, (System.nanoTime() - start) / 1e6, mini, efficient, backend)
         } catch (e: Throwable) {
             backend.close()
