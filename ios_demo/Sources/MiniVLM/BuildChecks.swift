@@ -37,7 +37,7 @@ public struct RuntimePlan {
 public enum BuildChecks {
     /// Verifies the build for `runtime` ("coreml", "coreai", "executorch"): the manifest's own checksum, every listed
     /// file's sha256, the target, and `runtimeVersion` (nil: unchecked) against the exporter's version. Hashes every
-    /// byte of the build: call it once after installing or copying a build, not at every launch.
+    /// byte of the build (minivlm.h gives the cost): `Backends.open` calls it at every load.
     public static func verify(folder: URL, runtime: String, runtimeVersion: String?) throws {
         try check(mvlm_build_verify(folder.path, runtime, runtimeVersion))
     }

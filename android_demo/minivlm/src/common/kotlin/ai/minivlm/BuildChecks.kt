@@ -26,8 +26,8 @@ object BuildChecks {
     /**
      * Verifies `dir` for `runtime` ("executorch", "litert"): the manifest's own checksum, the sha256 of every file it
      * lists, that the build targets this runtime, and that `runtimeVersion` (null: unchecked) can run what the
-     * exporter's version wrote (same major, minor at least the build's). Hashes every byte of the build: call it once
-     * after installing or copying a build, not at every launch.
+     * exporter's version wrote (same major, minor at least the build's). Hashes every byte of the build (minivlm.h
+     * gives the cost): `AndroidMiniVlm.open` calls it at every load.
      */
     fun verify(dir: File, runtime: String, runtimeVersion: String?) {
         Native.buildVerify(dir.path, runtime, runtimeVersion)
