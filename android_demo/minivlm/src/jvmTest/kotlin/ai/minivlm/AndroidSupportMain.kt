@@ -14,6 +14,7 @@ import kotlin.test.assertTrue
 //    the recorded outputs every graph passes; with a runner that adds DELTA to one output, returns NaN, the wrong
 //    shape, or throws, that graph fails with the measured numbers printed (the Python side recomputes them).
 // 2. AppliedRuntime: accelerator fallback order, the UI line, the decoded photo size.
+// 3. DemoScenes' index; BuildInstall's swap of a new build folder for the installed one, with failing renames.
 // Prints PASS/FAIL lines and "N passed, M failed"; exits 1 on any failure.
 object AndroidSupportMain {
     /** What the perturbed runner adds to every value of one output. */
@@ -156,6 +157,51 @@ object AndroidSupportMain {
             val e = assertFailsWith<MiniVlmException> { DemoScenes.parse("""{"scenes": [{"file": "../manifest.json", "caption": "x"}]}""") }
             assertEquals(ErrorKind.BAD_FILE, e.kind)
             assertEquals(ErrorKind.BAD_FILE, assertFailsWith<MiniVlmException> { DemoScenes.parse("""{"scenes": [{"caption": "x"}]}""") }.kind)
+        }
+
+        check("install: the new build replaces the installed one, which goes only after") {
+            val root = kotlin.io.path.createTempDirectory("install").toFile()
+            try {
+                val target = File(root, "build")
+                fun staged(text: String) = File(root, "build.partial").apply { mkdirs(); File(this, "manifest.json").writeText(text) }
+                BuildInstall.replace(staged("v1"), target)  // first install: nothing to move aside
+                assertEquals("v1", File(target, "manifest.json").readText())
+                BuildInstall.replace(staged("v2"), target)
+                assertEquals("v2", File(target, "manifest.json").readText())
+                assertEquals(listOf("build"), root.list()!!.sorted())  // neither staging nor the previous copy is left
+            } finally {
+                root.deleteRecursively()
+            }
+        }
+        check("install: a failed rename keeps the installed build, in place or named in the error") {
+            val root = kotlin.io.path.createTempDirectory("install").toFile()
+            try {
+                val target = File(root, "build").apply { mkdirs(); File(this, "manifest.json").writeText("old") }
+                val staging = File(root, "build.partial").apply { mkdirs(); File(this, "manifest.json").writeText("new") }
+                var calls = 0
+                // The second rename (staging -> target) fails: the installed copy is renamed back.
+                val e = assertFailsWith<MiniVlmException> {
+                    BuildInstall.replace(staging, target) { from, to -> ++calls != 2 && from.renameTo(to) }
+                }
+                assertEquals(ErrorKind.IO_ERROR, e.kind)
+                assertContains(e.message!!, "the installed build is unchanged")
+                assertEquals("old", File(target, "manifest.json").readText())
+                // The rename back fails too: the error says where the installed copy is, and it is intact there.
+                calls = 0
+                val e2 = assertFailsWith<MiniVlmException> {
+                    BuildInstall.replace(staging, target) { from, to -> ++calls == 1 && from.renameTo(to) }
+                }
+                val previous = BuildInstall.previousOf(target)
+                assertContains(e2.message!!, previous.path)
+                assertEquals("old", File(previous, "manifest.json").readText())
+                // The next install deletes the left-over previous copy and puts the new build in place.
+                BuildInstall.replace(staging, target)
+                assertEquals("new", File(target, "manifest.json").readText())
+                assertEquals(listOf("build"), root.list()!!.sorted())
+                assertEquals(ErrorKind.IO_ERROR, assertFailsWith<MiniVlmException> { BuildInstall.replace(staging, target) }.kind)
+            } finally {
+                root.deleteRecursively()
+            }
         }
 
         println("$passed passed, $failed failed")

@@ -4,6 +4,7 @@ import ai.minivlm.Accelerator
 import ai.minivlm.AppliedRuntime
 import ai.minivlm.BuildChecks
 import ai.minivlm.BuildConfig
+import ai.minivlm.BuildInstall
 import ai.minivlm.EfficientVlm
 import ai.minivlm.ErrorKind
 import ai.minivlm.GraphBackend
@@ -133,7 +134,8 @@ object AndroidMiniVlm {
 
     /**
      * Copies `assets/<assetDir>/` to `<into>/<assetDir>` (both runtimes load graphs from file paths), again whenever
-     * its manifest.json changes (a new build in a new APK). The copy goes to a staging folder renamed into place.
+     * its manifest.json changes (a new build in a new APK). The copy goes to a staging folder renamed into place
+     * (`BuildInstall.replace`): the installed copy is deleted only once the new one has taken its name.
      */
     fun install(assets: AssetManager, assetDir: String, into: File): File {
         val manifest = try {
@@ -146,8 +148,7 @@ object AndroidMiniVlm {
         if (installed.isFile && installed.readBytes().contentEquals(manifest)) return target
         val staging = File(into, "$assetDir.partial").apply { deleteRecursively() }
         copyTree(assets, assetDir, staging)
-        target.deleteRecursively()
-        if (!staging.renameTo(target)) throw MiniVlmException(ErrorKind.IO_ERROR, "cannot move the build into ${target.path}")
+        BuildInstall.replace(staging, target) // the installed copy goes only once the new one is in place
         return target
     }
 
