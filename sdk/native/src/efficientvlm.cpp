@@ -11,6 +11,7 @@
 #include "common.hpp"
 #include "handles.hpp"
 #include "json.hpp"
+#include "json_fields.hpp"
 #include "tokenizer.hpp"
 
 using minivlm::fail;
@@ -163,48 +164,7 @@ std::vector<uint8_t> resize(int32_t size, const uint8_t* pixels, int32_t width, 
   return out;
 }
 
-// Reads fields of manifest.json; every missing or mistyped one is MVLM_BAD_FILE naming its JSON pointer.
-class Fields {
- public:
-  Fields(const Value& root, std::string what) : root_(root), what_(std::move(what)) {}
-
-  const Value& at(const std::string& pointer, Value::Type type) const {
-    std::string error;
-    const Value* v = minivlm::json::resolve(root_, pointer, &error);
-    if (!v) fail(MVLM_BAD_FILE, what_ + " lacks " + pointer);
-    if (v->type != type) {
-      fail(MVLM_BAD_FILE, what_ + " " + pointer + " is " + minivlm::json::type_name(v->type) + ", expected " +
-                              minivlm::json::type_name(type));
-    }
-    return *v;
-  }
-
-  double number(const std::string& pointer) const {
-    const double v = at(pointer, Value::Type::Number).number;
-    if (!std::isfinite(v)) fail(MVLM_BAD_FILE, what_ + " " + pointer + " is not finite");
-    return v;
-  }
-
-  int32_t integer(const std::string& pointer) const {
-    const double v = number(pointer);
-    if (v != std::floor(v) || v < -2147483648.0 || v > 2147483647.0) {
-      fail(MVLM_BAD_FILE, what_ + " " + pointer + " is " + minivlm::str_double(v) + ", expected an integer");
-    }
-    return static_cast<int32_t>(v);
-  }
-
-  void three(const std::string& pointer, double out[3]) const {
-    const Value& v = at(pointer, Value::Type::Array);
-    if (v.items.size() != 3) {
-      fail(MVLM_BAD_FILE, what_ + " " + pointer + " has " + str(v.items.size()) + " entries, expected 3 (RGB)");
-    }
-    for (size_t i = 0; i < 3; ++i) out[i] = number(pointer + "/" + str(i));
-  }
-
- private:
-  const Value& root_;
-  std::string what_;
-};
+using minivlm::json::Fields;  // manifest.json's fields by pointer (json_fields.hpp)
 
 void check_config(const mvlm_evlm_config& c) {
   auto positive = [](int32_t v, const char* name) {
@@ -256,8 +216,8 @@ mvlm_evlm_config read_config(const std::string& text, const std::string& what) {
   const std::string model = "/model/config", vision = model + "/vision", text_cfg = model + "/text";
   mvlm_evlm_config c{};
   c.image_size = f.integer(vision + "/image_size");
-  f.three(vision + "/pixel_mean", c.pixel_mean);
-  f.three(vision + "/pixel_std", c.pixel_std);
+  f.numbers(vision + "/pixel_mean", c.pixel_mean, 3, 3, "(RGB)");
+  f.numbers(vision + "/pixel_std", c.pixel_std, 3, 3, "(RGB)");
   const int32_t patch = f.integer(vision + "/patch_size");
   if (patch < 1 || c.image_size < 1 || c.image_size % patch) {
     fail(MVLM_BAD_FILE, what + " " + vision + ": image_size " + str(c.image_size) + " is not a multiple of patch_size " +

@@ -8,6 +8,7 @@
 
 #include "common.hpp"
 #include "handles.hpp"
+#include "json_fields.hpp"
 
 using minivlm::fail;
 using minivlm::require;
@@ -18,63 +19,9 @@ namespace {
 
 constexpr double kSchemaVersion = 1;
 
-class Reader {
- public:
-  Reader(const Value& root, std::string what) : root_(root), what_(std::move(what)) {}
+using minivlm::json::Fields;
 
-  const Value& at(const std::string& pointer, Value::Type type) const {
-    std::string error;
-    const Value* v = minivlm::json::resolve(root_, pointer, &error);
-    if (!v) fail(MVLM_BAD_FILE, what_ + " lacks " + pointer);
-    if (v->type != type) {
-      fail(MVLM_BAD_FILE, what_ + " " + pointer + " is " + minivlm::json::type_name(v->type) + ", expected " +
-                              minivlm::json::type_name(type));
-    }
-    return *v;
-  }
-
-  double number(const std::string& pointer) const {
-    const double v = at(pointer, Value::Type::Number).number;
-    if (!std::isfinite(v)) fail(MVLM_BAD_FILE, what_ + " " + pointer + " is not finite");
-    return v;
-  }
-
-  int32_t integer(const std::string& pointer) const {
-    const double v = number(pointer);
-    if (v != std::floor(v) || v < -2147483648.0 || v > 2147483647.0) {
-      fail(MVLM_BAD_FILE, what_ + " " + pointer + " is " + minivlm::str_double(v) + ", expected an integer");
-    }
-    return static_cast<int32_t>(v);
-  }
-
-  const std::string& string(const std::string& pointer) const { return at(pointer, Value::Type::String).string; }
-
-  // A top-level entry that may be absent (nullptr).
-  const Value* optional(std::string_view key) const { return root_.get(key); }
-
-  // The value at `pointer`, or nullptr when there is none.
-  const Value* find(const std::string& pointer) const {
-    std::string error;
-    return minivlm::json::resolve(root_, pointer, &error);
-  }
-
-  // An array of numbers into out[0..n), n <= capacity (exactly `exact` if given).
-  int32_t numbers(const std::string& pointer, double* out, size_t capacity, size_t exact = 0) const {
-    const Value& v = at(pointer, Value::Type::Array);
-    if ((exact && v.items.size() != exact) || v.items.size() > capacity || v.items.empty()) {
-      fail(MVLM_BAD_FILE, what_ + " " + pointer + " has " + str(v.items.size()) + " entries, expected " +
-                              (exact ? str(exact) : "1.." + str(capacity)));
-    }
-    for (size_t i = 0; i < v.items.size(); ++i) out[i] = number(pointer + "/" + str(i));
-    return static_cast<int32_t>(v.items.size());
-  }
-
- private:
-  const Value& root_;
-  std::string what_;
-};
-
-mvlm_config read_config(const Reader& r, const std::string& what) {
+mvlm_config read_config(const Fields& r, const std::string& what) {
   const double version = r.number("/schema_version");
   if (version != kSchemaVersion) {
     fail(MVLM_BAD_FILE, what + " has schema_version " + minivlm::str_double(version) + ", this core reads " +
@@ -174,7 +121,7 @@ mvlm_config read_config(const Reader& r, const std::string& what) {
   return c;
 }
 
-std::string file_name(const Reader& r, const std::string& pointer, const std::string& what) {
+std::string file_name(const Fields& r, const std::string& pointer, const std::string& what) {
   const std::string& name = r.string(pointer);
   const std::filesystem::path p(name);
   bool outside = name.empty() || p.is_absolute() || p.has_root_name();
@@ -191,7 +138,7 @@ mvlm_manifest* make(const std::string& text, const std::string& folder, const st
   auto m = std::make_unique<mvlm_manifest>();
   m->json.root = minivlm::json::parse(text, what);
   m->folder = folder;
-  m->config = read_config(Reader(m->json.root, what), what);
+  m->config = read_config(Fields(m->json.root, what), what);
   return m.release();
 }
 
@@ -241,7 +188,7 @@ mvlm_status mvlm_manifest_file(const mvlm_manifest* manifest, const char* which,
     *length = 0;
     require(manifest, "manifest");
     require(which, "which");
-    const Reader r(manifest->json.root, "manifest.json");
+    const Fields r(manifest->json.root, "manifest.json");
     const std::string w = which;
     std::string pointer;
     if (w == "vocab") {
@@ -261,10 +208,10 @@ static void load_classes(const mvlm_manifest* m) {
   if (!m->has_config) fail(MVLM_BAD_FILE, "the manifest is of a " + m->family + " build, which has no MiniVLM detector classes");
   std::call_once(m->classes_once, [m] {
     m->classes_status = minivlm::guard([m] {
-      const Reader r(m->json.root, "manifest.json");
+      const Fields r(m->json.root, "manifest.json");
       const std::string path = join(m->folder, file_name(r, "/vocabularies_file", "manifest.json"));
       const Value root = minivlm::json::parse(minivlm::read_file(path, "vocabularies file"), path);
-      const Reader v(root, path);
+      const Fields v(root, path);
       const Value& classes = v.at("/classes", Value::Type::Array);
       if (classes.items.size() != static_cast<size_t>(m->config.num_classes)) {
         fail(MVLM_BAD_FILE, path + " has " + str(classes.items.size()) + " classes, the model predicts " +
