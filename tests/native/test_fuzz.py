@@ -14,8 +14,8 @@ import pytest
 from native_ctypes import NATIVE, build_native
 
 pytestmark = pytest.mark.native
-TARGETS = ("tokenizer", "vocab", "json", "manifest", "preprocess")
-DICTIONARY = {"json": "json.dict", "manifest": "json.dict"}
+TARGETS = ("tokenizer", "vocab", "json", "manifest", "preprocess", "efficientvlm")
+DICTIONARY = {"json": "json.dict", "manifest": "json.dict", "efficientvlm": "json.dict"}
 SECONDS = int(os.environ.get("MINIVLM_FUZZ_SECONDS", "20"))
 CLANG = shutil.which("clang++")
 

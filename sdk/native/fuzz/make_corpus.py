@@ -76,6 +76,22 @@ def main() -> None:
         header = bytes([i % 4, w - 1, h - 1, i % 8, case["size"] - 1, 0])
         _put("preprocess", f"golden-{i}", header + pixels.tobytes())
 
+    # EfficientVLM host steps: a mode byte (0 config, 1 resize, 2 text and decoding) then that part's input.
+    evlm = REPO / "tests" / "golden_efficientvlm"
+    evlm_manifest = (evlm / "manifest.json").read_bytes()
+    _put("efficientvlm", "config-golden", b"\x00" + evlm_manifest)
+    doc = json.loads(evlm_manifest)
+    doc["model"]["config"]["vision"]["pixel_std"] = [0.5, 0.5]
+    _put("efficientvlm", "config-two-stds", b"\x00" + json.dumps(doc).encode())
+    _put("efficientvlm", "config-minivlm", b"\x00" + manifest)
+    crop = np.fromfile(GOLDEN / index["preprocess_cases"][0]["image"]["file"], dtype=np.uint8)
+    for name, header in (("resize-down", bytes([1, 0, 63, 47, 0, 15, 0])), ("resize-up", bytes([1, 3, 7, 5, 3, 31, 0])),
+                         ("resize-uniform", bytes([1, 2, 40, 30, 1, 23, 1]))):
+        _put("efficientvlm", name, header + crop[:4096].tobytes())
+    for i, text in enumerate(("a red circle", "what colour is the square?", "")):
+        data = text.encode()
+        _put("efficientvlm", f"text-{i}", bytes([2, len(data)]) + data + bytes([0, 5, 200, 0, 3, 0xFE, 0xFF, 0xFF, 0]))
+
 
 if __name__ == "__main__":
     main()
