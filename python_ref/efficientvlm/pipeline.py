@@ -130,8 +130,11 @@ class Pipeline:
 
     def pack(self, text: str, what: str = "text") -> tuple[torch.Tensor, torch.Tensor]:
         """`[CLS] text [SEP]` padded with [PAD] to max_text_len: input_ids (1, T) int64, token_mask (1, T) f32.
-        InputError for empty text or text longer than max_text_len - 2 tokens."""
+        InputError for empty text, text that makes no tokens (only control or zero-width characters), or text
+        longer than max_text_len - 2 tokens; the native core (`mvlm_evlm_pack_text`) refuses the same."""
         ids = self.tokenizer.encode(check_text(text, what))
+        if not ids:
+            raise InputError(f"{what} is {text!r}, expected a non-empty string with words")
         budget = self.cfg.text.max_text_len - 2
         if len(ids) > budget:
             raise InputError(f"{what} is {len(ids)} tokens, the model takes at most {budget} "

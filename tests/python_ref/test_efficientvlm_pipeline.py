@@ -217,6 +217,11 @@ def test_packing_and_the_refusals():
         pipe.answer(_images()[0], "one two three four five six seven eight nine")
     with pytest.raises(InputError, match="text is '  '"):
         pipe.match(_images()[0], "  ")
+    # Characters the tokenizer drops (control, zero-width) leave no words: refused, as the native core refuses them.
+    for text in ("\x07\x01", "\u200b"):
+        assert TOKENIZER.encode(text) == []
+        with pytest.raises(InputError, match="expected a non-empty string with words"):
+            pipe.pack(text)
     with pytest.raises(ConfigError, match="efficientvlm-tiny has no detector"):
         pipe.detect(_images()[0])
     with pytest.raises(ConfigError, match="answers vocabulary has 2 entries, the model predicts 7"):
