@@ -53,7 +53,7 @@ from .weight_audit import AuditResult, audit_build, audit_check, not_audited
 TASK_CHECKS = {"minivlm": host_and_task_checks, "efficientvlm": efficientvlm_task_checks}
 # What parity leaves to other tests, by model family.
 NOT_CHECKED = {"minivlm": "native host-step ports (C++/Kotlin/Swift) replay the build's golden/ in their own tests",
-               "efficientvlm": "native host steps: the C++ core and the apps run MiniVLM builds only (docs/ARCHITECTURE.md §5)"}
+               "efficientvlm": "native host-step ports (C++/Kotlin/Swift) replay tests/golden_efficientvlm in their own tests"}
 
 
 def _computes_in_fp16(manifest: dict) -> bool:

@@ -27,16 +27,18 @@ mvlm_config read_config(const Fields& r, const std::string& what) {
     fail(MVLM_BAD_FILE, what + " has schema_version " + minivlm::str_double(version) + ", this core reads " +
                             minivlm::str_double(kSchemaVersion));
   }
-  // The model family (converters/build.py; absent before EfficientVLM: a MiniVLM build). This core ports MiniVLM's
-  // host steps only, so any other family is refused here, before its missing TEE config is.
+  // The model family (converters/build.py; absent before EfficientVLM: a MiniVLM build). These are MiniVLM's host
+  // steps, so any other family is refused here, before its missing TEE config is; an EfficientVLM build's config
+  // is read by mvlm_evlm_config_load.
   if (const Value* family = r.optional("family"); family && family->type != Value::Type::String) {
     fail(MVLM_BAD_FILE, what + " /family is " + minivlm::json::type_name(family->type) + ", expected " +
                             minivlm::json::type_name(Value::Type::String));
   } else if (family && family->string != "minivlm") {
     const std::string& name = family->string;  // echoed only if short and printable: errors stay one line
     const bool plain = name.size() <= 40 && std::all_of(name.begin(), name.end(), [](unsigned char ch) { return ch >= 0x20 && ch < 0x7f; });
-    fail(MVLM_BAD_FILE, what + " is a build of the " + (plain ? name : std::string("another")) +
-                            " model family; this core runs MiniVLM builds only");
+    fail(MVLM_BAD_FILE, what + " is a build of the " + (plain ? name : std::string("another")) + " model family; " +
+                            (name == "efficientvlm" ? "read its config with mvlm_evlm_config_load"
+                                                    : "this core runs MiniVLM and EfficientVLM builds"));
   }
   mvlm_config c{};
   const std::string tee = "/model/config/tee", fusion = "/model/config/fusion";
