@@ -194,6 +194,10 @@ object AndroidSupportMain {
                 val previous = BuildInstall.previousOf(target)
                 assertContains(e2.message!!, previous.path)
                 assertEquals("old", File(previous, "manifest.json").readText())
+                // A later install that fails too puts that copy back in place rather than deleting it.
+                val e3 = assertFailsWith<MiniVlmException> { BuildInstall.replace(staging, target) { from, to -> from != staging && from.renameTo(to) } }
+                assertContains(e3.message!!, "the installed build is unchanged")
+                assertEquals("old", File(target, "manifest.json").readText())
                 // The next install deletes the left-over previous copy and puts the new build in place.
                 BuildInstall.replace(staging, target)
                 assertEquals("new", File(target, "manifest.json").readText())
